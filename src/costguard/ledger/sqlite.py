@@ -1,0 +1,652 @@
+"""The embedded ledger: one SQLite file in WAL mode, shared safely by threads and processes.
+
+Each thread (and each process, after a fork) gets its own connection. Writes that read before
+they write (reservations, request segments) run under ``BEGIN IMMEDIATE`` so two processes
+cannot both see room in a budget and both take it. Money is stored as integer nano-dollars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from costguard.errors import LedgerError
+from costguard.ledger.base import Ledger
+from costguard.usage import (
+    BudgetCounter,
+    KillSwitch,
+    PeriodLimit,
+    RequestSegment,
+    Reservation,
+    ReserveResult,
+    SessionUsage,
+    Totals,
+    ViolationRecord,
+    nanos_to_usd,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    user_id TEXT,
+    operation TEXT NOT NULL,
+    agent_id TEXT,
+    agent_alias_id TEXT,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    segments INTEGER NOT NULL DEFAULT 1,
+    model_calls INTEGER NOT NULL,
+    tool_calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    tool_response_bytes INTEGER NOT NULL,
+    max_tool_response_bytes INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    model_latency_ms INTEGER NOT NULL,
+    tool_latency_ms INTEGER NOT NULL,
+    unknown_events INTEGER NOT NULL,
+    unpriced_calls INTEGER NOT NULL,
+    return_control_id TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_by_workflow ON requests (workflow, started_ms);
+CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session_id, return_control_id);
+CREATE TABLE IF NOT EXISTS model_calls (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    user_id TEXT,
+    ts_ms INTEGER NOT NULL,
+    model_id TEXT NOT NULL,
+    base_model_id TEXT NOT NULL,
+    step_type TEXT NOT NULL,
+    agent TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    priced INTEGER NOT NULL,
+    latency_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS model_calls_by_time ON model_calls (ts_ms);
+CREATE INDEX IF NOT EXISTS model_calls_by_request ON model_calls (request_id);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT,
+    agent TEXT,
+    response_bytes INTEGER,
+    latency_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS tool_calls_by_time ON tool_calls (ts_ms);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    user_id TEXT,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    model_calls INTEGER NOT NULL,
+    tool_calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    tool_response_bytes INTEGER NOT NULL,
+    max_tool_response_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS violations (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    workflow TEXT NOT NULL,
+    session_id TEXT,
+    request_id TEXT,
+    kind TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    limit_value TEXT NOT NULL,
+    observed TEXT NOT NULL,
+    enforced INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS violations_by_session ON violations (session_id);
+CREATE INDEX IF NOT EXISTS violations_by_workflow ON violations (workflow, ts_ms);
+CREATE TABLE IF NOT EXISTS budget_counters (
+    workflow TEXT NOT NULL,
+    period TEXT NOT NULL,
+    spent_nanos INTEGER NOT NULL DEFAULT 0,
+    reserved_nanos INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (workflow, period)
+);
+CREATE TABLE IF NOT EXISTS kill_switches (
+    workflow TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS kill_switch_log (
+    id INTEGER PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT,
+    actor TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_keys (
+    key TEXT PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+_TOTAL_COLUMNS = (
+    "model_calls",
+    "tool_calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+    "tool_response_bytes",
+    "max_tool_response_bytes",
+)
+
+
+class SQLiteLedger(Ledger):
+    """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        self.url = f"sqlite:///{self.path}"
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger folder {self.path.parent}: {exc}") from exc
+        self._init_schema()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError(f"ledger {self.path} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            # WAL lets readers run beside one writer; NORMAL sync is durable across process
+            # crashes (only an OS crash can lose the last transactions), which is the trade
+            # every WAL deployment makes for speed.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path} is not a usable costguard ledger: {exc}") from exc
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        # A connection must not cross a fork: the child opens its own.
+        if conn is None or local.pid != os.getpid():
+            conn = self._connect()
+            local.conn = conn
+            local.pid = os.getpid()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A read-then-write transaction that holds the write lock from its first statement."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise LedgerError(f"ledger {self.path}: commit failed: {exc}") from exc
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        with self._errors("creating the schema"), self._write() as conn:
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+            if has_meta:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row and int(row[0]) > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"{self.path} was written by a newer costguard (schema {row[0]}, "
+                        f"this one reads {SCHEMA_VERSION}); upgrade costguard"
+                    )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass  # closing a broken connection has nothing left to lose
+            self._connections.clear()
+            self._closed = True
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def kill_switch(self, workflow: str, now_ms: int) -> KillSwitch | None:
+        with self._errors("reading the kill switch"):
+            row = self._conn.execute(
+                "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
+                "WHERE workflow = ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)",
+                (workflow, now_ms),
+            ).fetchone()
+        return KillSwitch(*row) if row else None
+
+    def session_totals(self, session_id: str) -> Totals:
+        with self._errors("reading session counters"):
+            row = self._conn.execute(
+                f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        return Totals(*row) if row else Totals()
+
+    def reserve(self, workflow: str, periods: Sequence[PeriodLimit], amount_nanos: int) -> ReserveResult:
+        reservation = Reservation(workflow, tuple(periods), 0)
+        return self._hold(reservation, amount_nanos)
+
+    def extend_reservation(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+        return self._hold(reservation, amount_nanos)
+
+    def _hold(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+        with self._errors("reserving budget"), self._write() as conn:
+            for period in reservation.periods:
+                if period.limit_nanos is None:
+                    continue
+                row = conn.execute(
+                    "SELECT spent_nanos + reserved_nanos FROM budget_counters "
+                    "WHERE workflow = ? AND period = ?",
+                    (reservation.workflow, period.period),
+                ).fetchone()
+                committed = row[0] if row else 0
+                if committed + amount_nanos > period.limit_nanos:
+                    return ReserveResult(False, None, period.period, period.limit_nanos, committed)
+            conn.executemany(
+                "INSERT INTO budget_counters (workflow, period, reserved_nanos) VALUES (?, ?, ?) "
+                "ON CONFLICT (workflow, period) DO UPDATE SET reserved_nanos = reserved_nanos + ?",
+                [
+                    (reservation.workflow, p.period, amount_nanos, amount_nanos)
+                    for p in reservation.periods
+                ],
+            )
+        reservation.amount_nanos += amount_nanos
+        return ReserveResult(True, reservation)
+
+    def release(self, reservation: Reservation) -> None:
+        if not reservation.amount_nanos:
+            return
+        with self._errors("releasing a reservation"), self._write() as conn:
+            self._settle(conn, reservation, 0)
+        reservation.amount_nanos = 0
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, reservation: Reservation, spent_nanos: int) -> None:
+        conn.executemany(
+            "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) "
+            "VALUES (?, ?, ?, 0) ON CONFLICT (workflow, period) DO UPDATE SET "
+            "spent_nanos = spent_nanos + ?, reserved_nanos = MAX(0, reserved_nanos - ?)",
+            [
+                (reservation.workflow, p.period, spent_nanos, spent_nanos, reservation.amount_nanos)
+                for p in reservation.periods
+            ],
+        )
+
+    def record(self, segment: RequestSegment) -> None:
+        t, d = segment.totals, segment.delta
+        with self._errors("recording usage"), self._write() as conn:
+            is_new = (
+                conn.execute(
+                    "SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)
+                ).fetchone()
+                is None
+            )
+            conn.execute(
+                "INSERT INTO requests (request_id, workflow, session_id, user_id, operation, "
+                "agent_id, agent_alias_id, started_ms, ended_ms, status, segments, model_calls, "
+                "tool_calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+                "cost_nanos, tool_response_bytes, max_tool_response_bytes, latency_ms, "
+                "model_latency_ms, tool_latency_ms, unknown_events, unpriced_calls, "
+                "return_control_id) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (request_id) DO UPDATE SET ended_ms = excluded.ended_ms, "
+                "status = excluded.status, segments = segments + 1, "
+                "model_calls = excluded.model_calls, tool_calls = excluded.tool_calls, "
+                "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+                "cache_read_tokens = excluded.cache_read_tokens, "
+                "cache_write_tokens = excluded.cache_write_tokens, "
+                "cost_nanos = excluded.cost_nanos, "
+                "tool_response_bytes = excluded.tool_response_bytes, "
+                "max_tool_response_bytes = excluded.max_tool_response_bytes, "
+                "latency_ms = latency_ms + excluded.latency_ms, "
+                "model_latency_ms = model_latency_ms + excluded.model_latency_ms, "
+                "tool_latency_ms = tool_latency_ms + excluded.tool_latency_ms, "
+                "unknown_events = unknown_events + excluded.unknown_events, "
+                "unpriced_calls = unpriced_calls + excluded.unpriced_calls, "
+                "return_control_id = excluded.return_control_id",
+                (
+                    segment.request_id,
+                    segment.workflow,
+                    segment.session_id,
+                    segment.user_id,
+                    segment.operation,
+                    segment.agent_id,
+                    segment.agent_alias_id,
+                    segment.started_ms,
+                    segment.ended_ms,
+                    segment.status,
+                    t.model_calls,
+                    t.tool_calls,
+                    t.input_tokens,
+                    t.output_tokens,
+                    t.cache_read_tokens,
+                    t.cache_write_tokens,
+                    t.cost_nanos,
+                    t.tool_response_bytes,
+                    t.max_tool_response_bytes,
+                    segment.latency_ms,
+                    segment.model_latency_ms,
+                    segment.tool_latency_ms,
+                    segment.unknown_events,
+                    segment.unpriced_calls,
+                    segment.return_control_id,
+                ),
+            )
+            if segment.model_calls:
+                conn.executemany(
+                    "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
+                    "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
+                    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            m.request_id,
+                            m.workflow,
+                            m.session_id,
+                            m.user_id,
+                            m.ts_ms,
+                            m.model_id,
+                            m.base_model_id,
+                            m.step_type,
+                            m.agent,
+                            m.input_tokens,
+                            m.output_tokens,
+                            m.cache_read_tokens,
+                            m.cache_write_tokens,
+                            m.cost_nanos,
+                            1 if m.priced else 0,
+                            m.latency_ms,
+                        )
+                        for m in segment.model_calls
+                    ],
+                )
+            if segment.tool_calls:
+                conn.executemany(
+                    "INSERT INTO tool_calls (request_id, workflow, session_id, ts_ms, kind, name, "
+                    "agent, response_bytes, latency_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            c.request_id,
+                            c.workflow,
+                            c.session_id,
+                            c.ts_ms,
+                            c.kind,
+                            c.name,
+                            c.agent,
+                            c.response_bytes,
+                            c.latency_ms,
+                        )
+                        for c in segment.tool_calls
+                    ],
+                )
+            conn.execute(
+                "INSERT INTO sessions (session_id, workflow, user_id, first_ms, last_ms, requests, "
+                "model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
+                "cache_write_tokens, cost_nanos, tool_response_bytes, max_tool_response_bytes) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
+                "last_ms = MAX(last_ms, excluded.last_ms), requests = requests + excluded.requests, "
+                "model_calls = model_calls + excluded.model_calls, "
+                "tool_calls = tool_calls + excluded.tool_calls, "
+                "input_tokens = input_tokens + excluded.input_tokens, "
+                "output_tokens = output_tokens + excluded.output_tokens, "
+                "cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, "
+                "cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, "
+                "cost_nanos = cost_nanos + excluded.cost_nanos, "
+                "tool_response_bytes = tool_response_bytes + excluded.tool_response_bytes, "
+                "max_tool_response_bytes = "
+                "MAX(max_tool_response_bytes, excluded.max_tool_response_bytes)",
+                (
+                    segment.session_id,
+                    segment.workflow,
+                    segment.user_id,
+                    segment.started_ms,
+                    segment.ended_ms,
+                    1 if is_new else 0,
+                    d.model_calls,
+                    d.tool_calls,
+                    d.input_tokens,
+                    d.output_tokens,
+                    d.cache_read_tokens,
+                    d.cache_write_tokens,
+                    d.cost_nanos,
+                    d.tool_response_bytes,
+                    d.max_tool_response_bytes,
+                ),
+            )
+            self._insert_violations(conn, segment.violations)
+            if segment.reservation is not None:
+                self._settle(conn, segment.reservation, d.cost_nanos)
+        if segment.reservation is not None:
+            segment.reservation.amount_nanos = 0
+
+    @staticmethod
+    def _insert_violations(conn: sqlite3.Connection, violations: Sequence[ViolationRecord]) -> None:
+        if violations:
+            conn.executemany(
+                "INSERT INTO violations (ts_ms, workflow, session_id, request_id, kind, rule, "
+                "limit_value, observed, enforced, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        v.ts_ms,
+                        v.workflow,
+                        v.session_id,
+                        v.request_id,
+                        v.kind,
+                        v.rule,
+                        v.limit,
+                        v.observed,
+                        1 if v.enforced else 0,
+                        json.dumps(v.detail, sort_keys=True, default=str),
+                    )
+                    for v in violations
+                ],
+            )
+
+    def record_violation(self, violation: ViolationRecord) -> None:
+        with self._errors("recording a violation"), self._write() as conn:
+            self._insert_violations(conn, [violation])
+
+    def request_totals(self, request_id: str) -> Totals | None:
+        with self._errors("reading a request"):
+            row = self._conn.execute(
+                f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM requests WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        return Totals(*row) if row else None
+
+    def find_return_control(self, session_id: str, invocation_id: str) -> str | None:
+        with self._errors("looking up a return-control invocation"):
+            row = self._conn.execute(
+                "SELECT request_id FROM requests WHERE session_id = ? AND return_control_id = ? "
+                "ORDER BY ended_ms DESC LIMIT 1",
+                (session_id, invocation_id),
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- administration and reads ---------------------------------------------------------------
+
+    def session_usage(self, session_id: str) -> SessionUsage | None:
+        with self._errors("reading a session"):
+            row = self._conn.execute(
+                "SELECT workflow, user_id, requests, model_calls, tool_calls, input_tokens, "
+                "output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, "
+                "max_tool_response_bytes, tool_response_bytes FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        violations = self.violations(session_id=session_id)
+        if row is None:
+            if not violations:
+                return None
+            usage = SessionUsage.empty(session_id)
+            usage.workflow = violations[0].workflow
+            usage.violations = violations
+            return usage
+        return SessionUsage(
+            session_id=session_id,
+            workflow=row[0],
+            user_id=row[1],
+            requests=row[2],
+            model_calls=row[3],
+            tool_calls=row[4],
+            input_tokens=row[5],
+            output_tokens=row[6],
+            cache_read_tokens=row[7],
+            cache_write_tokens=row[8],
+            cost_usd=nanos_to_usd(row[9]),
+            max_tool_response_bytes=row[10],
+            tool_response_bytes=row[11],
+            violations=violations,
+        )
+
+    def set_kill_switch(
+        self, workflow: str, reason: str, set_by: str, now_ms: int, expires_at_ms: int | None = None
+    ) -> KillSwitch:
+        with self._errors("setting a kill switch"), self._write() as conn:
+            conn.execute(
+                "INSERT INTO kill_switches (workflow, reason, set_by, set_at_ms, expires_at_ms) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (workflow) DO UPDATE SET reason = excluded.reason, "
+                "set_by = excluded.set_by, set_at_ms = excluded.set_at_ms, "
+                "expires_at_ms = excluded.expires_at_ms",
+                (workflow, reason, set_by, now_ms, expires_at_ms),
+            )
+            conn.execute(
+                "INSERT INTO kill_switch_log (workflow, action, reason, actor, ts_ms) "
+                "VALUES (?, 'block', ?, ?, ?)",
+                (workflow, reason, set_by, now_ms),
+            )
+        return KillSwitch(workflow, reason, set_by, now_ms, expires_at_ms)
+
+    def clear_kill_switch(self, workflow: str, cleared_by: str, now_ms: int) -> bool:
+        with self._errors("clearing a kill switch"), self._write() as conn:
+            cleared = conn.execute(
+                "DELETE FROM kill_switches WHERE workflow = ?", (workflow,)
+            ).rowcount
+            if cleared:
+                conn.execute(
+                    "INSERT INTO kill_switch_log (workflow, action, reason, actor, ts_ms) "
+                    "VALUES (?, 'unblock', NULL, ?, ?)",
+                    (workflow, cleared_by, now_ms),
+                )
+        return bool(cleared)
+
+    def kill_switches(self, now_ms: int) -> list[KillSwitch]:
+        with self._errors("reading kill switches"):
+            rows = self._conn.execute(
+                "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
+                "WHERE expires_at_ms IS NULL OR expires_at_ms > ? ORDER BY workflow",
+                (now_ms,),
+            ).fetchall()
+        return [KillSwitch(*row) for row in rows]
+
+    def budget_counters(self, workflow: str | None = None) -> list[BudgetCounter]:
+        query = "SELECT workflow, period, spent_nanos, reserved_nanos FROM budget_counters"
+        params: tuple[str, ...] = ()
+        if workflow is not None:
+            query += " WHERE workflow = ?"
+            params = (workflow,)
+        with self._errors("reading budget counters"):
+            rows = self._conn.execute(query + " ORDER BY workflow, period", params).fetchall()
+        return [BudgetCounter(*row) for row in rows]
+
+    def violations(
+        self, *, workflow: str | None = None, session_id: str | None = None, limit: int | None = None
+    ) -> list[ViolationRecord]:
+        clauses, params = [], []
+        if workflow is not None:
+            clauses.append("workflow = ?")
+            params.append(workflow)
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        query = (
+            "SELECT ts_ms, workflow, session_id, request_id, kind, rule, limit_value, observed, "
+            "enforced, detail FROM violations"
+        )
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        query += " ORDER BY ts_ms DESC, id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        with self._errors("reading violations"):
+            rows = self._conn.execute(query, params).fetchall()
+        return [
+            ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), json.loads(r[9]))
+            for r in rows
+        ]
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for read-only reporting queries (pandas ``read_sql``)."""
+        return self._conn

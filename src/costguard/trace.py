@@ -1,0 +1,395 @@
+"""Bedrock responses -> typed steps.
+
+:class:`AgentTraceNormalizer` turns the events boto3 yields for InvokeAgent and InvokeInlineAgent
+(``chunk``, ``trace``, ``returnControl``, ``files``) into at most one step per event. It is
+stateful per request: a ``modelInvocationOutput`` takes its model from the preceding
+``modelInvocationInput`` of the same ``traceId`` and an observation takes its tool name from the
+matching ``invocationInput``. Unknown or malformed events become :class:`UnknownEvent` steps and
+are counted; they never raise.
+
+The functions at the bottom do the same for Converse, ConverseStream and InvokeModel.
+
+Steps keep sizes and ids only: no prompt, output, rationale or tool text leaves this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: invocationType values that are tool calls (DESIGN.md section 5).
+TOOL_KINDS = frozenset(
+    {"ACTION_GROUP", "KNOWLEDGE_BASE", "ACTION_GROUP_CODE_INTERPRETER", "AGENT_COLLABORATOR"}
+)
+
+#: The Trace union members whose model invocations count as model calls.
+_MODEL_TRACE_KINDS = {
+    "orchestrationTrace": "ORCHESTRATION",
+    "preProcessingTrace": "PRE_PROCESSING",
+    "postProcessingTrace": "POST_PROCESSING",
+    "routingClassifierTrace": "ROUTING_CLASSIFIER",
+}
+
+
+@dataclass(slots=True)
+class ModelCallStarted:
+    """A ``modelInvocationInput``: the model is known before its output (allow-list, loop cap)."""
+
+    model_id: str | None
+    step_type: str
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class ModelCall:
+    model_id: str | None
+    step_type: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: int | None = None
+    trace_id: str | None = None
+    agent: str | None = None
+    usage_missing: bool = False
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """An ``invocationInput`` of a tool kind: counted when the agent decides to call it."""
+
+    kind: str
+    name: str | None
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """The observation that answers a tool call, with the UTF-8 size of what the agent re-reads."""
+
+    kind: str
+    name: str | None
+    response_bytes: int
+    latency_ms: int | None
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class GuardrailIntervention:
+    action: str
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class Failure:
+    code: int | None
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class FinalAnswer:
+    response_bytes: int
+    trace_id: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class AnswerChunk:
+    response_bytes: int
+
+
+@dataclass(slots=True)
+class ReturnControl:
+    invocation_id: str | None
+    inputs: int
+
+
+@dataclass(slots=True)
+class UnknownEvent:
+    what: str
+
+
+Step = (
+    ModelCallStarted
+    | ModelCall
+    | ToolCall
+    | ToolResult
+    | GuardrailIntervention
+    | Failure
+    | FinalAnswer
+    | AnswerChunk
+    | ReturnControl
+    | UnknownEvent
+)
+
+#: Looks up an agent's configured model when its traces name none: (agent_id, version) -> model.
+AgentModelLookup = Callable[[str, str | None], str | None]
+
+
+def _utf8_len(text: Any) -> int:
+    if isinstance(text, str):
+        # ASCII-only text (most JSON) has as many bytes as characters; skip the copy.
+        return len(text) if text.isascii() else len(text.encode("utf-8"))
+    if isinstance(text, (bytes, bytearray)):
+        return len(text)
+    return 0
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class AgentTraceNormalizer:
+    """Stateful per request: feed it every event of one InvokeAgent stream, in order."""
+
+    __slots__ = (
+        "default_model",
+        "agent_model_lookup",
+        "unknown_events",
+        "_model_by_trace",
+        "_last_model_by_agent",
+        "_tools_by_trace",
+    )
+
+    def __init__(
+        self, default_model: str | None = None, agent_model_lookup: AgentModelLookup | None = None
+    ) -> None:
+        self.default_model = default_model
+        self.agent_model_lookup = agent_model_lookup
+        self.unknown_events = 0
+        self._model_by_trace: dict[str | None, str | None] = {}
+        self._last_model_by_agent: dict[str | None, str] = {}
+        self._tools_by_trace: dict[str | None, list[tuple[str, str | None]]] = {}
+
+    def feed(self, event: Mapping[str, Any]) -> Step | None:
+        """The step this event is, or None for events that carry nothing to meter."""
+        try:
+            if "trace" in event:
+                return self._trace_part(event["trace"])
+            if "chunk" in event:
+                chunk = event["chunk"]
+                return AnswerChunk(_utf8_len(chunk.get("bytes")) if isinstance(chunk, Mapping) else 0)
+            if "returnControl" in event:
+                payload = event["returnControl"]
+                if not isinstance(payload, Mapping):
+                    return self._unknown("returnControl: not an object")
+                inputs = payload.get("invocationInputs")
+                return ReturnControl(
+                    payload.get("invocationId"), len(inputs) if isinstance(inputs, list) else 0
+                )
+            if "files" in event:
+                return None
+            return self._unknown("event: " + ",".join(str(k) for k in event) if event else "event: empty")
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            # A malformed event must never break the caller's stream: count it and go on.
+            return self._unknown(f"malformed event: {type(exc).__name__}")
+
+    def _unknown(self, what: str) -> UnknownEvent:
+        self.unknown_events += 1
+        return UnknownEvent(what)
+
+    def _trace_part(self, part: Mapping[str, Any]) -> Step | None:
+        trace = part.get("trace")
+        if not isinstance(trace, Mapping) or not trace:
+            return self._unknown("trace: missing trace")
+        agent = _agent_of(part)
+        for key, body in trace.items():
+            step_type = _MODEL_TRACE_KINDS.get(key)
+            if step_type is not None:
+                return self._model_trace(body, step_type, agent, part)
+            if key == "guardrailTrace":
+                action = body.get("action")
+                if action == "INTERVENED":
+                    return GuardrailIntervention(action, body.get("traceId"), agent)
+                return None
+            if key == "failureTrace":
+                return Failure(_opt_int(body.get("failureCode")), body.get("traceId"), agent)
+            if key == "customOrchestrationTrace":
+                return None
+            return self._unknown(f"trace: {key}")
+        return None  # pragma: no cover - a non-empty mapping always has a first item
+
+    def _model_trace(
+        self, body: Mapping[str, Any], step_type: str, agent: str | None, part: Mapping[str, Any]
+    ) -> Step | None:
+        if "modelInvocationInput" in body:
+            mii = body["modelInvocationInput"]
+            trace_id = mii.get("traceId")
+            model = mii.get("foundationModel") or self._fallback_model(agent, part)
+            if model:
+                self._last_model_by_agent[agent] = model
+            self._model_by_trace[trace_id] = model
+            return ModelCallStarted(model, mii.get("type") or step_type, trace_id, agent)
+        if "modelInvocationOutput" in body:
+            mio = body["modelInvocationOutput"]
+            trace_id = mio.get("traceId")
+            model = self._model_by_trace.pop(trace_id, None) or self._fallback_model(agent, part)
+            metadata = mio.get("metadata")
+            usage = metadata.get("usage") if isinstance(metadata, Mapping) else None
+            if isinstance(usage, Mapping):
+                return ModelCall(
+                    model,
+                    step_type,
+                    _int(usage.get("inputTokens")),
+                    _int(usage.get("outputTokens")),
+                    _int(usage.get("cacheReadInputTokens")),
+                    _int(usage.get("cacheWriteInputTokens")),
+                    _opt_int(metadata.get("totalTimeMs")),
+                    trace_id,
+                    agent,
+                )
+            return ModelCall(model, step_type, trace_id=trace_id, agent=agent, usage_missing=True)
+        if "invocationInput" in body:
+            return self._invocation_input(body["invocationInput"], agent)
+        if "observation" in body:
+            return self._observation(body["observation"], agent)
+        if "rationale" in body:
+            return None
+        return self._unknown(f"{step_type.lower()}: " + ",".join(body))
+
+    def _fallback_model(self, agent: str | None, part: Mapping[str, Any]) -> str | None:
+        model = self._last_model_by_agent.get(agent)
+        if model:
+            return model
+        agent_id = part.get("agentId")
+        if self.agent_model_lookup is not None and agent_id:
+            model = self.agent_model_lookup(agent_id, part.get("agentVersion"))
+            if model:
+                return model
+        return self.default_model
+
+    def _invocation_input(self, ii: Mapping[str, Any], agent: str | None) -> Step | None:
+        kind = ii.get("invocationType")
+        if kind not in TOOL_KINDS:
+            return None
+        name: str | None
+        if kind == "ACTION_GROUP":
+            ag = ii.get("actionGroupInvocationInput") or {}
+            name = ag.get("actionGroupName")
+            op = ag.get("function") or ag.get("apiPath")
+            if name and op:
+                name = f"{name}::{op}"
+        elif kind == "KNOWLEDGE_BASE":
+            name = (ii.get("knowledgeBaseLookupInput") or {}).get("knowledgeBaseId")
+        elif kind == "AGENT_COLLABORATOR":
+            name = (ii.get("agentCollaboratorInvocationInput") or {}).get("agentCollaboratorName")
+        else:
+            name = "codeInterpreter"
+        trace_id = ii.get("traceId")
+        self._tools_by_trace.setdefault(trace_id, []).append((kind, name))
+        return ToolCall(kind, name, trace_id, agent)
+
+    def _observation(self, obs: Mapping[str, Any], agent: str | None) -> Step | None:
+        trace_id = obs.get("traceId")
+        if "finalResponse" in obs:
+            final = obs["finalResponse"] or {}
+            return FinalAnswer(_utf8_len(final.get("text")), trace_id, agent)
+        if "actionGroupInvocationOutput" in obs:
+            out = obs["actionGroupInvocationOutput"] or {}
+            size = _utf8_len(out.get("text"))
+            kind = "ACTION_GROUP"
+        elif "knowledgeBaseLookupOutput" in obs:
+            out = obs["knowledgeBaseLookupOutput"] or {}
+            refs = out.get("retrievedReferences") or []
+            size = sum(_utf8_len((ref.get("content") or {}).get("text")) for ref in refs)
+            kind = "KNOWLEDGE_BASE"
+        elif "agentCollaboratorInvocationOutput" in obs:
+            out = obs["agentCollaboratorInvocationOutput"] or {}
+            size = _utf8_len((out.get("output") or {}).get("text"))
+            kind = "AGENT_COLLABORATOR"
+        elif "codeInterpreterInvocationOutput" in obs:
+            out = obs["codeInterpreterInvocationOutput"] or {}
+            size = _utf8_len(out.get("executionOutput")) + _utf8_len(out.get("executionError"))
+            kind = "ACTION_GROUP_CODE_INTERPRETER"
+        else:
+            # REPROMPT and ASK_USER observations feed nothing back from a tool.
+            return None
+        metadata = out.get("metadata")
+        latency = _opt_int(metadata.get("totalTimeMs")) if isinstance(metadata, Mapping) else None
+        name = self._match_tool(trace_id, kind)
+        return ToolResult(kind, name, size, latency, trace_id, agent)
+
+    def _match_tool(self, trace_id: str | None, kind: str) -> str | None:
+        pending = self._tools_by_trace.get(trace_id)
+        if not pending:
+            return None
+        for index, (pending_kind, name) in enumerate(pending):
+            if pending_kind == kind:
+                del pending[index]
+                return name
+        return None
+
+
+def _agent_of(part: Mapping[str, Any]) -> str | None:
+    """The collaborator a step belongs to; None for the agent the caller invoked.
+
+    ``callerChain`` lists the agents from the one invoked down to the one that made the step, so
+    a chain longer than one means a collaborator.
+    """
+    name = part.get("collaboratorName")
+    if name:
+        return name
+    chain = part.get("callerChain")
+    if isinstance(chain, list) and len(chain) > 1:
+        last = chain[-1]
+        if isinstance(last, Mapping):
+            return last.get("agentAliasArn")
+    return None
+
+
+# -- bedrock-runtime ----------------------------------------------------------------------------
+
+
+def converse_model_call(model_id: str, response: Mapping[str, Any]) -> ModelCall:
+    """A Converse response (or a ConverseStream ``metadata`` event body) as one model call."""
+    usage = response.get("usage")
+    metrics = response.get("metrics")
+    latency = _opt_int(metrics.get("latencyMs")) if isinstance(metrics, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return ModelCall(model_id, "CONVERSE", latency_ms=latency, usage_missing=True)
+    return ModelCall(
+        model_id,
+        "CONVERSE",
+        _int(usage.get("inputTokens")),
+        _int(usage.get("outputTokens")),
+        _int(usage.get("cacheReadInputTokens")),
+        _int(usage.get("cacheWriteInputTokens")),
+        latency,
+    )
+
+
+_INVOKE_MODEL_HEADERS = (
+    "x-amzn-bedrock-input-token-count",
+    "x-amzn-bedrock-output-token-count",
+    "x-amzn-bedrock-cache-read-input-token-count",
+    "x-amzn-bedrock-cache-write-input-token-count",
+)
+
+
+def invoke_model_call(model_id: str, response: Mapping[str, Any]) -> ModelCall:
+    """An InvokeModel response: the token counts travel in HTTP headers."""
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    counts = []
+    for header in _INVOKE_MODEL_HEADERS:
+        raw = headers.get(header)
+        try:
+            counts.append(max(0, int(raw)) if raw is not None else 0)
+        except (TypeError, ValueError):
+            counts.append(0)
+    latency_raw = headers.get("x-amzn-bedrock-invocation-latency")
+    try:
+        latency = int(latency_raw) if latency_raw is not None else None
+    except (TypeError, ValueError):
+        latency = None
+    missing = headers.get(_INVOKE_MODEL_HEADERS[0]) is None and headers.get(_INVOKE_MODEL_HEADERS[1]) is None
+    return ModelCall(model_id, "INVOKE_MODEL", *counts, latency_ms=latency, usage_missing=missing)

@@ -1,0 +1,298 @@
+"""Usage records: what the meter hands the ledger and what the ledger hands back.
+
+Money is carried as integer nano-dollars (``*_nanos``): exact to 1e-9 USD, cheap to add on the
+hot path and to sum in SQL. Every Bedrock on-demand price is a multiple of 1e-9 USD per token
+or close to it; a per-call rounding to the nano-dollar (half-even) is the only rounding anywhere.
+Public fields expose :class:`~decimal.Decimal` dollars.
+
+Nothing here holds prompt text, model output, rationale or tool output: only counts, sizes,
+ids and hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+NANOS_PER_USD = 1_000_000_000
+_NANO = Decimal(1).scaleb(-9)
+
+
+def usd_to_nanos(amount: Decimal | int | str) -> int:
+    """Dollars to integer nano-dollars, rounding half-even at the ninth decimal."""
+    return int((Decimal(amount) * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    """Integer nano-dollars to exact Decimal dollars (no float on the way)."""
+    return (Decimal(nanos) * _NANO).normalize() if nanos else Decimal("0")
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def day_key(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def month_key(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m")
+
+
+@dataclass(slots=True)
+class ModelCallRecord:
+    """One model invocation inside a request (an agent step, or one Converse/InvokeModel call)."""
+
+    request_id: str
+    workflow: str
+    session_id: str
+    ts_ms: int
+    model_id: str
+    base_model_id: str
+    step_type: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int
+    priced: bool
+    latency_ms: int | None = None
+    agent: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    """One tool invocation: action group, knowledge base, code interpreter or collaborator."""
+
+    request_id: str
+    workflow: str
+    session_id: str
+    ts_ms: int
+    kind: str
+    name: str | None
+    response_bytes: int | None
+    latency_ms: int | None = None
+    agent: str | None = None
+
+
+@dataclass(slots=True)
+class ViolationRecord:
+    """A crossed limit, enforced (the call was stopped) or shadow (it was only recorded)."""
+
+    ts_ms: int
+    workflow: str
+    session_id: str | None
+    request_id: str | None
+    kind: str
+    rule: str
+    limit: str
+    observed: str
+    enforced: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ts": datetime.fromtimestamp(self.ts_ms / 1000, UTC).isoformat(),
+            "workflow": self.workflow,
+            "session_id": self.session_id,
+            "request_id": self.request_id,
+            "error": self.kind,
+            "rule": self.rule,
+            "limit": self.limit,
+            "observed": self.observed,
+            "enforced": self.enforced,
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class Totals:
+    """Additive counters shared by requests and sessions."""
+
+    model_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_nanos: int = 0
+    tool_response_bytes: int = 0
+    max_tool_response_bytes: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def copy(self) -> Totals:
+        return Totals(
+            self.model_calls,
+            self.tool_calls,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.cost_nanos,
+            self.tool_response_bytes,
+            self.max_tool_response_bytes,
+        )
+
+    def minus(self, earlier: Totals) -> Totals:
+        """The delta since ``earlier``; the max of response sizes is carried, not subtracted."""
+        return Totals(
+            self.model_calls - earlier.model_calls,
+            self.tool_calls - earlier.tool_calls,
+            self.input_tokens - earlier.input_tokens,
+            self.output_tokens - earlier.output_tokens,
+            self.cache_read_tokens - earlier.cache_read_tokens,
+            self.cache_write_tokens - earlier.cache_write_tokens,
+            self.cost_nanos - earlier.cost_nanos,
+            self.tool_response_bytes - earlier.tool_response_bytes,
+            self.max_tool_response_bytes,
+        )
+
+
+@dataclass(slots=True)
+class RequestSegment:
+    """What one stream of one request produced, written to the ledger in one transaction.
+
+    A request continued through return-control is written as several segments: ``totals`` are
+    the request's running totals, ``delta`` what this segment added (sessions and budgets add
+    the delta; the request row takes the totals).
+    """
+
+    request_id: str
+    workflow: str
+    session_id: str
+    user_id: str | None
+    operation: str
+    agent_id: str | None
+    agent_alias_id: str | None
+    started_ms: int
+    ended_ms: int
+    status: str
+    totals: Totals
+    delta: Totals
+    latency_ms: int
+    model_latency_ms: int
+    tool_latency_ms: int
+    unknown_events: int
+    unpriced_calls: int
+    return_control_id: str | None
+    model_calls: list[ModelCallRecord]
+    tool_calls: list[ToolCallRecord]
+    violations: list[ViolationRecord]
+    reservation: Reservation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodLimit:
+    """A budget period counter key and its limit (``None`` = counted, not limited)."""
+
+    period: str  # "day:2026-11-22" or "month:2026-11"
+    limit_nanos: int | None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Money held against a workflow's period counters until the request settles."""
+
+    workflow: str
+    periods: tuple[PeriodLimit, ...]
+    amount_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    ok: bool
+    reservation: Reservation | None = None
+    failed_period: str | None = None
+    limit_nanos: int | None = None
+    committed_nanos: int | None = None  # spent + reserved at the failed period
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    workflow: str
+    reason: str
+    set_by: str
+    set_at_ms: int
+    expires_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCounter:
+    workflow: str
+    period: str
+    spent_nanos: int
+    reserved_nanos: int
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return nanos_to_usd(self.spent_nanos)
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        return nanos_to_usd(self.reserved_nanos)
+
+
+@dataclass(slots=True)
+class SessionUsage:
+    """Everything the ledger knows about one sessionId, across requests and processes."""
+
+    session_id: str
+    workflow: str | None
+    requests: int
+    model_calls: int
+    tool_calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal
+    max_tool_response_bytes: int
+    tool_response_bytes: int = 0
+    user_id: str | None = None
+    violations: list[ViolationRecord] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def totals(self) -> Totals:
+        return Totals(
+            self.model_calls,
+            self.tool_calls,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            usd_to_nanos(self.cost_usd),
+            self.tool_response_bytes,
+            self.max_tool_response_bytes,
+        )
+
+    @classmethod
+    def empty(cls, session_id: str) -> SessionUsage:
+        return cls(session_id, None, 0, 0, 0, 0, 0, 0, 0, Decimal("0"), 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "workflow": self.workflow,
+            "user_id": self.user_id,
+            "requests": self.requests,
+            "model_calls": self.model_calls,
+            "tool_calls": self.tool_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cost_usd": format(self.cost_usd, "f"),
+            "tool_response_bytes": self.tool_response_bytes,
+            "max_tool_response_bytes": self.max_tool_response_bytes,
+            "violations": [v.to_dict() for v in self.violations],
+        }
