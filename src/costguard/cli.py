@@ -1,0 +1,335 @@
+"""The ``costguard`` command line: the same library code paths as the Python API.
+
+Exit codes: 0 success; 1 a costguard error (unreadable ledger, bad recording); 2 invalid input
+(bad policy files, bad arguments).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from costguard.errors import CostguardError, PolicyError
+from costguard.usage import nanos_to_usd
+
+app = typer.Typer(
+    help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
+    "Exit codes: 0 success, 1 costguard error (ledger, recording), 2 invalid input.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Validate policy files and export their JSON Schema.", no_args_is_help=True)
+pricing_app = typer.Typer(help="Show the Bedrock price catalog costguard prices with.", no_args_is_help=True)
+budget_app = typer.Typer(help="Workflow budgets and kill switches.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(pricing_app, name="pricing")
+app.add_typer(budget_app, name="budget")
+
+LedgerOption = Annotated[
+    str | None,
+    typer.Option("--ledger", envvar="COSTGUARD_LEDGER", help="Ledger URL (sqlite:///PATH); default: $COSTGUARD_LEDGER, else the embedded default."),
+]
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+def _console() -> Console:
+    # Piped output (CI logs, files) gets a wide page instead of rich's 80-column default.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _open(ledger_url: str | None) -> Any:
+    from costguard.ledger import open_ledger
+
+    try:
+        return open_ledger(ledger_url)
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _usd(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.000001")) if value else Decimal("0"), "f")
+
+
+# -- policy -------------------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+def policy_check(paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")]) -> None:
+    """Validate policy files; print every error as FILE:LINE: FIELD: MESSAGE (exit 2 if any)."""
+    from costguard.policy import check_policies
+
+    errors = check_policies(paths)
+    if errors:
+        for error in errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"ok: {', '.join(str(p) for p in paths)}")
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of a policy file (for editors and the YAML language server)."""
+    from costguard.policy import policy_json_schema
+
+    typer.echo(json.dumps(policy_json_schema(), indent=2))
+
+
+# -- pricing ------------------------------------------------------------------------------------
+
+
+@pricing_app.command("show")
+def pricing_show(
+    model: Annotated[str | None, typer.Argument(help="A model id, profile id or ARN; all models when omitted.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Prices in USD per 1M tokens (input, output, cache read, cache write)."""
+    from costguard.pricing import PriceCatalog
+
+    try:
+        catalog = PriceCatalog.load()
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    if model:
+        quote = catalog.quote(model)
+        rows = [(quote.base_model_id if quote.priced else model, quote.price, quote.priced)]
+    else:
+        rows = [(model_id, price, True) for model_id, price in sorted(catalog.models.items())]
+    if fmt == "json":
+        typer.echo(json.dumps({"source": catalog.source, "retrieved": catalog.retrieved, "region": catalog.region,
+                               "models": [{"model_id": m, "priced": ok, **p.to_dict()} for m, p, ok in rows]}, indent=2))
+        return
+    table = Table(title=f"Bedrock on-demand prices, {catalog.region}, USD per 1M tokens ({catalog.retrieved})")
+    for column in ("model", "input", "output", "cache read", "cache write"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model_id, price, priced in rows:
+        label = model_id if priced else f"{model_id} (not in catalog: fallback price)"
+        table.add_row(label, str(price.input), str(price.output), str(price.cache_read or "-"), str(price.cache_write or "-"))
+    _console().print(table)
+
+
+# -- simulate -----------------------------------------------------------------------------------
+
+
+@app.command("simulate")
+def simulate(
+    files: Annotated[list[Path], typer.Argument(help="Recorded InvokeAgent responses (JSON Lines, one completion event per line).")],
+    policies: Annotated[Path, typer.Option("--policies", help="Policy file or directory to replay under.")],
+    workflow: Annotated[str, typer.Option("--workflow", help="Workflow the recordings belong to.")] = "claims-intake",
+    ledger: LedgerOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Replay recordings through the meter: what would the policies have capped, and saved?"""
+    from costguard.meter import Guard
+    from costguard.policy import load_policies
+    from costguard.pricing import PriceCatalog
+    from costguard.replay import replay_file
+
+    try:
+        policy_set = load_policies(policies)
+    except PolicyError as exc:
+        for error in exc.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(2) from exc
+    try:
+        pricing = PriceCatalog.load()
+        guard = Guard(policy_set, ledger=_open(ledger), pricing=pricing)
+        results = []
+        for path in files:
+            results.append(replay_file(path, guard, workflow, pricing=pricing))
+        guard.close()
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    if quiet:
+        return
+    total_full = sum((r.cost_full for r in results), Decimal(0))
+    total_avoided = sum((r.cost_avoided for r in results), Decimal(0))
+    if fmt == "json":
+        typer.echo(json.dumps({"files": [r.to_dict() for r in results], "total": {
+            "cost_full_usd": format(total_full, "f"), "cost_avoided_usd": format(total_avoided, "f")}}, indent=2))
+        return
+    table = Table(title=f"What-if replay under {policies} (workflow {workflow})")
+    for column in ("file", "model calls", "cost as recorded", "capped by", "at event", "kept calls", "cost avoided"):
+        table.add_column(column, justify="left" if column in ("file", "capped by") else "right")
+    for r in results:
+        table.add_row(Path(r.file).name, str(r.model_calls_full), _usd(r.cost_full), r.capped_by or "-",
+                      str(r.capped_at_event or "-"), str(r.model_calls_kept), _usd(r.cost_avoided))
+    table.add_row("total", str(sum(r.model_calls_full for r in results)), _usd(total_full), "", "",
+                  str(sum(r.model_calls_kept for r in results)), _usd(total_avoided), style="bold")
+    _console().print(table)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def _parse_day(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise _fail(f"{option} {value!r}: expected a date as YYYY-MM-DD", 2) from exc
+    return int(moment.timestamp() * 1000)
+
+
+@app.command("report")
+def report(
+    ledger: LedgerOption = None,
+    since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Per-workflow spend from the ledger."""
+    from costguard.ledger import SQLiteLedger
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}", 2)
+    start, end = _parse_day(since, "--since"), _parse_day(until, "--until")
+    if start is not None and end is not None and end < start:
+        raise _fail("--until is before --since", 2)
+    led = _open(ledger)
+    if not isinstance(led, SQLiteLedger):
+        raise _fail("report reads SQLite ledgers in this version")
+    clauses, params = [], []
+    if start is not None:
+        clauses.append("started_ms >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("started_ms < ?")
+        params.append(end + 86_400_000)
+    if workflow:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    try:
+        rows = led.connection().execute(
+            "SELECT workflow, COUNT(DISTINCT session_id), COUNT(*), SUM(model_calls), SUM(tool_calls), "
+            "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
+            f"SUM(cost_nanos) FROM requests{where} GROUP BY workflow ORDER BY SUM(cost_nanos) DESC",
+            params,
+        ).fetchall()
+        violations = dict(led.connection().execute(
+            f"SELECT workflow, COUNT(*) FROM violations{where.replace('started_ms', 'ts_ms')} GROUP BY workflow", params
+        ).fetchall())
+    except Exception as exc:  # sqlite3.Error: surfaced as a clear message, not a traceback
+        raise _fail(f"cannot read {led.url}: {exc}") from exc
+    finally:
+        led.close()
+    if workflow and not rows:
+        raise _fail(f"no usage for workflow {workflow!r} in {led.url}", 1)
+    records = [
+        {
+            "workflow": r[0], "sessions": r[1], "requests": r[2], "model_calls": r[3], "tool_calls": r[4],
+            "input_tokens": r[5], "output_tokens": r[6], "cache_read_tokens": r[7], "cache_write_tokens": r[8],
+            "cost_usd": format(nanos_to_usd(r[9] or 0), "f"), "violations": violations.get(r[0], 0),
+        }
+        for r in rows
+    ]
+    text = _render(records, fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        if fmt == "table":
+            _print_table(records)
+        else:
+            sys.stdout.write(text)
+
+
+def _render(records: list[dict[str, Any]], fmt: str) -> str:
+    columns = ["workflow", "sessions", "requests", "model_calls", "tool_calls", "input_tokens", "output_tokens",
+               "cache_read_tokens", "cache_write_tokens", "cost_usd", "violations"]
+    if fmt == "json":
+        return json.dumps({"rows": records}, indent=2) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return buffer.getvalue()
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    table = Table(title="Spend per workflow")
+    for column in ("workflow", "sessions", "requests", "model calls", "tool calls", "input tok", "output tok", "cost USD", "violations"):
+        table.add_column(column, justify="left" if column == "workflow" else "right")
+    for r in records:
+        table.add_row(r["workflow"], str(r["sessions"]), str(r["requests"]), str(r["model_calls"]), str(r["tool_calls"]),
+                      str(r["input_tokens"]), str(r["output_tokens"]), r["cost_usd"], str(r["violations"]))
+    if not records:
+        table.caption = "the ledger holds no usage yet"
+    _console().print(table)
+
+
+# -- budget -------------------------------------------------------------------------------------
+
+
+@budget_app.command("status")
+def budget_status(ledger: LedgerOption = None) -> None:
+    """Spent and reserved per workflow and period, and kill switches."""
+    led = _open(ledger)
+    try:
+        counters = led.budget_counters()
+        switches = {k.workflow: k for k in led.kill_switches(int(datetime.now(UTC).timestamp() * 1000))}
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        led.close()
+    table = Table(title="Budget counters")
+    for column in ("workflow", "period", "spent USD", "reserved USD", "kill switch"):
+        table.add_column(column)
+    for c in counters:
+        switch = switches.get(c.workflow)
+        table.add_row(c.workflow, c.period, _usd(c.spent_usd), _usd(c.reserved_usd), f"SET: {switch.reason}" if switch else "-")
+    _console().print(table)
+
+
+@budget_app.command("block")
+def budget_block(
+    workflow: Annotated[str, typer.Argument(help="Workflow to block.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with who and when).")],
+    ledger: LedgerOption = None,
+) -> None:
+    """Set a workflow's kill switch: every metered call fails with WorkflowBlocked."""
+    led = _open(ledger)
+    try:
+        led.set_kill_switch(workflow, reason, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+    finally:
+        led.close()
+    typer.echo(f"blocked {workflow}: {reason}")
+
+
+@budget_app.command("unblock")
+def budget_unblock(workflow: Annotated[str, typer.Argument()], ledger: LedgerOption = None) -> None:
+    """Clear a workflow's kill switch."""
+    led = _open(ledger)
+    try:
+        cleared = led.clear_kill_switch(workflow, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+    finally:
+        led.close()
+    typer.echo(f"unblocked {workflow}" if cleared else f"{workflow} was not blocked")
+
+
+def main() -> None:
+    app()
