@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may touch real AWS credentials or the user's own ledger and price overrides."""
+    home = tmp_path_factory.mktemp("costguard-home")
+    monkeypatch.setenv("COSTGUARD_HOME", str(home))
+    monkeypatch.delenv("COSTGUARD_LEDGER", raising=False)
+    monkeypatch.delenv("COSTGUARD_PRICING", raising=False)
+    monkeypatch.delenv("COSTGUARD_USER_KEY", raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture()
+def fake() -> Iterator[object]:
+    from tests.support.wire import FakeBedrock
+
+    with FakeBedrock() as server:
+        yield server
