@@ -94,6 +94,30 @@ class _PricedModel:
     base_model_id: str
     price: ModelPrice
     priced: bool
+    #: Nano-dollars per token (input, output, cache read, cache write) when every price is a
+    #: whole number of nano-dollars per token, as all Bedrock list prices are: the hot path then
+    #: adds integers. None means "use the exact Decimal arithmetic".
+    nanos_per_token: tuple[int, int, int, int] | None = None
+
+    def cost_nanos(self, i: int, o: int, cache_read: int, cache_write: int) -> int:
+        per = self.nanos_per_token
+        if per is not None:
+            return i * per[0] + o * per[1] + cache_read * per[2] + cache_write * per[3]
+        return usd_to_nanos(self.price.cost(i, o, cache_read, cache_write))
+
+
+def _nanos_per_token(price: ModelPrice) -> tuple[int, int, int, int] | None:
+    # USD per 1M tokens x 1000 = nano-dollars per token.
+    per_million = (
+        price.input,
+        price.output,
+        price.cache_read if price.cache_read is not None else price.input,
+        price.cache_write if price.cache_write is not None else price.input,
+    )
+    scaled = [value * 1000 for value in per_million]
+    if all(value == value.to_integral_value() for value in scaled):
+        return tuple(int(value) for value in scaled)  # type: ignore[return-value]
+    return None
 
 
 class AgentModelResolver:
@@ -173,6 +197,7 @@ class Guard:
         self.kill_switch_ttl_s = kill_switch_ttl_s
         self._clock = clock
         self._priced: dict[str, _PricedModel] = {}
+        self._typical_cost: dict[str, float] = {}
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._open_requests: dict[tuple[str, str], _RequestMeter] = {}
         self._lock = threading.Lock()
@@ -225,12 +250,26 @@ class Guard:
             except PricingError as exc:
                 logger.warning("%s", exc)
         quote = self.pricing.quote(lookup_id)
-        priced = _PricedModel(quote.base_model_id, quote.price, quote.priced)
+        priced = _PricedModel(quote.base_model_id, quote.price, quote.priced, _nanos_per_token(quote.price))
         self._priced[model_id] = priced
         return priced
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def reservation_estimate(self, workflow: str) -> int:
+        """What to hold before a request: the workflow's typical request cost, learned here.
+
+        Starting from ``reserve_usd`` and following a moving average of what requests really
+        cost means a long agent loop usually settles within its first hold instead of extending
+        it step after step.
+        """
+        typical = self._typical_cost.get(workflow)
+        return max(self.reserve_nanos, int(typical * 1.25)) if typical else self.reserve_nanos
+
+    def _learn_cost(self, workflow: str, cost_nanos: int) -> None:
+        previous = self._typical_cost.get(workflow)
+        self._typical_cost[workflow] = cost_nanos if previous is None else 0.8 * previous + 0.2 * cost_nanos
 
     def _user_ref(self, user_id: str | None) -> str | None:
         if user_id is None or self._user_key is None:
@@ -654,7 +693,7 @@ class _RequestMeter:
             # Nothing limits spend: count it at settle time without a reservation round trip.
             self.reservation = Reservation(self.binding.workflow, self.periods, 0)
             return
-        amount = self.guard.reserve_nanos
+        amount = self.guard.reservation_estimate(self.binding.workflow)
         cap = self.per_request.max_cost_usd
         if cap is not None:
             amount = min(amount, usd_to_nanos(cap))
@@ -762,10 +801,9 @@ class _RequestMeter:
     def _model_call(self, step: ModelCall) -> None:
         model_id = step.model_id or self.policy.default_model or _UNKNOWN_MODEL
         priced = self._check_model(model_id) if step.model_id is None else self.guard.price_model(model_id)
-        cost = priced.price.cost(
+        cost_nanos = priced.cost_nanos(
             step.input_tokens, step.output_tokens, step.cache_read_tokens, step.cache_write_tokens
         )
-        cost_nanos = usd_to_nanos(cost)
         t = self.totals
         t.model_calls += 1
         t.input_tokens += step.input_tokens
@@ -825,8 +863,9 @@ class _RequestMeter:
         shortfall = spent - reservation.amount_nanos
         if shortfall <= 0 or "budget" in self.violated:
             return
-        # Grow the hold in steps of the usual reservation so a long loop does not write per step.
-        held = self._hold(reservation, max(shortfall, self.guard.reserve_nanos))
+        # Grow the hold geometrically (at least doubling it) so a long loop costs a handful of
+        # ledger writes, not one per step; the surplus goes back when the request settles.
+        held = self._hold(reservation, max(shortfall, self.guard.reserve_nanos, reservation.amount_nanos))
         if held is None:
             self.violated.add("budget")
 
@@ -971,6 +1010,9 @@ class _RequestMeter:
         if not write_usage:
             self._finish_without_usage()
             return
+        delta = self.totals.minus(self.segment_start)
+        if status == "ok":
+            guard._learn_cost(self.binding.workflow, delta.cost_nanos)
         segment = RequestSegment(
             request_id=self.request_id,
             workflow=self.binding.workflow,
@@ -983,7 +1025,7 @@ class _RequestMeter:
             ended_ms=ended_ms,
             status=status,
             totals=self.totals,
-            delta=self.totals.minus(self.segment_start),
+            delta=delta,
             latency_ms=int((time.monotonic() - self.started_monotonic) * 1000),
             model_latency_ms=self.model_latency_ms,
             tool_latency_ms=self.tool_latency_ms,

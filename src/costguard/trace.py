@@ -178,10 +178,10 @@ class AgentTraceNormalizer:
                 return self._trace_part(event["trace"])
             if "chunk" in event:
                 chunk = event["chunk"]
-                return AnswerChunk(_utf8_len(chunk.get("bytes")) if isinstance(chunk, Mapping) else 0)
+                return AnswerChunk(_utf8_len(chunk.get("bytes")) if isinstance(chunk, dict) else 0)
             if "returnControl" in event:
                 payload = event["returnControl"]
-                if not isinstance(payload, Mapping):
+                if not isinstance(payload, dict):
                     return self._unknown("returnControl: not an object")
                 inputs = payload.get("invocationInputs")
                 return ReturnControl(
@@ -200,10 +200,12 @@ class AgentTraceNormalizer:
 
     def _trace_part(self, part: Mapping[str, Any]) -> Step | None:
         trace = part.get("trace")
-        if not isinstance(trace, Mapping) or not trace:
+        if not isinstance(trace, dict) or not trace:
             return self._unknown("trace: missing trace")
-        agent = _agent_of(part)
         for key, body in trace.items():
+            if key == "orchestrationTrace" and "rationale" in body:
+                return None
+            agent = _agent_of(part)
             step_type = _MODEL_TRACE_KINDS.get(key)
             if step_type is not None:
                 return self._model_trace(body, step_type, agent, part)
@@ -235,8 +237,8 @@ class AgentTraceNormalizer:
             trace_id = mio.get("traceId")
             model = self._model_by_trace.pop(trace_id, None) or self._fallback_model(agent, part)
             metadata = mio.get("metadata")
-            usage = metadata.get("usage") if isinstance(metadata, Mapping) else None
-            if isinstance(usage, Mapping):
+            usage = metadata.get("usage") if isinstance(metadata, dict) else None
+            if isinstance(usage, dict):
                 return ModelCall(
                     model,
                     step_type,
@@ -315,7 +317,7 @@ class AgentTraceNormalizer:
             # REPROMPT and ASK_USER observations feed nothing back from a tool.
             return None
         metadata = out.get("metadata")
-        latency = _opt_int(metadata.get("totalTimeMs")) if isinstance(metadata, Mapping) else None
+        latency = _opt_int(metadata.get("totalTimeMs")) if isinstance(metadata, dict) else None
         name = self._match_tool(trace_id, kind)
         return ToolResult(kind, name, size, latency, trace_id, agent)
 
@@ -342,7 +344,7 @@ def _agent_of(part: Mapping[str, Any]) -> str | None:
     chain = part.get("callerChain")
     if isinstance(chain, list) and len(chain) > 1:
         last = chain[-1]
-        if isinstance(last, Mapping):
+        if isinstance(last, dict):
             return last.get("agentAliasArn")
     return None
 

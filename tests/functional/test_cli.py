@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from costguard.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDINGS = sorted(str(p) for p in (ROOT / "examples" / "recordings").glob("*.jsonl"))
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_simulate_then_report_json(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    code, out, _ = run("simulate", *RECORDINGS, "--policies", str(ROOT / "policies"), "--ledger", ledger, "--format", "json")
+    assert code == 0, out
+    doc = json.loads(out)
+    by_file = {Path(f["file"]).name: f for f in doc["files"]}
+    assert by_file["claim-normal.jsonl"]["capped_by"] is None
+    # claims-intake allows 10 tool calls and 12 model calls: the 11th tool call comes first.
+    assert by_file["claim-runaway-loop.jsonl"]["capped_by"] == "per_request.max_tool_calls"
+    assert by_file["claim-runaway-loop.jsonl"]["model_calls_kept"] == 12
+    assert by_file["claim-verbose-tool.jsonl"]["capped_by"] == "per_request.max_tool_response_bytes"
+    assert float(doc["total"]["cost_avoided_usd"]) > 0
+    code, out, _ = run("report", "--ledger", ledger, "--format", "json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert [r["workflow"] for r in rows] == ["claims-intake"]
+    assert rows[0]["requests"] == 3 and rows[0]["violations"] == 2
+    kept = sum(f["model_calls_kept"] for f in doc["files"])
+    assert rows[0]["model_calls"] == kept
+    for fmt in ("csv", "markdown", "table"):
+        code, out, _ = run("report", "--ledger", ledger, "--format", fmt)
+        assert code == 0 and "claims-intake" in out
+
+
+def test_report_bad_input(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    assert run("report", "--ledger", ledger, "--since", "2026-13-01")[0] == 2
+    assert run("report", "--ledger", ledger, "--format", "pdf")[0] == 2
+    code, out, _ = run("report", "--ledger", ledger, "--format", "json")
+    assert code == 0 and json.loads(out) == {"rows": []}
+    assert run("report", "--ledger", ledger, "--workflow", "nope")[0] == 1
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"garbage" * 500)
+    code, _, err = run("report", "--ledger", f"sqlite:///{corrupt}")
+    assert code == 1 and "corrupt.db" in err
+
+
+def test_policy_check_reports_every_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nworkflows:\n  wf:\n    per_request:\n      max_modle_calls: 3\n    mode: loud\n")
+    code, out, err = run("policy", "check", str(bad))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{bad}:") for line in lines)
+    assert any(":5: workflows.wf.per_request.max_modle_calls" in line for line in lines)
+    assert run("policy", "check", str(ROOT / "policies"))[0] == 0
+    assert run("policy", "check", str(tmp_path / "missing"))[0] == 2
+    code, out, _ = run("policy", "schema")
+    assert code == 0 and json.loads(out)["title"]
+
+
+def test_simulate_errors(tmp_path: Path) -> None:
+    code, _, _ = run("simulate", RECORDINGS[0], "--policies", str(tmp_path / "none"), "--ledger", f"sqlite:///{tmp_path}/l.db")
+    assert code == 2
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"chunk": {"bytes": "aGk="}}\nnot json\n')
+    code, _, err = run("simulate", str(broken), "--policies", str(ROOT / "policies"), "--ledger", f"sqlite:///{tmp_path}/l.db")
+    assert code == 1 and "broken.jsonl:2" in err
+
+
+def test_pricing_and_budget(tmp_path: Path) -> None:
+    code, out, _ = run("pricing", "show", "us.anthropic.claude-3-5-sonnet-20240620-v1:0", "--format", "json")
+    assert code == 0 and json.loads(out)["models"][0]["input"] == "3.00"
+    code, out, _ = run("pricing", "show", "acme.unknown-model", "--format", "json")
+    assert code == 0 and json.loads(out)["models"][0]["priced"] is False
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    assert run("budget", "block", "wf", "--reason", "runaway", "--ledger", ledger)[0] == 0
+    code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger)
+    assert code == 0 and "unblocked wf" in out
+    assert run("budget", "status", "--ledger", ledger)[0] == 0
