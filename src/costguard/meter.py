@@ -451,25 +451,26 @@ class GuardedClient:
     # -- bedrock-runtime ------------------------------------------------------------------------
 
     def _converse(self, **kwargs: Any) -> dict[str, Any]:
-        model_id = kwargs.get("modelId") or ""
-        meter = self._runtime_request("Converse", model_id)
-        try:
-            response = self._client.converse(**kwargs)
-        except BaseException:
-            meter.finish("error", write_usage=False)
-            raise
-        meter.run_single(converse_model_call(model_id, response))
-        return response
+        return self._single_call("Converse", self._client.converse, converse_model_call, kwargs)
 
     def _invoke_model(self, **kwargs: Any) -> dict[str, Any]:
+        return self._single_call("InvokeModel", self._client.invoke_model, invoke_model_call, kwargs)
+
+    def _single_call(
+        self,
+        operation: str,
+        call: Callable[..., dict[str, Any]],
+        usage_of: Callable[[str, Mapping[str, Any]], ModelCall],
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
         model_id = kwargs.get("modelId") or ""
-        meter = self._runtime_request("InvokeModel", model_id)
+        meter = self._runtime_request(operation, model_id)
         try:
-            response = self._client.invoke_model(**kwargs)
+            response = call(**kwargs)
         except BaseException:
             meter.finish("error", write_usage=False)
             raise
-        meter.run_single(invoke_model_call(model_id, response))
+        meter.run_single(usage_of(model_id, response))
         return response
 
     def _converse_stream(self, **kwargs: Any) -> dict[str, Any]:
