@@ -149,8 +149,13 @@ def simulate(
         pricing = PriceCatalog.load()
         guard = Guard(policy_set, ledger=_open(ledger), pricing=pricing)
         results = []
-        for path in files:
-            results.append(replay_file(path, guard, workflow, pricing=pricing))
+        from rich.progress import Progress
+
+        with Progress(transient=True, disable=quiet or len(files) < 2, console=Console(stderr=True)) as progress:
+            task = progress.add_task("replaying", total=len(files))
+            for path in files:
+                results.append(replay_file(path, guard, workflow, pricing=pricing))
+                progress.advance(task)
         guard.close()
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
@@ -286,22 +291,49 @@ def _print_table(records: list[dict[str, Any]]) -> None:
 
 
 @budget_app.command("status")
-def budget_status(ledger: LedgerOption = None) -> None:
-    """Spent and reserved per workflow and period, and kill switches."""
+def budget_status_command(
+    ledger: LedgerOption = None,
+    policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policy file or directory with the budgets.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch."""
+    from costguard.budgets import budget_status
+    from costguard.policy import PolicySet, load_policies
+
+    try:
+        policy_set = load_policies(policies) if policies is not None else PolicySet.empty()
+    except PolicyError as exc:
+        for error in exc.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(2) from exc
     led = _open(ledger)
     try:
-        counters = led.budget_counters()
-        switches = {k.workflow: k for k in led.kill_switches(int(datetime.now(UTC).timestamp() * 1000))}
+        lines = budget_status(led, policy_set)
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
     finally:
         led.close()
-    table = Table(title="Budget counters")
-    for column in ("workflow", "period", "spent USD", "reserved USD", "kill switch"):
-        table.add_column(column)
-    for c in counters:
-        switch = switches.get(c.workflow)
-        table.add_row(c.workflow, c.period, _usd(c.spent_usd), _usd(c.reserved_usd), f"SET: {switch.reason}" if switch else "-")
+    if fmt == "json":
+        typer.echo(json.dumps({"budgets": [line.to_dict() for line in lines]}, indent=2))
+        return
+    table = Table(title="Budgets (UTC periods; forecast = spend so far at the current burn rate to period end)")
+    for column in ("workflow", "period", "budget", "spent", "reserved", "remaining", "used %", "forecast", "kill switch"):
+        table.add_column(column, justify="left" if column in ("workflow", "period", "kill switch") else "right")
+    for line in lines:
+        over = line.budget_usd is not None and line.forecast_usd > line.budget_usd
+        table.add_row(
+            line.workflow,
+            f"{line.period} {line.period_key}",
+            _usd(line.budget_usd) if line.budget_usd is not None else "-",
+            _usd(line.spent_usd),
+            _usd(line.reserved_usd),
+            _usd(line.remaining_usd) if line.remaining_usd is not None else "-",
+            str(line.used_pct) if line.used_pct is not None else "-",
+            f"[red]{_usd(line.forecast_usd)}[/red]" if over else _usd(line.forecast_usd),
+            f"[red]BLOCKED[/red] {line.block_reason}" if line.blocked else "-",
+        )
+    if not lines:
+        table.caption = "no budgets configured and no spend recorded"
     _console().print(table)
 
 

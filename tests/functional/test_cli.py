@@ -87,3 +87,21 @@ def test_pricing_and_budget(tmp_path: Path) -> None:
     code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger)
     assert code == 0 and "unblocked wf" in out
     assert run("budget", "status", "--ledger", ledger)[0] == 0
+
+
+def test_budget_status_with_policies_and_kill_switch(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    run("simulate", RECORDINGS[0], "--policies", str(ROOT / "policies"), "--ledger", ledger, "--quiet")
+    run("budget", "block", "claims-intake", "--reason", "manual stop", "--ledger", ledger)
+    code, out, _ = run("budget", "status", "--ledger", ledger, "--policies", str(ROOT / "policies"), "--format", "json")
+    assert code == 0
+    lines = {(b["workflow"], b["period"]): b for b in json.loads(out)["budgets"]}
+    day = lines[("claims-intake", "day")]
+    assert day["budget_usd"] == "500" and day["blocked"] is True and day["block_reason"] == "manual stop"
+    from decimal import Decimal
+
+    assert Decimal(day["remaining_usd"]) == Decimal("500") - Decimal(day["spent_usd"]) - Decimal(day["reserved_usd"])
+    assert Decimal(day["forecast_usd"]) >= Decimal(day["spent_usd"]) > 0
+    assert lines[("claims-intake", "month")]["budget_usd"] == "9000"
+    code, out, _ = run("budget", "status", "--ledger", ledger, "--policies", str(ROOT / "policies"))
+    assert code == 0 and "BLOCKED" in out
