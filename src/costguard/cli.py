@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from costguard.errors import CostguardError, PolicyError
-from costguard.usage import nanos_to_usd
 
 app = typer.Typer(
     help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
@@ -197,93 +196,78 @@ def report(
     since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown")] = "table",
+    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user or agent")] = "workflow",
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv, markdown or html")] = "table",
     output: Annotated[Path | None, typer.Option("--output", help="Write to this file instead of stdout.")] = None,
+    policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies whose monthly budgets the HTML burn chart draws.")] = None,
 ) -> None:
-    """Per-workflow spend from the ledger."""
+    """Spend from the ledger: sessions, requests, model and tool calls, tokens, cost, violations."""
     from costguard.ledger import SQLiteLedger
+    from costguard.reports import GROUP_BYS, render, table_columns, usage_report
 
-    if fmt not in FORMATS:
-        raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}", 2)
+    if fmt not in (*FORMATS, "html"):
+        raise _fail(f"--format {fmt!r}: choose one of {', '.join((*FORMATS, 'html'))}", 2)
+    if group_by not in GROUP_BYS:
+        raise _fail(f"--group-by {group_by!r}: choose one of {', '.join(GROUP_BYS)}", 2)
     start, end = _parse_day(since, "--since"), _parse_day(until, "--until")
     if start is not None and end is not None and end < start:
         raise _fail("--until is before --since", 2)
+    budgets = _monthly_budgets(policies)
     led = _open(ledger)
     if not isinstance(led, SQLiteLedger):
         raise _fail("report reads SQLite ledgers in this version")
-    clauses, params = [], []
-    if start is not None:
-        clauses.append("started_ms >= ?")
-        params.append(start)
-    if end is not None:
-        clauses.append("started_ms < ?")
-        params.append(end + 86_400_000)
-    if workflow:
-        clauses.append("workflow = ?")
-        params.append(workflow)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     try:
-        rows = led.connection().execute(
-            "SELECT workflow, COUNT(DISTINCT session_id), COUNT(*), SUM(model_calls), SUM(tool_calls), "
-            "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
-            f"SUM(cost_nanos) FROM requests{where} GROUP BY workflow ORDER BY SUM(cost_nanos) DESC",
-            params,
-        ).fetchall()
-        violations = dict(led.connection().execute(
-            f"SELECT workflow, COUNT(*) FROM violations{where.replace('started_ms', 'ts_ms')} GROUP BY workflow", params
-        ).fetchall())
-    except Exception as exc:  # sqlite3.Error: surfaced as a clear message, not a traceback
+        result = usage_report(
+            led.connection(),
+            since_ms=start,
+            until_ms=None if end is None else end + 86_400_000,
+            workflow=workflow,
+            group_by=group_by,
+        )
+    except Exception as exc:  # sqlite3.Error and pandas' DatabaseError: a message, not a traceback
         raise _fail(f"cannot read {led.url}: {exc}") from exc
     finally:
         led.close()
-    if workflow and not rows:
+    if workflow and not result.rows:
         raise _fail(f"no usage for workflow {workflow!r} in {led.url}", 1)
-    records = [
-        {
-            "workflow": r[0], "sessions": r[1], "requests": r[2], "model_calls": r[3], "tool_calls": r[4],
-            "input_tokens": r[5], "output_tokens": r[6], "cache_read_tokens": r[7], "cache_write_tokens": r[8],
-            "cost_usd": format(nanos_to_usd(r[9] or 0), "f"), "violations": violations.get(r[0], 0),
-        }
-        for r in rows
-    ]
-    text = _render(records, fmt)
+    if fmt == "table" and output is None:
+        _print_table(result.rows, table_columns(result), f"Spend by {group_by}")
+        return
+    text = render(result, "markdown" if fmt == "table" else fmt, budgets=budgets)
     if output is not None:
         output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
     else:
-        if fmt == "table":
-            _print_table(records)
-        else:
-            sys.stdout.write(text)
+        sys.stdout.write(text)
 
 
-def _render(records: list[dict[str, Any]], fmt: str) -> str:
-    columns = ["workflow", "sessions", "requests", "model_calls", "tool_calls", "input_tokens", "output_tokens",
-               "cache_read_tokens", "cache_write_tokens", "cost_usd", "violations"]
-    if fmt == "json":
-        return json.dumps({"rows": records}, indent=2) + "\n"
-    if fmt == "csv":
-        import csv
-        import io
+def _monthly_budgets(policies: Path | None) -> dict[str, Decimal] | None:
+    if policies is None:
+        return None
+    from costguard.policy import load_policies
 
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        return buffer.getvalue()
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in records]
-    return "\n".join(lines) + "\n"
+    try:
+        policy_set = load_policies(policies)
+    except PolicyError as exc:
+        for error in exc.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(2) from exc
+    return {
+        name: policy.budget.monthly_usd
+        for name, policy in policy_set.workflows.items()
+        if policy.budget is not None and policy.budget.monthly_usd is not None
+    }
 
 
-def _print_table(records: list[dict[str, Any]]) -> None:
-    table = Table(title="Spend per workflow")
-    for column in ("workflow", "sessions", "requests", "model calls", "tool calls", "input tok", "output tok", "cost USD", "violations"):
-        table.add_column(column, justify="left" if column == "workflow" else "right")
-    for r in records:
-        table.add_row(r["workflow"], str(r["sessions"]), str(r["requests"]), str(r["model_calls"]), str(r["tool_calls"]),
-                      str(r["input_tokens"]), str(r["output_tokens"]), r["cost_usd"], str(r["violations"]))
+def _print_table(records: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    table = Table(title=title)
+    for column in columns:
+        first = column == columns[0]
+        table.add_column(column.replace("_", " "), justify="left" if first else "right", no_wrap=first)
+    for record in records:
+        table.add_row(*(str(record.get(column, "")) for column in columns))
     if not records:
-        table.caption = "the ledger holds no usage yet"
+        table.caption = "the ledger holds no usage for this selection"
     _console().print(table)
 
 

@@ -39,6 +39,15 @@ def test_simulate_then_report_json(tmp_path: Path) -> None:
     for fmt in ("csv", "markdown", "table"):
         code, out, _ = run("report", "--ledger", ledger, "--format", fmt)
         assert code == 0 and "claims-intake" in out
+    code, out, _ = run("report", "--ledger", ledger, "--group-by", "model", "--format", "json")
+    assert code == 0
+    models = json.loads(out)["rows"]
+    assert [m["model"] for m in models] == ["anthropic.claude-3-5-sonnet-20240620-v1:0"]
+    assert models[0]["cost_usd"] == rows[0]["cost_usd"]
+    page = tmp_path / "report.html"
+    code, _, _ = run("report", "--ledger", ledger, "--format", "html", "--output", str(page), "--policies", str(ROOT / "policies"))
+    assert code == 0 and "<svg" in page.read_text() and "claims-intake" in page.read_text()
+    assert run("report", "--ledger", ledger, "--group-by", "colour")[0] == 2
 
 
 def test_report_bad_input(tmp_path: Path) -> None:
@@ -46,7 +55,7 @@ def test_report_bad_input(tmp_path: Path) -> None:
     assert run("report", "--ledger", ledger, "--since", "2026-13-01")[0] == 2
     assert run("report", "--ledger", ledger, "--format", "pdf")[0] == 2
     code, out, _ = run("report", "--ledger", ledger, "--format", "json")
-    assert code == 0 and json.loads(out) == {"rows": []}
+    assert code == 0 and json.loads(out)["rows"] == []
     assert run("report", "--ledger", ledger, "--workflow", "nope")[0] == 1
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"garbage" * 500)

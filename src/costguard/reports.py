@@ -1,0 +1,729 @@
+"""Usage reports over the ledger: aggregate with pandas, render as JSON, CSV, Markdown or HTML.
+
+Money stays exact: integer nano-dollars are summed as int64 and each total is converted once
+with :func:`costguard.usage.nanos_to_usd` to a ``Decimal``. Floats are only used to place
+pixels in the HTML charts, never for a figure that is printed.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import html
+import io
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from costguard.usage import nanos_to_usd
+
+__all__ = [
+    "GROUP_BYS",
+    "FORMATS",
+    "Report",
+    "usage_report",
+    "render",
+    "table_columns",
+]
+
+GROUP_BYS = ("workflow", "day", "model", "user", "agent")
+FORMATS = ("json", "csv", "markdown", "html")
+INVOKED_AGENT = "(invoked agent)"
+
+_MS_PER_DAY = 86_400_000
+_EPOCH = date(1970, 1, 1)
+
+_REQUEST_KEYS = {"workflow": "workflow", "day": "day", "user": "user"}
+_CALL_KEYS = {"model": "model", "agent": "agent"}
+_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+_REQUEST_ROW_COLUMNS = (
+    "sessions",
+    "requests",
+    "model_calls",
+    "tool_calls",
+    *_TOKEN_COLUMNS,
+    "cost_usd",
+    "violations",
+    "shadow_violations",
+)
+_CALL_ROW_COLUMNS = ("requests", "model_calls", *_TOKEN_COLUMNS, "cost_usd")
+
+
+@dataclass(slots=True)
+class Report:
+    """An aggregated usage report. ``since``/``until`` are epoch ms (``until`` exclusive)."""
+
+    group_by: str
+    rows: list[dict[str, Any]]
+    top_sessions: list[dict[str, Any]]
+    daily: list[dict[str, Any]]
+    cost_per_request: list[Decimal]
+    since: int | None
+    until: int | None
+    workflow: str | None = None
+    generated_ms: int = field(default_factory=lambda: int(datetime.now(UTC).timestamp() * 1000))
+
+    def totals(self) -> dict[str, Any]:
+        """Column totals over ``rows`` (distinct counts such as sessions are not summable: omitted)."""
+        out: dict[str, Any] = {}
+        for col in table_columns(self)[1:]:
+            if col == "sessions" or (col == "requests" and self.group_by in _CALL_KEYS):
+                continue
+            if col == "cost_usd":
+                out[col] = sum((r[col] for r in self.rows), Decimal(0))
+            else:
+                out[col] = sum(int(r[col]) for r in self.rows)
+        return out
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "group_by": self.group_by,
+            "workflow": self.workflow,
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "since_ms": self.since,
+            "until_ms": self.until,
+            "columns": table_columns(self),
+            "rows": [_jsonable(r) for r in self.rows],
+            "totals": _jsonable(self.totals()),
+            "top_sessions": [_jsonable(r) for r in self.top_sessions],
+            "daily": [_jsonable(r) for r in self.daily],
+            "cost_per_request": [_exact(c) for c in self.cost_per_request],
+        }
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _exact(value: Decimal) -> str:
+    """An exact plain-notation string: ``Decimal("3E-9")`` -> ``"0.000000003"``, ``1E+1`` -> ``"10"``."""
+    return f"{value:f}"
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_exact(v) if isinstance(v, Decimal) else v) for k, v in row.items()}
+
+
+def _day_label(day_number: int) -> str:
+    return (_EPOCH + timedelta(days=int(day_number))).isoformat()
+
+
+def table_columns(report: Report) -> list[str]:
+    """Row keys in display order: the group key first, then the measures."""
+    if report.group_by in _CALL_KEYS:
+        return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS]
+    return [_REQUEST_KEYS[report.group_by], *_REQUEST_ROW_COLUMNS]
+
+
+# -- querying -----------------------------------------------------------------------------------
+
+
+def _where(time_col: str, since_ms: int | None, until_ms: int | None, workflow: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since_ms is not None:
+        clauses.append(f"{time_col} >= ?")
+        params.append(int(since_ms))
+    if until_ms is not None:
+        clauses.append(f"{time_col} < ?")
+        params.append(int(until_ms))
+    if workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _read(conn: sqlite3.Connection, sql: str, params: list[Any], ints: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.read_sql_query(sql, conn, params=params)
+    for col in ints:
+        frame[col] = frame[col].fillna(0).astype("int64") if len(frame) else frame[col].astype("int64")
+    return frame
+
+
+def _usd(nanos: Any) -> Decimal:
+    return nanos_to_usd(int(nanos))
+
+
+def _read_requests(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> pd.DataFrame:
+    where, params = _where("started_ms", since_ms, until_ms, workflow)
+    ints = ("started_ms", "model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos")
+    sql = (
+        "SELECT request_id, workflow, session_id, user_id, started_ms, model_calls, tool_calls, "
+        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM requests"
+        + where
+    )
+    frame = _read(conn, sql, params, ints)
+    frame["day"] = frame["started_ms"] // _MS_PER_DAY
+    return frame
+
+
+def _violation_counts(
+    conn: sqlite3.Connection,
+    group_by: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    workflow: str | None,
+) -> dict[Any, tuple[int, int]]:
+    """{key: (enforced, shadow)} for the violations in the window, keyed like the request rows."""
+    where, params = _where("v.ts_ms", since_ms, until_ms, None)
+    if workflow is not None:
+        where += (" AND " if where else " WHERE ") + "v.workflow = ?"
+        params.append(workflow)
+    sql = (
+        "SELECT v.workflow AS workflow, v.ts_ms AS ts_ms, v.enforced AS enforced, r.user_id AS user_id "
+        "FROM violations v LEFT JOIN requests r ON r.request_id = v.request_id" + where
+    )
+    frame = _read(conn, sql, params, ("ts_ms", "enforced"))
+    if frame.empty:
+        return {}
+    if group_by == "day":
+        frame["key"] = frame["ts_ms"] // _MS_PER_DAY
+    elif group_by == "user":
+        frame["key"] = frame["user_id"]
+    else:
+        frame["key"] = frame["workflow"]
+    frame["shadow"] = (frame["enforced"] == 0).astype("int64")
+    frame["enforced"] = (frame["enforced"] != 0).astype("int64")
+    grouped = frame.groupby("key", dropna=False)[["enforced", "shadow"]].sum()
+    return {_key(k): (int(e), int(s)) for k, (e, s) in zip(grouped.index, grouped.to_numpy(), strict=True)}
+
+
+def _key(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _request_rows(frame: pd.DataFrame, group_by: str, violations: dict[Any, tuple[int, int]]) -> list[dict[str, Any]]:
+    source = {"workflow": "workflow", "day": "day", "user": "user_id"}[group_by]
+    name = _REQUEST_KEYS[group_by]
+    rows: list[dict[str, Any]] = []
+    seen: set[Any] = set()
+    if not frame.empty:
+        sums = ["model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos"]
+        grouped = frame.groupby(source, dropna=False, sort=False)
+        agg = grouped[sums].sum()
+        agg["sessions"] = grouped["session_id"].nunique()
+        agg["requests"] = grouped.size()
+        for key, rec in zip(agg.index, agg.to_dict("records"), strict=True):
+            k = _key(key)
+            seen.add(k)
+            enforced, shadow = violations.get(k, (0, 0))
+            rows.append(_request_row(name, k, group_by, rec, enforced, shadow))
+    # Violations with no request in the window (e.g. refused before any call) still show up.
+    for k, (enforced, shadow) in violations.items():
+        if k not in seen:
+            rows.append(_request_row(name, k, group_by, {}, enforced, shadow))
+    return _sort_rows(rows, name, group_by)
+
+
+def _request_row(
+    name: str, key: Any, group_by: str, rec: dict[str, Any], enforced: int, shadow: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {name: _day_label(key) if group_by == "day" else key}
+    row["sessions"] = int(rec.get("sessions", 0))
+    row["requests"] = int(rec.get("requests", 0))
+    row["model_calls"] = int(rec.get("model_calls", 0))
+    row["tool_calls"] = int(rec.get("tool_calls", 0))
+    for col in _TOKEN_COLUMNS:
+        row[col] = int(rec.get(col, 0))
+    row["cost_usd"] = _usd(rec.get("cost_nanos", 0))
+    row["violations"] = enforced
+    row["shadow_violations"] = shadow
+    row["_nanos"] = int(rec.get("cost_nanos", 0))
+    return row
+
+
+def _sort_rows(rows: list[dict[str, Any]], name: str, group_by: str) -> list[dict[str, Any]]:
+    if group_by == "day":
+        rows.sort(key=lambda r: r[name])
+    else:
+        rows.sort(key=lambda r: (-r["_nanos"], "" if r[name] is None else str(r[name])))
+    for r in rows:
+        del r["_nanos"]
+    return rows
+
+
+def _call_rows(
+    conn: sqlite3.Connection,
+    group_by: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    workflow: str | None,
+) -> list[dict[str, Any]]:
+    where, params = _where("ts_ms", since_ms, until_ms, workflow)
+    col = "base_model_id" if group_by == "model" else "agent"
+    # SQLite folds the (up to millions of) calls to one row per (key, request) in C; pandas then
+    # aggregates those partials. Integer SUM in SQLite is exact (it errors on int64 overflow).
+    sql = (
+        f"SELECT {col} AS key, request_id, COUNT(*) AS model_calls, SUM(input_tokens) AS input_tokens, "
+        "SUM(output_tokens) AS output_tokens, SUM(cache_read_tokens) AS cache_read_tokens, "
+        "SUM(cache_write_tokens) AS cache_write_tokens, SUM(cost_nanos) AS cost_nanos FROM model_calls"
+        + where
+        + " GROUP BY request_id, key"
+    )
+    frame = _read(conn, sql, params, ("model_calls", *_TOKEN_COLUMNS, "cost_nanos"))
+    name = _CALL_KEYS[group_by]
+    if frame.empty:
+        return []
+    if group_by == "agent":
+        # None and "(invoked agent)" are one key; count each request once under it.
+        frame["key"] = frame["key"].fillna(INVOKED_AGENT)
+    grouped = frame.groupby("key", dropna=False, sort=False)
+    agg = grouped[["model_calls", *_TOKEN_COLUMNS, "cost_nanos"]].sum()
+    agg["requests"] = grouped["request_id"].nunique()
+    rows: list[dict[str, Any]] = []
+    for key, rec in zip(agg.index, agg.to_dict("records"), strict=True):
+        row: dict[str, Any] = {name: _key(key), "requests": int(rec["requests"]), "model_calls": int(rec["model_calls"])}
+        for c in _TOKEN_COLUMNS:
+            row[c] = int(rec[c])
+        row["cost_usd"] = _usd(rec["cost_nanos"])
+        row["_nanos"] = int(rec["cost_nanos"])
+        rows.append(row)
+    return _sort_rows(rows, name, group_by)
+
+
+def _top_sessions(frame: pd.DataFrame, limit: int = 10) -> list[dict[str, Any]]:
+    if frame.empty:
+        return []
+    grouped = frame.groupby("session_id", sort=False)
+    agg = grouped[["model_calls", "cost_nanos"]].sum()
+    agg["requests"] = grouped.size()
+    agg["workflow"] = grouped["workflow"].first()
+    agg = agg.reset_index().sort_values(["cost_nanos", "session_id"], ascending=[False, True]).head(limit)
+    return [
+        {
+            "session_id": str(r["session_id"]),
+            "workflow": str(r["workflow"]),
+            "requests": int(r["requests"]),
+            "model_calls": int(r["model_calls"]),
+            "cost_usd": _usd(r["cost_nanos"]),
+        }
+        for r in agg.to_dict("records")
+    ]
+
+
+def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    if frame.empty:
+        return []
+    agg = frame.groupby(["day", "workflow"], sort=True)["cost_nanos"].sum()
+    return [
+        {"day": _day_label(day), "workflow": str(wf), "cost_usd": _usd(n)}
+        for (day, wf), n in agg.items()
+    ]
+
+
+def usage_report(
+    conn: sqlite3.Connection,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    workflow: str | None = None,
+    group_by: str = "workflow",
+) -> Report:
+    """Aggregate the ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
+
+    ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
+    (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
+    filtered on the call time).
+    """
+    if group_by not in GROUP_BYS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+    requests = _read_requests(conn, since_ms, until_ms, workflow)
+    if group_by in _CALL_KEYS:
+        rows = _call_rows(conn, group_by, since_ms, until_ms, workflow)
+    else:
+        rows = _request_rows(requests, group_by, _violation_counts(conn, group_by, since_ms, until_ms, workflow))
+    return Report(
+        group_by=group_by,
+        rows=rows,
+        top_sessions=_top_sessions(requests),
+        daily=_daily(requests),
+        cost_per_request=[nanos_to_usd(int(n)) for n in requests["cost_nanos"].tolist()],
+        since=since_ms,
+        until=until_ms,
+        workflow=workflow,
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def render(report: Report, fmt: str, *, budgets: dict[str, Decimal] | None = None) -> str:
+    """The report as ``json``, ``csv``, ``markdown`` or ``html`` text.
+
+    ``budgets`` (workflow -> monthly budget in USD) adds budget burn charts to the HTML page.
+    """
+    if fmt == "json":
+        return json.dumps(report.to_json_dict(), indent=2) + "\n"
+    if fmt == "csv":
+        return _render_csv(report)
+    if fmt == "markdown":
+        return _render_markdown(report)
+    if fmt == "html":
+        return _render_html(report, budgets)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return _exact(value)
+    return str(value)
+
+
+def _render_csv(report: Report) -> str:
+    out = io.StringIO()
+    cols = table_columns(report)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(cols)
+    for row in report.rows:
+        writer.writerow([_cell(row[c]) for c in cols])
+    return out.getvalue()
+
+
+def _md(value: Any) -> str:
+    text = "(none)" if value is None else _cell(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _title(report: Report) -> str:
+    span = f"{_iso(report.since) or 'beginning'} to {_iso(report.until) or 'now'}"
+    wf = f", workflow {report.workflow}" if report.workflow else ""
+    return f"costguard usage by {report.group_by} ({span}{wf})"
+
+
+def _render_markdown(report: Report) -> str:
+    cols = table_columns(report)
+    lines = [f"# {_md(_title(report))}", "", "| " + " | ".join(cols) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|")
+    for row in report.rows:
+        lines.append("| " + " | ".join(_md(row[c]) for c in cols) + " |")
+    if not report.rows:
+        lines.append("| " + " | ".join(["(no usage)"] + [""] * (len(cols) - 1)) + " |")
+    if report.top_sessions:
+        lines += ["", "## Top sessions by cost", "", "| session_id | workflow | requests | model_calls | cost_usd |"]
+        lines.append("|---|---|---:|---:|---:|")
+        for s in report.top_sessions:
+            lines.append(
+                f"| {_md(s['session_id'])} | {_md(s['workflow'])} | {s['requests']} | {s['model_calls']} | {_exact(s['cost_usd'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+_PALETTE = ("#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#64748b")
+_MAX_SERIES = 8
+_OTHER = "(other)"
+_E = html.escape
+
+
+def _money(value: Decimal) -> str:
+    """Readable dollars: cents for large sums, more places for tiny ones (exact value in a tooltip)."""
+    mag = abs(value)
+    if mag >= 100:
+        return f"${value:,.2f}"
+    if mag >= Decimal("0.01"):
+        return f"${value:,.4f}"
+    if mag == 0:
+        return "$0"
+    return f"${value:f}"
+
+
+def _axis_money(value: float) -> str:
+    if value >= 1000:
+        return f"${value:,.0f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    if value == 0:
+        return "$0"
+    return f"${value:.2g}"
+
+
+def _nice_max(value: float) -> float:
+    """The smallest 1/2/2.5/5 x 10^k at or above ``value`` (chart axis top)."""
+    if value <= 0:
+        return 1.0
+    exp = 10.0 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * exp >= value * (1 - 1e-12):
+            return step * exp
+    return value
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px}
+.sub{color:#64748b;font-size:13px;margin-bottom:18px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:12px 16px;min-width:150px}
+.card .v{font-size:22px;font-weight:600} .card .l{color:#64748b;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px;overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left} th{background:#f1f5f9;font-weight:600}
+tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
+.legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin-top:6px}
+.sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
+.empty{color:#64748b;font-style:italic}
+svg text{font-family:inherit;font-size:11px;fill:#475569}
+"""
+
+
+def _legend(items: list[tuple[str, str]]) -> str:
+    return (
+        '<div class="legend">'
+        + "".join(f'<span><span class="sw" style="background:{c}"></span>{_E(n)}</span>' for n, c in items)
+        + "</div>"
+    )
+
+
+def _frame(width: int, height: int, left: int, bottom: int, top: int, y_max: float, y_label: str, x_label: str) -> list[str]:
+    """Axes, horizontal grid lines with money ticks and axis titles."""
+    plot_h = height - bottom - top
+    parts = [
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#94a3b8"/>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#94a3b8"/>',
+    ]
+    for i in range(5):
+        v = y_max * i / 4
+        y = height - bottom - plot_h * i / 4
+        if i:
+            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e2e8f0"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_E(_axis_money(v) if y_label.startswith("$") or "USD" in y_label else f"{v:,.0f}")}</text>')
+    parts.append(
+        f'<text transform="translate(14,{top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{_E(y_label)}</text>'
+    )
+    parts.append(f'<text x="{left + (width - left) / 2:.0f}" y="{height - 4}" text-anchor="middle">{_E(x_label)}</text>')
+    return parts
+
+
+def _svg(width: int, height: int, label: str, parts: list[str]) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+        f'role="img" aria-label="{_E(label)}">' + "".join(parts) + "</svg>"
+    )
+
+
+def _daily_chart(report: Report) -> str:
+    if not report.daily:
+        return '<p class="empty">No spend in this period.</p>'
+    by_wf: dict[str, Decimal] = {}
+    for d in report.daily:
+        by_wf[d["workflow"]] = by_wf.get(d["workflow"], Decimal(0)) + d["cost_usd"]
+    ranked = sorted(by_wf, key=lambda w: (-by_wf[w], w))
+    shown = ranked[:_MAX_SERIES]
+    series = shown + ([_OTHER] if len(ranked) > _MAX_SERIES else [])
+    colors = {w: _PALETTE[i % len(_PALETTE)] for i, w in enumerate(series)}
+    first = date.fromisoformat(report.daily[0]["day"])
+    last = date.fromisoformat(report.daily[-1]["day"])
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    stack: dict[date, dict[str, Decimal]] = {d: {} for d in days}
+    for d in report.daily:
+        wf = d["workflow"] if d["workflow"] in colors else _OTHER
+        cell = stack[date.fromisoformat(d["day"])]
+        cell[wf] = cell.get(wf, Decimal(0)) + d["cost_usd"]
+    y_max = _nice_max(float(max(sum(c.values(), Decimal(0)) for c in stack.values())))
+    width, height, left, bottom, top = 960, 300, 70, 44, 12
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    parts = _frame(width, height, left, bottom, top, y_max, "spend (USD)", "day (UTC)")
+    slot = plot_w / len(days)
+    bar = max(1.0, slot * 0.75)
+    label_every = max(1, len(days) // 12)
+    for i, day in enumerate(days):
+        x = left + i * slot + (slot - bar) / 2
+        base = float(height - bottom)
+        for wf in series:
+            amount = stack[day].get(wf)
+            if not amount:
+                continue
+            h = float(amount) / y_max * plot_h
+            base -= h
+            parts.append(
+                f'<rect x="{x:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{colors[wf]}">'
+                f"<title>{_E(day.isoformat())} {_E(wf)}: {_E(_money(amount))}</title></rect>"
+            )
+        if i % label_every == 0:
+            parts.append(
+                f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 14}" text-anchor="middle">{_E(day.strftime("%b %d"))}</text>'
+            )
+    return _svg(width, height, "spend per day per workflow", parts) + _legend([(w, colors[w]) for w in series])
+
+
+def _burn_charts(report: Report, budgets: dict[str, Decimal]) -> str:
+    """Cumulative spend across the month vs the monthly budget, one chart per budgeted workflow."""
+    if report.daily:
+        month_day = date.fromisoformat(report.daily[-1]["day"])
+    elif report.until is not None:
+        month_day = (datetime.fromtimestamp(report.until / 1000, UTC) - timedelta(milliseconds=1)).date()
+    else:
+        month_day = datetime.now(UTC).date()
+    year, month = month_day.year, month_day.month
+    n_days = calendar.monthrange(year, month)[1]
+    out: list[str] = []
+    for wf in sorted(budgets):
+        budget = Decimal(budgets[wf])
+        per_day = [Decimal(0)] * n_days
+        for d in report.daily:
+            day = date.fromisoformat(d["day"])
+            if d["workflow"] == wf and day.year == year and day.month == month:
+                per_day[day.day - 1] += d["cost_usd"]
+        last_day = max((i for i, v in enumerate(per_day) if v), default=-1)
+        cumulative: list[Decimal] = []
+        running = Decimal(0)
+        for v in per_day[: max(last_day, month_day.day - 1) + 1]:
+            running += v
+            cumulative.append(running)
+        spent = cumulative[-1] if cumulative else Decimal(0)
+        y_max = _nice_max(float(max(budget, spent)) * 1.05)
+        width, height, left, bottom, top = 960, 240, 70, 44, 12
+        plot_w, plot_h = width - left - 10, height - bottom - top
+        parts = _frame(width, height, left, bottom, top, y_max, "cumulative spend (USD)", f"day of {month_day:%B %Y} (UTC)")
+
+        def px(i: int, value: Decimal | float, *, pw: int = plot_w, ph: int = plot_h) -> tuple[float, float]:
+            return left + pw * (i + 1) / n_days, height - bottom - float(value) / y_max * ph
+
+        by = px(0, budget)[1]
+        parts.append(f'<line x1="{left}" y1="{by:.1f}" x2="{width - 10}" y2="{by:.1f}" stroke="#dc2626" stroke-dasharray="6 4" stroke-width="2"/>')
+        parts.append(f'<text x="{width - 14}" y="{by - 5:.1f}" text-anchor="end" style="fill:#dc2626">budget {_E(_money(budget))}</text>')
+        ideal_end = px(n_days - 1, budget)
+        parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{ideal_end[0]:.1f}" y2="{ideal_end[1]:.1f}" stroke="#94a3b8" stroke-dasharray="2 4"/>')
+        if cumulative:
+            pts = [(float(left), float(height - bottom))] + [px(i, v) for i, v in enumerate(cumulative)]
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+            color = "#dc2626" if spent > budget else "#2563eb"
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2.5"/>')
+            lx, ly = pts[-1]
+            parts.append(f'<circle cx="{lx:.1f}" cy="{ly:.1f}" r="4" fill="{color}"><title>{_E(_money(spent))}</title></circle>')
+        for i in range(0, n_days, max(1, n_days // 10)):
+            x = px(i, 0)[0]
+            parts.append(f'<text x="{x:.1f}" y="{height - bottom + 14}" text-anchor="middle">{i + 1}</text>')
+        share = f"{(spent / budget * 100):.0f}%" if budget > 0 else "n/a"
+        out.append(
+            f"<h3>{_E(wf)} — {_E(_money(spent))} of {_E(_money(budget))} ({_E(share)})</h3>"
+            + _svg(width, height, f"budget burn for {wf}", parts)
+            + _legend([("cumulative spend", "#2563eb"), ("monthly budget", "#dc2626"), ("even burn", "#94a3b8")])
+        )
+    return "".join(out)
+
+
+def _histogram(report: Report, bins: int = 20) -> str:
+    costs = report.cost_per_request
+    if not costs:
+        return '<p class="empty">No requests in this period.</p>'
+    lo, hi = min(costs), max(costs)
+    span = hi - lo
+    n = bins if span > 0 else 1
+    counts = [0] * n
+    for c in costs:
+        i = int((c - lo) / span * n) if span > 0 else 0
+        counts[min(i, n - 1)] += 1
+    width, height, left, bottom, top = 960, 260, 70, 44, 12
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    y_max = _nice_max(float(max(counts)))
+    parts = _frame(width, height, left, bottom, top, y_max, "requests", "cost per request (USD)")
+    slot = plot_w / n
+    for i, count in enumerate(counts):
+        b_lo = lo + span * i / n
+        b_hi = lo + span * (i + 1) / n
+        h = count / y_max * plot_h
+        x = left + i * slot
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{height - bottom - h:.1f}" width="{max(1.0, slot - 2):.1f}" height="{h:.1f}" fill="#0891b2">'
+            f"<title>{_E(_money(b_lo))} – {_E(_money(b_hi))}: {count} requests</title></rect>"
+        )
+        if i % max(1, n // 5) == 0 or i == n - 1:
+            parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 14}" text-anchor="middle">{_E(_money(b_lo))}</text>')
+    return _svg(width, height, "histogram of cost per request", parts)
+
+
+def _html_table(report: Report) -> str:
+    cols = table_columns(report)
+    head = "".join(f"<th>{_E(c.replace('_', ' '))}</th>" for c in cols)
+    body: list[str] = []
+    for row in report.rows:
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, Decimal):
+                cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
+            elif v is None:
+                cells.append('<td class="empty">(none)</td>')
+            elif isinstance(v, int):
+                cells.append(f"<td>{v:,}</td>")
+            else:
+                cells.append(f"<td>{_E(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    if not body:
+        body.append(f'<tr><td class="empty" colspan="{len(cols)}">No usage in this period.</td></tr>')
+    totals = report.totals()
+    foot_cells = ["<td>Total</td>"]
+    for c in cols[1:]:
+        v = totals.get(c)
+        if isinstance(v, Decimal):
+            foot_cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
+        elif v is None:
+            foot_cells.append("<td></td>")
+        else:
+            foot_cells.append(f"<td>{v:,}</td>")
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+        f"<tfoot><tr>{''.join(foot_cells)}</tr></tfoot></table>"
+    )
+
+
+def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
+    total = sum((d["cost_usd"] for d in report.daily), Decimal(0))
+    n_req = len(report.cost_per_request)
+    avg = (total / n_req) if n_req else Decimal(0)
+    cards = [
+        ("total spend", _money(total)),
+        ("requests", f"{n_req:,}"),
+        ("avg cost / request", _money(avg.quantize(Decimal("0.000000001")) if n_req else avg)),
+        ("days with spend", f"{len({d['day'] for d in report.daily}):,}"),
+    ]
+    top_rows = "".join(
+        f"<tr><td>{_E(s['session_id'])}</td><td>{_E(s['workflow'])}</td><td>{s['requests']:,}</td>"
+        f"<td>{s['model_calls']:,}</td><td title=\"{_E(_exact(s['cost_usd']))}\">{_E(_money(s['cost_usd']))}</td></tr>"
+        for s in report.top_sessions
+    ) or '<tr><td class="empty" colspan="5">No sessions in this period.</td></tr>'
+    sections = [
+        f"<h1>{_E(_title(report))}</h1>",
+        f'<div class="sub">Generated {_E(_iso(report.generated_ms) or "")} · money is exact (nano-dollar ledger)</div>',
+        '<div class="cards">'
+        + "".join(f'<div class="card"><div class="l">{_E(lbl)}</div><div class="v">{_E(v)}</div></div>' for lbl, v in cards)
+        + "</div>",
+        f"<h2>Summary by {_E(report.group_by)}</h2>",
+        f'<div class="panel">{_html_table(report)}</div>',
+        "<h2>Spend per day per workflow</h2>",
+        f'<div class="panel">{_daily_chart(report)}</div>',
+    ]
+    if budgets:
+        sections += ["<h2>Budget burn (month to date)</h2>", f'<div class="panel">{_burn_charts(report, budgets)}</div>']
+    sections += [
+        "<h2>Cost per request</h2>",
+        f'<div class="panel">{_histogram(report)}</div>',
+        "<h2>Top sessions by cost</h2>",
+        '<div class="panel"><table><thead><tr><th>session</th><th>workflow</th><th>requests</th>'
+        f"<th>model calls</th><th>cost</th></tr></thead><tbody>{top_rows}</tbody></table></div>",
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{_E(_title(report))}</title><style>{_CSS}</style></head>"
+        f"<body><main>{''.join(sections)}</main></body></html>\n"
+    )
