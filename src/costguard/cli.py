@@ -59,6 +59,18 @@ def _open(ledger_url: str | None) -> Any:
         raise _fail(str(exc)) from exc
 
 
+def _policies_or_exit(path: Path) -> Any:
+    """Loaded policies, or every error as FILE:LINE: FIELD: MESSAGE and exit 2."""
+    from costguard.policy import load_policies
+
+    try:
+        return load_policies(path)
+    except PolicyError as exc:
+        for error in exc.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(2) from exc
+
+
 def _usd(value: Decimal) -> str:
     return format(value.quantize(Decimal("0.000001")) if value else Decimal("0"), "f")
 
@@ -134,16 +146,10 @@ def simulate(
 ) -> None:
     """Replay recordings through the meter: what would the policies have capped, and saved?"""
     from costguard.meter import Guard
-    from costguard.policy import load_policies
     from costguard.pricing import PriceCatalog
     from costguard.replay import replay_file
 
-    try:
-        policy_set = load_policies(policies)
-    except PolicyError as exc:
-        for error in exc.errors:
-            typer.echo(str(error), err=True)
-        raise typer.Exit(2) from exc
+    policy_set = _policies_or_exit(policies)
     try:
         pricing = PriceCatalog.load()
         guard = Guard(policy_set, ledger=_open(ledger), pricing=pricing)
@@ -244,14 +250,7 @@ def report(
 def _monthly_budgets(policies: Path | None) -> dict[str, Decimal] | None:
     if policies is None:
         return None
-    from costguard.policy import load_policies
-
-    try:
-        policy_set = load_policies(policies)
-    except PolicyError as exc:
-        for error in exc.errors:
-            typer.echo(str(error), err=True)
-        raise typer.Exit(2) from exc
+    policy_set = _policies_or_exit(policies)
     return {
         name: policy.budget.monthly_usd
         for name, policy in policy_set.workflows.items()
@@ -282,14 +281,9 @@ def budget_status_command(
 ) -> None:
     """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch."""
     from costguard.budgets import budget_status
-    from costguard.policy import PolicySet, load_policies
+    from costguard.policy import PolicySet
 
-    try:
-        policy_set = load_policies(policies) if policies is not None else PolicySet.empty()
-    except PolicyError as exc:
-        for error in exc.errors:
-            typer.echo(str(error), err=True)
-        raise typer.Exit(2) from exc
+    policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
     led = _open(ledger)
     try:
         lines = budget_status(led, policy_set)

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EventStreamError
 
 import costguard
 from costguard.policy import PolicySet
-from tests.support.traces import SONNET, Loop, agent_loop, part
+from tests.support.traces import SONNET, Loop, agent_loop
 from tests.support.wire import FakeBedrock
 
 NOVA_MICRO = "amazon.nova-micro-v1:0"
