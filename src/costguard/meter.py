@@ -325,13 +325,13 @@ class Guard:
         agent_alias_id: str | None = None,
         model_id: str | None = None,
         continuation_of: str | None = None,
+        previous: Totals | None = None,
     ) -> _RequestMeter:
         """Pre-call checks; returns the request's meter or raises before anything is sent."""
         policy = self.policies.for_workflow(binding.workflow)
         started_ms = self.now_ms()
         request_id = continuation_of or uuid.uuid4().hex
-        previous: Totals | None = None
-        if continuation_of is not None:
+        if continuation_of is not None and previous is None:
             previous = self._ledger_call(
                 policy, "request totals", lambda: self.ledger.request_totals(continuation_of), None
             )
@@ -362,24 +362,30 @@ class Guard:
         with self._lock:
             self._open_requests[(session_id, invocation_id)] = meter
 
-    def _continued_request(self, session_id: str, session_state: Any) -> str | None:
-        """The request a returnControl continuation belongs to, or None for a new request."""
+    def _continued_request(
+        self, session_id: str, session_state: Any
+    ) -> tuple[str | None, Totals | None]:
+        """The request a returnControl continuation belongs to (and its totals when known here).
+
+        ``(None, None)`` for a new request. A request paused in this process is continued from
+        memory; one paused elsewhere is found in the ledger, and its totals read from there.
+        """
         if not isinstance(session_state, Mapping) or not session_state.get("returnControlInvocationResults"):
-            return None
+            return None, None
         invocation_id = session_state.get("invocationId")
         if not invocation_id:
-            return None
+            return None, None
         with self._lock:
             paused = self._open_requests.pop((session_id, invocation_id), None)
         if paused is not None:
-            return paused.request_id
-        policy_default = self.policies.defaults
-        return self._ledger_call(
-            policy_default,
+            return paused.request_id, paused.totals.copy()
+        request_id = self._ledger_call(
+            self.policies.defaults,
             "return-control lookup",
             lambda: self.ledger.find_return_control(session_id, invocation_id),
             None,
         )
+        return request_id, None
 
 
 class GuardedClient:
@@ -423,7 +429,7 @@ class GuardedClient:
         guard = self._guard
         session_id = kwargs.get("sessionId") or self._binding.session_id or ""
         state_key = "sessionState" if operation == "InvokeAgent" else "inlineSessionState"
-        continuation = guard._continued_request(session_id, kwargs.get(state_key))
+        continuation, previous = guard._continued_request(session_id, kwargs.get(state_key))
         inline_model = kwargs.get("foundationModel") if operation == "InvokeInlineAgent" else None
         meter = guard._start_request(
             self._binding,
@@ -433,6 +439,7 @@ class GuardedClient:
             agent_alias_id=kwargs.get("agentAliasId"),
             model_id=inline_model,
             continuation_of=continuation,
+            previous=previous,
         )
         # The meter needs the trace; a caller that did not ask for it does not see it.
         hide_traces = not kwargs.get("enableTrace")
@@ -489,16 +496,12 @@ class GuardedClient:
         return self._guard._start_request(self._binding, operation, session_id, model_id=model_id)
 
 
-class MeteredEventStream:
-    """The InvokeAgent ``completion`` stream, metered: yields exactly what boto3 yields."""
+class _MeteredStream:
+    """A boto3 event stream, metered: yields exactly what boto3 yields, finishes its request once."""
 
-    def __init__(
-        self, raw: Any, meter: _RequestMeter, normalizer: AgentTraceNormalizer, hide_traces: bool
-    ) -> None:
+    def __init__(self, raw: Any, meter: _RequestMeter) -> None:
         self._raw = raw
         self._meter = meter
-        self._normalizer = normalizer
-        self._hide_traces = hide_traces
         self._iterator: Iterator[dict[str, Any]] | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -521,6 +524,20 @@ class MeteredEventStream:
                 self._meter.finish("abandoned")
             except Exception:  # noqa: BLE001 - nothing may escape a finalizer
                 logger.exception("could not record an abandoned stream")
+
+    def _events(self) -> Iterator[dict[str, Any]]:
+        raise TypeError("a metered stream subclass defines _events")
+
+
+class MeteredEventStream(_MeteredStream):
+    """The InvokeAgent ``completion`` stream, metered from its trace events."""
+
+    def __init__(
+        self, raw: Any, meter: _RequestMeter, normalizer: AgentTraceNormalizer, hide_traces: bool
+    ) -> None:
+        super().__init__(raw, meter)
+        self._normalizer = normalizer
+        self._hide_traces = hide_traces
 
     def _events(self) -> Iterator[dict[str, Any]]:
         feed = self._normalizer.feed
@@ -554,26 +571,12 @@ class MeteredEventStream:
             self._meter.finish(status)
 
 
-class MeteredConverseStream:
+class MeteredConverseStream(_MeteredStream):
     """The ConverseStream ``stream``, metered from its final ``metadata`` event."""
 
     def __init__(self, raw: Any, meter: _RequestMeter, model_id: str) -> None:
-        self._raw = raw
-        self._meter = meter
+        super().__init__(raw, meter)
         self._model_id = model_id
-        self._iterator: Iterator[dict[str, Any]] | None = None
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self._iterator is None:
-            self._iterator = self._events()
-        return self._iterator
-
-    def close(self) -> None:
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
-        else:
-            self._raw.close()
-            self._meter.finish("abandoned")
 
     def _events(self) -> Iterator[dict[str, Any]]:
         status = "abandoned"
