@@ -296,3 +296,69 @@ class SessionUsage:
             "max_tool_response_bytes": self.max_tool_response_bytes,
             "violations": [v.to_dict() for v in self.violations],
         }
+
+
+@dataclass(slots=True)
+class ActionRecord:
+    """One action group invocation seen by ``action_guard``: sizes and what the trim removed.
+
+    ``outcome`` is ``passed`` (under the limit, untouched), ``trimmed`` (the trim spec shrank it
+    under the limit), ``replaced`` (still too large: the agent got a structured notice instead),
+    ``replayed`` (an idempotent retry answered from the first run) or ``error``.
+    """
+
+    ts_ms: int
+    workflow: str
+    action: str  # "actionGroup apiPath VERB" or "actionGroup function"
+    session_id: str | None
+    request_id: str | None
+    bytes_before: int
+    bytes_after: int
+    fields_dropped: int
+    items_dropped: int
+    strings_truncated: int
+    outcome: str
+    latency_ms: int | None = None
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The ledger's memory of one idempotent action run: never the response itself."""
+
+    key: str
+    status: str  # "in_progress" | "completed"
+    claimed_at_ms: int
+    expires_at_ms: int
+    response_sha256: str | None = None
+    response_bytes: int | None = None
+    completed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertKey:
+    """An alert already sent for (workflow, kind, threshold, period): the reconciler's dedupe key."""
+
+    key: str
+    ts_ms: int
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Metered usage of one workflow on one model on one UTC day: the reconciler's ledger side."""
+
+    day: str  # YYYY-MM-DD
+    workflow: str
+    base_model_id: str
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int
+    unpriced_calls: int = 0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanos)

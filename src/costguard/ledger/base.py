@@ -12,9 +12,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from costguard.usage import (
+    ActionRecord,
+    AlertKey,
     BudgetCounter,
+    DailyUsage,
+    IdempotencyRecord,
     KillSwitch,
     PeriodLimit,
     RequestSegment,
@@ -101,6 +106,55 @@ class Ledger(ABC):
         self, *, workflow: str | None = None, session_id: str | None = None, limit: int | None = None
     ) -> list[ViolationRecord]:
         """Recorded violations, newest first."""
+
+    @abstractmethod
+    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        """Metered usage per UTC day, workflow and base model for ``since_day <= day < until_day``.
+
+        Days are ``YYYY-MM-DD``; rows are ordered by day, workflow, model.
+        """
+
+    # -- reconciler: alert dedupe ----------------------------------------------------------------
+
+    @abstractmethod
+    def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
+        """Atomically mark an alert as sent; False when the key was claimed before (send nothing)."""
+
+    @abstractmethod
+    def release_alert_key(self, key: str) -> None:
+        """Forget a claimed alert key (its publish failed), so the next run sends it again."""
+
+    @abstractmethod
+    def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
+        """Claimed alert keys, optionally those starting with ``prefix``, oldest first."""
+
+    # -- action guard ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def record_action(self, record: ActionRecord) -> None:
+        """Record one guarded action group invocation (sizes and trim counts only)."""
+
+    @abstractmethod
+    def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
+        """Recorded action invocations, oldest first."""
+
+    @abstractmethod
+    def claim_idempotency_key(self, key: str, now_ms: int, ttl_ms: int) -> IdempotencyRecord | None:
+        """Claim ``key`` for a first run: None when this caller owns it now and should run the action.
+
+        Otherwise the existing record (``in_progress`` or ``completed``) that is still within its
+        expiry. An expired record is replaced by the new claim.
+        """
+
+    @abstractmethod
+    def complete_idempotency_key(
+        self, key: str, response_sha256: str, response_bytes: int, now_ms: int
+    ) -> None:
+        """Mark a claimed key completed with the hash and size of what the action returned."""
+
+    @abstractmethod
+    def release_idempotency_key(self, key: str) -> None:
+        """Drop a claim whose run failed, so a retry runs the action again."""
 
     @abstractmethod
     def close(self) -> None:

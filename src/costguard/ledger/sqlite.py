@@ -13,12 +13,18 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from costguard.errors import LedgerError
 from costguard.ledger.base import Ledger
 from costguard.usage import (
+    ActionRecord,
+    AlertKey,
     BudgetCounter,
+    DailyUsage,
+    IdempotencyRecord,
     KillSwitch,
     PeriodLimit,
     RequestSegment,
@@ -157,6 +163,32 @@ CREATE TABLE IF NOT EXISTS alert_keys (
     ts_ms INTEGER NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    workflow TEXT NOT NULL,
+    action TEXT NOT NULL,
+    session_id TEXT,
+    request_id TEXT,
+    bytes_before INTEGER NOT NULL,
+    bytes_after INTEGER NOT NULL,
+    fields_dropped INTEGER NOT NULL,
+    items_dropped INTEGER NOT NULL,
+    strings_truncated INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    latency_ms INTEGER,
+    agent_id TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_time ON actions (ts_ms);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    claimed_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    response_sha256 TEXT,
+    response_bytes INTEGER,
+    completed_at_ms INTEGER
+);
 """
 
 _TOTAL_COLUMNS = (
@@ -170,6 +202,13 @@ _TOTAL_COLUMNS = (
     "tool_response_bytes",
     "max_tool_response_bytes",
 )
+
+
+def _day_start_ms(day: str) -> int:
+    try:
+        return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
+    except ValueError as exc:
+        raise LedgerError(f"not a YYYY-MM-DD day: {day!r}") from exc
 
 
 class SQLiteLedger(Ledger):
@@ -646,6 +685,118 @@ class SQLiteLedger(Ledger):
             ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), json.loads(r[9]))
             for r in rows
         ]
+
+    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        since_ms = _day_start_ms(since_day)
+        until_ms = _day_start_ms(until_day)
+        with self._errors("reading daily usage"):
+            rows = self._conn.execute(
+                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
+                "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+                "SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_nanos), "
+                "SUM(1 - priced) FROM model_calls WHERE ts_ms >= ? AND ts_ms < ? "
+                "GROUP BY day, workflow, base_model_id ORDER BY day, workflow, base_model_id",
+                (since_ms, until_ms),
+            ).fetchall()
+        return [DailyUsage(*row) for row in rows]
+
+    # -- reconciler: alert dedupe ------------------------------------------------------------------
+
+    def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
+        with self._errors("claiming an alert key"), self._write() as conn:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO alert_keys (key, ts_ms, detail) VALUES (?, ?, ?)",
+                (key, now_ms, json.dumps(detail, sort_keys=True, default=str)),
+            ).rowcount
+        return bool(inserted)
+
+    def release_alert_key(self, key: str) -> None:
+        with self._errors("releasing an alert key"), self._write() as conn:
+            conn.execute("DELETE FROM alert_keys WHERE key = ?", (key,))
+
+    def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
+        query, params = "SELECT key, ts_ms, detail FROM alert_keys", ()
+        if prefix is not None:
+            # substr, not LIKE: keys contain '%' and '_' freely.
+            query += " WHERE substr(key, 1, ?) = ?"
+            params = (len(prefix), prefix)
+        with self._errors("reading alert keys"):
+            rows = self._conn.execute(query + " ORDER BY ts_ms, key", params).fetchall()
+        return [AlertKey(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    # -- action guard -------------------------------------------------------------------------------
+
+    def record_action(self, record: ActionRecord) -> None:
+        with self._errors("recording an action"), self._write() as conn:
+            conn.execute(
+                "INSERT INTO actions (ts_ms, workflow, action, session_id, request_id, bytes_before, "
+                "bytes_after, fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, "
+                "agent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.ts_ms,
+                    record.workflow,
+                    record.action,
+                    record.session_id,
+                    record.request_id,
+                    record.bytes_before,
+                    record.bytes_after,
+                    record.fields_dropped,
+                    record.items_dropped,
+                    record.strings_truncated,
+                    record.outcome,
+                    record.latency_ms,
+                    record.agent_id,
+                ),
+            )
+
+    def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if workflow is not None:
+            clauses.append("workflow = ?")
+            params.append(workflow)
+        if since_ms is not None:
+            clauses.append("ts_ms >= ?")
+            params.append(since_ms)
+        query = (
+            "SELECT ts_ms, workflow, action, session_id, request_id, bytes_before, bytes_after, "
+            "fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions"
+        )
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._errors("reading actions"):
+            rows = self._conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()
+        return [ActionRecord(*row) for row in rows]
+
+    def claim_idempotency_key(self, key: str, now_ms: int, ttl_ms: int) -> IdempotencyRecord | None:
+        with self._errors("claiming an idempotency key"), self._write() as conn:
+            row = conn.execute(
+                "SELECT key, status, claimed_at_ms, expires_at_ms, response_sha256, response_bytes, "
+                "completed_at_ms FROM idempotency_keys WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is not None and row[3] > now_ms:
+                return IdempotencyRecord(*row)
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency_keys (key, status, claimed_at_ms, expires_at_ms) "
+                "VALUES (?, 'in_progress', ?, ?)",
+                (key, now_ms, now_ms + ttl_ms),
+            )
+        return None
+
+    def complete_idempotency_key(
+        self, key: str, response_sha256: str, response_bytes: int, now_ms: int
+    ) -> None:
+        with self._errors("completing an idempotency key"), self._write() as conn:
+            conn.execute(
+                "UPDATE idempotency_keys SET status = 'completed', response_sha256 = ?, "
+                "response_bytes = ?, completed_at_ms = ? WHERE key = ?",
+                (response_sha256, response_bytes, now_ms, key),
+            )
+
+    def release_idempotency_key(self, key: str) -> None:
+        with self._errors("releasing an idempotency key"), self._write() as conn:
+            conn.execute("DELETE FROM idempotency_keys WHERE key = ? AND status = 'in_progress'", (key,))
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for read-only reporting queries (pandas ``read_sql``)."""
