@@ -66,7 +66,7 @@ def _elapsed_fraction(now: datetime, period: str) -> Decimal:
 
 
 def budget_status(ledger: Ledger, policies: PolicySet, now: datetime | None = None) -> list[BudgetLine]:
-    """One line per workflow and period (today and this month) that has a budget or spend.
+    """One line per workflow and period (today and this month) with a budget, spend or a kill switch.
 
     The forecast extrapolates the period's spend at its average burn rate so far to the period's
     end: crude, but it is what a person checks first, and it needs no history.
@@ -84,7 +84,8 @@ def budget_status(ledger: Ledger, policies: PolicySet, now: datetime | None = No
             limit = None
             if budget is not None:
                 limit = budget.daily_usd if period == "day" else budget.monthly_usd
-            if counter is None and limit is None:
+            # A blocked workflow is always shown: a switch nobody can see is a switch nobody clears.
+            if counter is None and limit is None and workflow not in switches:
                 continue
             spent = nanos_to_usd(counter.spent_nanos) if counter else Decimal(0)
             reserved = nanos_to_usd(counter.reserved_nanos) if counter else Decimal(0)

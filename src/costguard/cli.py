@@ -9,6 +9,8 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,12 +24,14 @@ from costguard.errors import CostguardError, PolicyError
 
 app = typer.Typer(
     help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
-    "Exit codes: 0 success, 1 costguard error (ledger, recording), 2 invalid input.",
+    "Exit codes: 0 success; 1 costguard error (unreadable ledger or recording, AWS call failed); "
+    "2 invalid input (bad arguments, dates or policy files).\n\n"
+    "Shell completion: costguard --install-completion (bash, zsh, fish, PowerShell).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 policy_app = typer.Typer(help="Validate policy files and export their JSON Schema.", no_args_is_help=True)
-pricing_app = typer.Typer(help="Show the Bedrock price catalog costguard prices with.", no_args_is_help=True)
+pricing_app = typer.Typer(help="Show or refresh the Bedrock price catalog costguard prices with.", no_args_is_help=True)
 budget_app = typer.Typer(help="Workflow budgets and kill switches.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(pricing_app, name="pricing")
@@ -35,9 +39,49 @@ app.add_typer(budget_app, name="budget")
 
 LedgerOption = Annotated[
     str | None,
-    typer.Option("--ledger", envvar="COSTGUARD_LEDGER", help="Ledger URL (sqlite:///PATH); default: $COSTGUARD_LEDGER, else the embedded default."),
+    typer.Option("--ledger", help="Ledger URL (sqlite:///PATH or dynamodb://TABLE); default: the global --ledger, then $COSTGUARD_LEDGER, then the embedded SQLite file."),
 ]
 FORMATS = ("table", "json", "csv", "markdown")
+
+
+@dataclass(slots=True)
+class CliState:
+    """Options given before the command (``costguard --quiet --ledger URL report``)."""
+
+    ledger: str | None = None
+    quiet: bool = False
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    ledger: Annotated[
+        str | None,
+        typer.Option("--ledger", envvar="COSTGUARD_LEDGER", help="Ledger URL for every command (a command's own --ledger wins); default: $COSTGUARD_LEDGER, else the embedded SQLite file."),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress bars or status lines; commands that act (simulate, block, refresh, check) print nothing but errors. Data commands still print their data."),
+    ] = False,
+) -> None:
+    ctx.obj = CliState(ledger=ledger, quiet=quiet)
+
+
+def _state(ctx: typer.Context) -> CliState:
+    state = ctx.find_root().obj
+    return state if isinstance(state, CliState) else CliState()
+
+
+def _note(ctx: typer.Context, message: str) -> None:
+    """A status line on stderr, unless --quiet."""
+    if not _state(ctx).quiet:
+        typer.echo(message, err=True)
+
+
+def _done(ctx: typer.Context, message: str) -> None:
+    """The outcome of a command that acts, on stdout, unless --quiet."""
+    if not _state(ctx).quiet:
+        typer.echo(message)
 
 
 def _console() -> Console:
@@ -50,9 +94,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _open(ledger_url: str | None) -> Any:
+def _open(ledger_url: str | None, ctx: typer.Context | None = None) -> Any:
     from costguard.ledger import open_ledger
 
+    if ledger_url is None and ctx is not None:
+        ledger_url = _state(ctx).ledger
     try:
         return open_ledger(ledger_url)
     except CostguardError as exc:
@@ -71,6 +117,11 @@ def _policies_or_exit(path: Path) -> Any:
         raise typer.Exit(2) from exc
 
 
+def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
+    if fmt not in allowed:
+        raise _fail(f"--format {fmt!r}: choose one of {', '.join(allowed)}", 2)
+
+
 def _usd(value: Decimal) -> str:
     return format(value.quantize(Decimal("0.000001")) if value else Decimal("0"), "f")
 
@@ -79,7 +130,7 @@ def _usd(value: Decimal) -> str:
 
 
 @policy_app.command("check")
-def policy_check(paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")]) -> None:
+def policy_check(ctx: typer.Context, paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")]) -> None:
     """Validate policy files; print every error as FILE:LINE: FIELD: MESSAGE (exit 2 if any)."""
     from costguard.policy import check_policies
 
@@ -88,7 +139,7 @@ def policy_check(paths: Annotated[list[Path], typer.Argument(help="Policy files 
         for error in errors:
             typer.echo(str(error), err=True)
         raise typer.Exit(2)
-    typer.echo(f"ok: {', '.join(str(p) for p in paths)}")
+    _done(ctx, f"ok: {', '.join(str(p) for p in paths)}")
 
 
 @policy_app.command("schema")
@@ -108,6 +159,7 @@ def pricing_show(
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """Prices in USD per 1M tokens (input, output, cache read, cache write)."""
+    _check_format(fmt)
     from costguard.pricing import PriceCatalog
 
     try:
@@ -132,19 +184,97 @@ def pricing_show(
     _console().print(table)
 
 
+@pricing_app.command("refresh")
+def pricing_refresh(
+    ctx: typer.Context,
+    region: Annotated[str, typer.Option("--region", help="Region whose on-demand prices to read.")] = "us-east-1",
+    output: Annotated[Path | None, typer.Option("--output", help="Override catalog to write; default: $COSTGUARD_PRICING, else pricing.json in the data directory.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile for the Price List API call.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Read current Bedrock prices from the AWS Price List API into the local override catalog.
+
+    Needs pricing:GetProducts. On any failure nothing is written and the catalog in use (the
+    shipped one, or the last successful refresh) stays in use.
+    """
+    from costguard.pricing import PriceCatalog
+    from costguard.pricing.refresh import refresh_catalog
+
+    _check_format(fmt)
+    state = _state(ctx)
+    err = Console(stderr=True, highlight=False)
+    try:
+        known = PriceCatalog.shipped()
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        with err.status(f"reading the Price List for {region}", spinner="dots") if not state.quiet else nullcontext():
+            result = refresh_catalog(region, session=_aws_session(profile), known=known, output=output, write=not dry_run)
+    except CostguardError as exc:
+        # Loud on purpose: a silent failure here means weeks of spend priced at stale rates.
+        err.print(f"[bold red]PRICE REFRESH FAILED:[/bold red] {exc}")
+        err.print(
+            "[bold red]Nothing was written; costguard keeps pricing with the catalog in use[/bold red] "
+            f"(shipped: {known.source}, retrieved {known.retrieved}; plus any earlier override)."
+        )
+        raise typer.Exit(1) from exc
+    if fmt == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    if state.quiet:
+        return
+    table = Table(title=f"Price changes from the Price List, {region}, USD per 1M tokens")
+    for column in ("model", "input", "output", "cache read", "cache write"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model_id, (before, after) in sorted(result.changed.items()):
+        def cell(old: Decimal | None, new: Decimal | None) -> str:
+            return str(new or "-") if old == new else f"{old or '-'} -> [bold]{new or '-'}[/bold]"
+        table.add_row(model_id, cell(before.input, after.input), cell(before.output, after.output),
+                      cell(before.cache_read, after.cache_read), cell(before.cache_write, after.cache_write))
+    if not result.changed:
+        table.caption = "no price differs from the shipped catalog"
+    _console().print(table)
+    summary = (f"{len(result.updated)} models priced from {result.products_seen} products in {result.requests} requests; "
+               f"{len(result.unmatched_names)} product names match no known model; {len(result.incomplete)} models incomplete")
+    typer.echo(summary, err=True)
+    if result.unmatched_names:
+        typer.echo("unmatched: " + ", ".join(result.unmatched_names[:20]) + (" ..." if len(result.unmatched_names) > 20 else ""), err=True)
+    typer.echo("dry run: nothing written" if dry_run else f"wrote {result.written_to}", err=True)
+
+
+def _aws_session(profile: str | None) -> Any:
+    """A boto3 session; kept in one function so tests can hand the CLI a stubbed one."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.session.Session(profile_name=profile)
+    except BotoCoreError as exc:
+        raise _fail(f"AWS profile {profile!r}: {exc}") from exc
+
+
 # -- simulate -----------------------------------------------------------------------------------
 
 
 @app.command("simulate")
 def simulate(
+    ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Recorded InvokeAgent responses (JSON Lines, one completion event per line).")],
     policies: Annotated[Path, typer.Option("--policies", help="Policy file or directory to replay under.")],
     workflow: Annotated[str, typer.Option("--workflow", help="Workflow the recordings belong to.")] = "claims-intake",
     ledger: LedgerOption = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (same as the global --quiet).")] = False,
 ) -> None:
-    """Replay recordings through the meter: what would the policies have capped, and saved?"""
+    """Replay recordings through the meter: what would the policies have capped, and saved?
+
+    Each file is a JSON Lines recording of one InvokeAgent response (one boto3 completion event
+    per line, chunk bytes base64) or Bedrock model-invocation-log records. Usage is written to the
+    ledger as if the calls had run under the policies; nothing is sent to AWS.
+    """
+    quiet = quiet or _state(ctx).quiet
+    _check_format(fmt)
     from costguard.meter import Guard
     from costguard.pricing import PriceCatalog
     from costguard.replay import replay_file
@@ -152,7 +282,7 @@ def simulate(
     policy_set = _policies_or_exit(policies)
     try:
         pricing = PriceCatalog.load()
-        guard = Guard(policy_set, ledger=_open(ledger), pricing=pricing)
+        guard = Guard(policy_set, ledger=_open(ledger, ctx), pricing=pricing)
         results = []
         from rich.progress import Progress
 
@@ -198,6 +328,7 @@ def _parse_day(value: str | None, option: str) -> int | None:
 
 @app.command("report")
 def report(
+    ctx: typer.Context,
     ledger: LedgerOption = None,
     since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
@@ -219,17 +350,19 @@ def report(
     if start is not None and end is not None and end < start:
         raise _fail("--until is before --since", 2)
     budgets = _monthly_budgets(policies)
-    led = _open(ledger)
+    led = _open(ledger, ctx)
     if not isinstance(led, SQLiteLedger):
         raise _fail("report reads SQLite ledgers in this version")
     try:
-        result = usage_report(
-            led.connection(),
-            since_ms=start,
-            until_ms=None if end is None else end + 86_400_000,
-            workflow=workflow,
-            group_by=group_by,
-        )
+        # A million-row ledger takes seconds: show that something is happening (stderr, transient).
+        with Console(stderr=True).status(f"aggregating {led.url} by {group_by}", spinner="dots") if not _state(ctx).quiet else nullcontext():
+            result = usage_report(
+                led.connection(),
+                since_ms=start,
+                until_ms=None if end is None else end + 86_400_000,
+                workflow=workflow,
+                group_by=group_by,
+            )
     except Exception as exc:  # sqlite3.Error and pandas' DatabaseError: a message, not a traceback
         raise _fail(f"cannot read {led.url}: {exc}") from exc
     finally:
@@ -241,8 +374,11 @@ def report(
         return
     text = render(result, "markdown" if fmt == "table" else fmt, budgets=budgets)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {output}", err=True)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc}") from exc
+        _note(ctx, f"wrote {output}")
     else:
         sys.stdout.write(text)
 
@@ -275,16 +411,18 @@ def _print_table(records: list[dict[str, Any]], columns: list[str], title: str) 
 
 @budget_app.command("status")
 def budget_status_command(
+    ctx: typer.Context,
     ledger: LedgerOption = None,
     policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policy file or directory with the budgets.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch."""
+    _check_format(fmt)
     from costguard.budgets import budget_status
     from costguard.policy import PolicySet
 
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
-    led = _open(ledger)
+    led = _open(ledger, ctx)
     try:
         lines = budget_status(led, policy_set)
     except CostguardError as exc:
@@ -317,28 +455,35 @@ def budget_status_command(
 
 @budget_app.command("block")
 def budget_block(
+    ctx: typer.Context,
     workflow: Annotated[str, typer.Argument(help="Workflow to block.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded with who and when).")],
     ledger: LedgerOption = None,
 ) -> None:
     """Set a workflow's kill switch: every metered call fails with WorkflowBlocked."""
-    led = _open(ledger)
+    if not reason.strip():
+        raise _fail("--reason must say why the workflow is blocked", 2)
+    led = _open(ledger, ctx)
     try:
         led.set_kill_switch(workflow, reason, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
     finally:
         led.close()
-    typer.echo(f"blocked {workflow}: {reason}")
+    _done(ctx, f"blocked {workflow}: {reason}")
 
 
 @budget_app.command("unblock")
-def budget_unblock(workflow: Annotated[str, typer.Argument()], ledger: LedgerOption = None) -> None:
+def budget_unblock(ctx: typer.Context, workflow: Annotated[str, typer.Argument()], ledger: LedgerOption = None) -> None:
     """Clear a workflow's kill switch."""
-    led = _open(ledger)
+    led = _open(ledger, ctx)
     try:
         cleared = led.clear_kill_switch(workflow, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
     finally:
         led.close()
-    typer.echo(f"unblocked {workflow}" if cleared else f"{workflow} was not blocked")
+    _done(ctx, f"unblocked {workflow}" if cleared else f"{workflow} was not blocked")
 
 
 def main() -> None:

@@ -1,0 +1,159 @@
+"""Every command in every format, global options, and the bad-input cases a new user hits first."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from costguard.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = str(ROOT / "policies")
+RECORDINGS = sorted(str(p) for p in (ROOT / "examples" / "recordings").glob("*.jsonl"))
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
+    ledger = f"sqlite:///{tmp_path_factory.mktemp('ledger')}/l.db"
+    code, out, err = run("simulate", *RECORDINGS, "--policies", POLICIES, "--ledger", ledger, "--quiet")
+    assert code == 0 and out == "", err
+    return ledger
+
+
+@pytest.mark.parametrize("group_by", ["workflow", "day", "model", "user", "agent"])
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "markdown", "html"])
+def test_report_every_group_and_format(filled: str, group_by: str, fmt: str) -> None:
+    code, out, err = run("report", "--ledger", filled, "--group-by", group_by, "--format", fmt)
+    assert code == 0, err
+    if fmt == "json":
+        doc = json.loads(out)
+        assert doc["rows"] and all("cost_usd" in row for row in doc["rows"])
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert rows and "cost_usd" in rows[0]
+    elif fmt == "html":
+        assert out.lstrip().lower().startswith("<!doctype html") and "<svg" in out
+    else:
+        assert "cost" in out.lower()
+
+
+def test_report_rows_carry_the_contract_columns_with_exact_money(filled: str) -> None:
+    code, out, _ = run("report", "--ledger", filled, "--format", "json")
+    row = json.loads(out)["rows"][0]
+    for column in ("workflow", "sessions", "requests", "model_calls", "tool_calls", "input_tokens", "output_tokens", "cost_usd", "violations"):
+        assert column in row
+    # exact decimal text, never a float repr like 1.2400000000000002
+    assert isinstance(row["cost_usd"], str) and len(row["cost_usd"].split(".")[-1]) <= 9
+
+
+def test_report_date_filters(filled: str) -> None:
+    code, out, _ = run("report", "--ledger", filled, "--since", "2000-01-01", "--until", "2000-01-31", "--format", "json")
+    assert code == 0 and json.loads(out)["rows"] == []
+    assert run("report", "--ledger", filled, "--since", "yesterday")[0] == 2
+    assert run("report", "--ledger", filled, "--since", "2026-02-30")[0] == 2
+    code, _, err = run("report", "--ledger", filled, "--since", "2026-03-02", "--until", "2026-03-01")
+    assert code == 2 and "before" in err
+
+
+def test_unknown_workflow_and_missing_policy_paths(filled: str, tmp_path: Path) -> None:
+    code, _, err = run("report", "--ledger", filled, "--workflow", "no-such-flow")
+    assert code == 1 and "no-such-flow" in err
+    code, _, err = run("report", "--ledger", filled, "--format", "html", "--policies", str(tmp_path / "missing"))
+    assert code == 2 and "missing" in err
+    code, _, err = run("budget", "status", "--ledger", filled, "--policies", str(tmp_path / "missing"))
+    assert code == 2 and "missing" in err
+
+
+def test_empty_ledger_prints_an_empty_report_not_an_error(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/empty.db"
+    code, out, _ = run("report", "--ledger", ledger)
+    assert code == 0 and "no usage" in out
+    code, out, _ = run("budget", "status", "--ledger", ledger, "--format", "json")
+    assert code == 0 and json.loads(out) == {"budgets": []}
+    code, out, _ = run("budget", "status", "--ledger", ledger)
+    assert code == 0 and "no budgets" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--format", "json"),
+        ("budget", "status"),
+        ("budget", "block", "wf", "--reason", "x"),
+        ("budget", "unblock", "wf"),
+    ],
+)
+def test_corrupt_ledger_is_a_message_not_a_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not sqlite " * 300)
+    code, out, err = run(*args, "--ledger", f"sqlite:///{corrupt}")
+    assert code == 1 and "corrupt.db" in err and "Traceback" not in out + err
+
+
+def test_simulate_and_budget_and_pricing_formats(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    code, out, _ = run("simulate", RECORDINGS[0], "--policies", POLICIES, "--ledger", ledger)
+    assert code == 0 and "What-if replay" in out
+    assert run("simulate", RECORDINGS[0], "--policies", POLICIES, "--ledger", ledger, "--format", "yaml")[0] == 2
+    code, out, _ = run("budget", "status", "--ledger", ledger, "--policies", POLICIES)
+    assert code == 0 and "claims-intake" in out
+    assert run("budget", "status", "--ledger", ledger, "--format", "csv")[0] == 2
+    code, out, _ = run("pricing", "show")
+    assert code == 0 and "anthropic.claude-3-5-sonnet-20240620-v1:0" in out
+    code, out, _ = run("pricing", "show", "--format", "json")
+    assert code == 0 and len(json.loads(out)["models"]) > 40
+    assert run("pricing", "show", "--format", "xml")[0] == 2
+    code, out, _ = run("policy", "schema")
+    assert code == 0 and "workflows" in json.loads(out)["properties"]
+
+
+def test_global_ledger_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    global_ledger = f"sqlite:///{tmp_path}/global.db"
+    env_ledger = f"sqlite:///{tmp_path}/env.db"
+    monkeypatch.setenv("COSTGUARD_LEDGER", env_ledger)
+    # GIVEN a block through the global --ledger, given before the command
+    code, out, _ = run("--ledger", global_ledger, "budget", "block", "wf", "--reason", "r")
+    assert code == 0 and "blocked wf" in out
+    # THEN the global ledger holds it and the environment's ledger does not
+    assert "BLOCKED" in run("--ledger", global_ledger, "budget", "status")[1]
+    assert "BLOCKED" not in run("budget", "status")[1]
+    # a command's own --ledger wins over the global one
+    assert "BLOCKED" not in run("--ledger", global_ledger, "budget", "status", "--ledger", env_ledger)[1]
+    # --quiet silences commands that act, but not data
+    code, out, err = run("--quiet", "budget", "unblock", "wf", "--ledger", global_ledger)
+    assert code == 0 and out == "" and err == ""
+    code, out, _ = run("--quiet", "policy", "check", POLICIES)
+    assert code == 0 and out == ""
+    code, out, _ = run("-q", "simulate", RECORDINGS[0], "--policies", POLICIES, "--ledger", global_ledger)
+    assert code == 0 and out == ""
+    code, out, _ = run("-q", "report", "--ledger", global_ledger, "--format", "json")
+    assert code == 0 and json.loads(out)["rows"]
+    report = tmp_path / "r.csv"
+    code, out, err = run("-q", "report", "--ledger", global_ledger, "--format", "csv", "--output", str(report))
+    assert code == 0 and err == "" and report.read_text().startswith("workflow")
+
+
+def test_help_documents_exit_codes_and_completion() -> None:
+    code, out, _ = run("--help")
+    assert code == 0 and "Exit codes" in out and "--install-completion" in out
+    for command in (("report",), ("simulate",), ("budget", "status"), ("pricing", "refresh"), ("policy", "check")):
+        assert run(*command, "--help")[0] == 0
+
+
+def test_budget_block_needs_a_reason(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    assert run("budget", "block", "wf", "--ledger", ledger)[0] == 2
+    assert run("budget", "block", "wf", "--reason", "  ", "--ledger", ledger)[0] == 2
+    code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger)
+    assert code == 0 and "was not blocked" in out
