@@ -1,8 +1,10 @@
-"""Writes the example InvokeAgent recordings in examples/recordings/ (deterministic).
+"""Writes the example recordings in examples/recordings/ (deterministic).
 
-Each file is one request's completion events, as boto3 yields them, one JSON object per line,
-chunk bytes base64-encoded. Prompt and output texts are placeholders: recordings made from real
-traffic should be scrubbed the same way before they are shared.
+``claim-*.jsonl``: one InvokeAgent request's completion events each, as boto3 yields them, one
+JSON object per line, chunk bytes base64-encoded. ``converse-session-log.jsonl``: Bedrock
+model-invocation-log records (as delivered to CloudWatch Logs or S3) of one Converse session.
+Prompt and output texts are placeholders: recordings made from real traffic should be scrubbed the
+same way before they are shared (costguard reads only the counts).
 """
 
 from __future__ import annotations
@@ -43,6 +45,34 @@ def request(session: str, steps: int, tool_bytes: int, model: str = SONNET) -> l
     return events
 
 
+def invocation_log(session: str, calls: int, off_list_at: int) -> list[dict]:
+    """A chat session's Converse calls; one call on a model the workflow does not allow."""
+    records = []
+    context = 900
+    for n in range(calls):
+        model = "anthropic.claude-3-opus-20240229-v1:0" if n == off_list_at else SONNET
+        records.append({
+            "schemaType": "ModelInvocationLog",
+            "schemaVersion": "1.0",
+            "timestamp": f"2026-11-20T11:{n // 60:02d}:{n % 60:02d}Z",
+            "accountId": "123456789012",
+            "identity": {"arn": "arn:aws:sts::123456789012:assumed-role/claims-intake-app/task"},
+            "region": "us-east-1",
+            "requestId": f"00000000-0000-4000-8000-{n:012d}",
+            "operation": "Converse",
+            "modelId": model,
+            "requestMetadata": {"sessionId": session},
+            "input": {"inputContentType": "application/json",
+                      "inputBodyJson": {"messages": [{"role": "user", "content": [{"text": "<scrubbed>"}]}]},
+                      "inputTokenCount": context, "cacheReadInputTokenCount": 0, "cacheWriteInputTokenCount": 0},
+            "output": {"outputContentType": "application/json",
+                       "outputBodyJson": {"output": {"message": {"role": "assistant", "content": [{"text": "<scrubbed>"}]}}},
+                       "outputTokenCount": 150},
+        })
+        context += 450
+    return records
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     cases = {
@@ -50,6 +80,7 @@ def main() -> None:
         "claim-runaway-loop.jsonl": request("sess-loop", steps=24, tool_bytes=2_000),
         "claim-verbose-tool.jsonl": request("sess-verbose", steps=6, tool_bytes=40_000),
     }
+    cases["converse-session-log.jsonl"] = invocation_log("sess-converse", calls=46, off_list_at=19)
     for name, events in cases.items():
         (HERE / name).write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events), encoding="utf-8")
 

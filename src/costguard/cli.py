@@ -260,7 +260,7 @@ def _aws_session(profile: str | None) -> Any:
 @app.command("simulate")
 def simulate(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Recorded InvokeAgent responses (JSON Lines, one completion event per line).")],
+    files: Annotated[list[Path], typer.Argument(help="Recordings: InvokeAgent responses (JSON Lines, one completion event per line) or Bedrock model-invocation-log records.")],
     policies: Annotated[Path, typer.Option("--policies", help="Policy file or directory to replay under.")],
     workflow: Annotated[str, typer.Option("--workflow", help="Workflow the recordings belong to.")] = "claims-intake",
     ledger: LedgerOption = None,

@@ -28,12 +28,19 @@ def test_simulate_then_report_json(tmp_path: Path) -> None:
     assert by_file["claim-runaway-loop.jsonl"]["capped_by"] == "per_request.max_tool_calls"
     assert by_file["claim-runaway-loop.jsonl"]["model_calls_kept"] == 12
     assert by_file["claim-verbose-tool.jsonl"]["capped_by"] == "per_request.max_tool_response_bytes"
+    # the invocation log: the 20th record names a model off the allow-list, and the session cap
+    # of 40 model calls blocks the last five records before they are sent
+    log = by_file["converse-session-log.jsonl"]
+    assert (log["capped_by"], log["capped_at_event"]) == ("models.allow", 20)
+    assert (log["model_calls_full"], log["model_calls_kept"]) == (46, 40)
+    assert [v["rule"] for v in log["violations"]] == ["models.allow"] + ["per_session.max_model_calls"] * 5
     assert float(doc["total"]["cost_avoided_usd"]) > 0
     code, out, _ = run("report", "--ledger", ledger, "--format", "json")
     assert code == 0
     rows = json.loads(out)["rows"]
     assert [r["workflow"] for r in rows] == ["claims-intake"]
-    assert rows[0]["requests"] == 3 and rows[0]["violations"] == 2
+    # three agent requests plus forty Converse calls; 2 agent violations plus 6 in the log
+    assert rows[0]["requests"] == 3 + 40 and rows[0]["violations"] == 2 + 6
     kept = sum(f["model_calls_kept"] for f in doc["files"])
     assert rows[0]["model_calls"] == kept
     for fmt in ("csv", "markdown", "table"):
