@@ -336,11 +336,11 @@ def report(
     group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user or agent")] = "workflow",
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv, markdown or html")] = "table",
     output: Annotated[Path | None, typer.Option("--output", help="Write to this file instead of stdout.")] = None,
-    policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies whose monthly budgets the HTML burn chart draws.")] = None,
+    policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies with the monthly budgets: adds budget used % (this month) to a by-workflow report and the burn chart to HTML.")] = None,
 ) -> None:
     """Spend from the ledger: sessions, requests, model and tool calls, tokens, cost, violations."""
     from costguard.ledger import SQLiteLedger
-    from costguard.reports import GROUP_BYS, render, table_columns, usage_report
+    from costguard.reports import GROUP_BYS, attach_budget_use, render, table_columns, usage_report
 
     if fmt not in (*FORMATS, "html"):
         raise _fail(f"--format {fmt!r}: choose one of {', '.join((*FORMATS, 'html'))}", 2)
@@ -363,6 +363,10 @@ def report(
                 workflow=workflow,
                 group_by=group_by,
             )
+            if budgets:
+                month = f"month:{datetime.now(UTC):%Y-%m}"
+                spent = {c.workflow: c.spent_usd for c in led.budget_counters() if c.period == month}
+                attach_budget_use(result, budgets, spent)
     except Exception as exc:  # sqlite3.Error and pandas' DatabaseError: a message, not a traceback
         raise _fail(f"cannot read {led.url}: {exc}") from exc
     finally:
@@ -371,6 +375,8 @@ def report(
         raise _fail(f"no usage for workflow {workflow!r} in {led.url}", 1)
     if fmt == "table" and output is None:
         _print_table(result.rows, table_columns(result), f"Spend by {group_by}")
+        if result.top_sessions:
+            _print_table(result.top_sessions, ["session_id", "workflow", "requests", "model_calls", "cost_usd"], "Top sessions by cost")
         return
     text = render(result, "markdown" if fmt == "table" else fmt, budgets=budgets)
     if output is not None:
@@ -400,7 +406,7 @@ def _print_table(records: list[dict[str, Any]], columns: list[str], title: str) 
         first = column == columns[0]
         table.add_column(column.replace("_", " "), justify="left" if first else "right", no_wrap=first)
     for record in records:
-        table.add_row(*(str(record.get(column, "")) for column in columns))
+        table.add_row(*("-" if record.get(column) is None else str(record[column]) for column in columns))
     if not records:
         table.caption = "the ledger holds no usage for this selection"
     _console().print(table)

@@ -16,7 +16,7 @@ import math
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pandas as pd
@@ -68,11 +68,14 @@ class Report:
     until: int | None
     workflow: str | None = None
     generated_ms: int = field(default_factory=lambda: int(datetime.now(UTC).timestamp() * 1000))
+    extra_columns: list[str] = field(default_factory=list)  # e.g. budget use, not summable
 
     def totals(self) -> dict[str, Any]:
         """Column totals over ``rows`` (distinct counts such as sessions are not summable: omitted)."""
         out: dict[str, Any] = {}
         for col in table_columns(self)[1:]:
+            if col in self.extra_columns:
+                continue
             if col == "sessions" or (col == "requests" and self.group_by in _CALL_KEYS):
                 continue
             if col == "cost_usd":
@@ -118,8 +121,26 @@ def _day_label(day_number: int) -> str:
 def table_columns(report: Report) -> list[str]:
     """Row keys in display order: the group key first, then the measures."""
     if report.group_by in _CALL_KEYS:
-        return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS]
-    return [_REQUEST_KEYS[report.group_by], *_REQUEST_ROW_COLUMNS]
+        return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS, *report.extra_columns]
+    return [_REQUEST_KEYS[report.group_by], *_REQUEST_ROW_COLUMNS, *report.extra_columns]
+
+
+def attach_budget_use(report: Report, monthly_budgets: dict[str, Decimal], month_spent: dict[str, Decimal]) -> None:
+    """Add this month's budget and the share of it spent to a by-workflow report's rows.
+
+    ``month_spent`` comes from the ledger's month counters, not from the report's window: "budget
+    used" means the current month whatever dates the report covers.
+    """
+    if report.group_by != "workflow":
+        return
+    for row in report.rows:
+        budget = monthly_budgets.get(row["workflow"])
+        spent = month_spent.get(row["workflow"], Decimal(0))
+        row["monthly_budget_usd"] = budget
+        row["budget_used_pct"] = (
+            (100 * spent / budget).quantize(Decimal("0.1"), ROUND_HALF_EVEN) if budget else None
+        )
+    report.extra_columns = ["monthly_budget_usd", "budget_used_pct"]
 
 
 # -- querying -----------------------------------------------------------------------------------

@@ -157,3 +157,20 @@ def test_budget_block_needs_a_reason(tmp_path: Path) -> None:
     assert run("budget", "block", "wf", "--reason", "  ", "--ledger", ledger)[0] == 2
     code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger)
     assert code == 0 and "was not blocked" in out
+
+
+def test_report_with_policies_shows_this_months_budget_use(filled: str) -> None:
+    from decimal import Decimal
+
+    code, out, _ = run("report", "--ledger", filled, "--policies", POLICIES, "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    row = doc["rows"][0]
+    assert row["monthly_budget_usd"] == "9000"
+    # the simulated spend lands in the current month's counter; the report's window is everything
+    expected = (100 * Decimal(row["cost_usd"]) / 9000).quantize(Decimal("0.1"))
+    assert Decimal(row["budget_used_pct"]) == expected
+    assert "budget_used_pct" not in doc["totals"]
+    for fmt in ("table", "csv", "markdown", "html"):
+        code, out, _ = run("report", "--ledger", filled, "--policies", POLICIES, "--format", fmt)
+        assert code == 0 and ("budget" in out.lower())
