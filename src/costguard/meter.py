@@ -45,6 +45,14 @@ from costguard.errors import (
     WorkflowBlocked,
 )
 from costguard.ledger import Ledger, open_ledger
+from costguard.metrics import (
+    MetricsSink,
+    NullMetricsSink,
+    record_ledger_error,
+    record_segment,
+    record_throttle,
+    record_violation,
+)
 from costguard.policy import Limits, PolicySet, WorkflowPolicy, load_policies
 from costguard.pricing import InferenceProfileResolver, ModelPrice, PriceCatalog
 from costguard.trace import (
@@ -160,7 +168,9 @@ class Guard:
     ``$COSTGUARD_LEDGER`` or the embedded default). ``agent_client``: a bedrock-agent client, used
     to look up an agent's model when traces name none. ``bedrock_client``: a bedrock client, used
     to resolve application inference profile ARNs to their model for pricing. ``user_id_key``:
-    when set (or ``$COSTGUARD_USER_KEY``), user ids are stored as keyed hashes.
+    when set (or ``$COSTGUARD_USER_KEY``), user ids are stored as keyed hashes. ``metrics``: a
+    :class:`~costguard.metrics.MetricsSink` for costguard's own CloudWatch metrics (None = off;
+    :func:`~costguard.metrics.metrics_sink_from_env` picks one from the environment).
     """
 
     def __init__(
@@ -175,6 +185,7 @@ class Guard:
         reserve_usd: Decimal | str = Decimal("0.05"),
         kill_switch_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        metrics: MetricsSink | None = None,
     ) -> None:
         if policies is None:
             policies = PolicySet.empty()
@@ -203,6 +214,9 @@ class Guard:
         self._lock = threading.Lock()
         #: Ledger operations that failed under ``on_ledger_error: allow`` (usage not recorded).
         self.ledger_gaps = 0
+        self.metrics: MetricsSink = metrics if metrics is not None else NullMetricsSink()
+        #: Metrics that could not be recorded because the sink raised (the calls went on).
+        self.metrics_errors = 0
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -234,8 +248,26 @@ class Guard:
     def policy_for(self, workflow: str) -> WorkflowPolicy:
         return self.policies.for_workflow(workflow)
 
+    def flush_metrics(self) -> None:
+        """Publish buffered metrics now (a Lambda handler calls this before it returns)."""
+        self._publish_metrics(lambda sink: sink.flush())
+
     def close(self) -> None:
+        self.flush_metrics()
         self.ledger.close()
+
+    def _publish_metrics(self, publish: Callable[[MetricsSink], None]) -> None:
+        """Hand ``publish`` the metrics sink; whatever the sink does, the agent call goes on."""
+        sink = self.metrics
+        if type(sink) is NullMetricsSink:
+            return
+        try:
+            publish(sink)
+        except Exception:  # noqa: BLE001 - the only catch-all of the meter, on purpose: a sink is
+            # pluggable code doing I/O, and telemetry must never break (or change the outcome of)
+            # an agent call, including one already raising a violation or an AWS error.
+            self.metrics_errors += 1
+            logger.warning("metrics sink %s failed; metrics lost, call unaffected", type(sink).__name__, exc_info=True)
 
     # -- pricing and models ---------------------------------------------------------------------
 
@@ -283,6 +315,7 @@ class Guard:
         try:
             return fn()
         except LedgerError as exc:
+            self._publish_metrics(lambda sink: record_ledger_error(sink, policy.name))
             if policy.on_ledger_error == "deny":
                 raise
             self.ledger_gaps += 1
@@ -447,8 +480,8 @@ class GuardedClient:
             kwargs = {**kwargs, "enableTrace": True}
         try:
             response = call(**kwargs)
-        except BaseException:
-            meter.finish("error", write_usage=False)
+        except BaseException as exc:
+            meter.finish(_call_error_status(exc), write_usage=False)
             raise
         default_model = inline_model or meter.policy.default_model
         normalizer = AgentTraceNormalizer(default_model, guard._agent_models)
@@ -474,8 +507,8 @@ class GuardedClient:
         meter = self._runtime_request(operation, model_id)
         try:
             response = call(**kwargs)
-        except BaseException:
-            meter.finish("error", write_usage=False)
+        except BaseException as exc:
+            meter.finish(_call_error_status(exc), write_usage=False)
             raise
         meter.run_single(usage_of(model_id, response))
         return response
@@ -485,8 +518,8 @@ class GuardedClient:
         meter = self._runtime_request("ConverseStream", model_id)
         try:
             response = self._client.converse_stream(**kwargs)
-        except BaseException:
-            meter.finish("error", write_usage=False)
+        except BaseException as exc:
+            meter.finish(_call_error_status(exc), write_usage=False)
             raise
         response["stream"] = MeteredConverseStream(response["stream"], meter, model_id)
         return response
@@ -614,6 +647,11 @@ def _error_status(exc: ClientError) -> str:
     return "throttled" if "hrottl" in code else f"error:{code}"
 
 
+def _call_error_status(exc: BaseException) -> str:
+    """The status of a request whose call failed before a response: "throttled" or "error"."""
+    return "throttled" if isinstance(exc, ClientError) and _error_status(exc) == "throttled" else "error"
+
+
 class _RequestMeter:
     """One request's running counters and the checks made on every step."""
 
@@ -659,12 +697,14 @@ class _RequestMeter:
         self.return_control_id: str | None = None
         self.reservation: Reservation | None = None
         self.periods: tuple[PeriodLimit, ...] = ()
+        self.requested_model: str | None = None
         self.finished = False
 
     # -- before the call ------------------------------------------------------------------------
 
     def check_before_call(self, model_id: str | None) -> None:
         guard, policy = self.guard, self.policy
+        self.requested_model = model_id
         switch = guard._kill_switch(policy, self.binding.workflow)
         if switch is not None:
             self.violate(
@@ -1011,8 +1051,13 @@ class _RequestMeter:
             status = "return_control"
             guard._remember_return_control(self.session_id, self.return_control_id, self)
         ended_ms = guard.now_ms()
+        if status == "throttled":
+            guard._publish_metrics(self._record_throttle)
         if not write_usage:
-            self._finish_without_usage()
+            try:
+                self._finish_without_usage()
+            finally:
+                guard._publish_metrics(self._record_violations)
             return
         delta = self.totals.minus(self.segment_start)
         if status == "ok":
@@ -1042,7 +1087,21 @@ class _RequestMeter:
             reservation=self.reservation,
         )
         quiet = status not in ("ok", "return_control")
-        self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
+        try:
+            self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
+        finally:
+            # Recorded or not (ledger down), the segment happened: its metrics are published.
+            guard._publish_metrics(lambda sink: record_segment(sink, segment))
+
+    def _record_violations(self, sink: MetricsSink) -> None:
+        for violation in self.violation_rows:
+            record_violation(sink, violation)
+
+    def _record_throttle(self, sink: MetricsSink) -> None:
+        # The model is known for Converse/InvokeModel; an agent's throttle is the workflow's.
+        model = self.requested_model
+        base = self.guard.price_model(model).base_model_id if model else None
+        record_throttle(sink, self.binding.workflow, base)
 
     def _finish_without_usage(self) -> None:
         ledger = self.guard.ledger
