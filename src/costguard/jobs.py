@@ -24,6 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from costguard.alerts import AlertPublisher, PublishReport, evaluate_alerts
 from costguard.enforce import DEFAULT_ACTOR, EnforcementAction, Enforcer
 from costguard.errors import CostguardError
@@ -110,6 +112,9 @@ class JobSummary:
     unpriced_models: list[str] = field(default_factory=list)
     estimated_days: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The run's frame and alerts, for callers that print them (the CLI); not part of to_dict().
+    result: Any = None
+    alerts: list[Any] = field(default_factory=list)
 
     @property
     def blocks(self) -> int:
@@ -168,6 +173,7 @@ def run_reconciliation(
     summary = JobSummary(window.start.isoformat(), window.end.isoformat(), dry_run)
 
     result = reconciler.run(window)
+    summary.result = result
     summary.rows = len(result.frame)
     summary.api_calls = dict(result.api_calls)
     summary.unpriced_models = list(result.unpriced_models)
@@ -175,7 +181,7 @@ def run_reconciliation(
 
     try:
         summary.actions = Enforcer(ledger, policies, clock=clock, dry_run=dry_run, actor=actor).apply(result)
-    except Exception as exc:
+    except (CostguardError, BotoCoreError, ClientError) as exc:
         logger.exception("enforcement failed")
         summary.errors.append(f"enforce: {type(exc).__name__}: {exc}")
 
@@ -187,6 +193,7 @@ def run_reconciliation(
         throttle_threshold=throttle_threshold,
     )
     summary.alerts_evaluated = len(alerts)
+    summary.alerts = list(alerts)
     if topic_arn:
         publisher = AlertPublisher(ledger, topic_arn, sns_client=sns_client, session=session,
                                    dry_run=dry_run, clock=clock)
@@ -201,7 +208,7 @@ def run_reconciliation(
         try:
             summary.report_keys = write_reports(result, ledger, policies, bucket, prefix, s3_client=s3_client,
                                                 session=session, tag_key=tag_key, dry_run=dry_run)
-        except Exception as exc:
+        except (CostguardError, BotoCoreError, ClientError, OSError) as exc:
             logger.exception("writing reports failed")
             summary.errors.append(f"reports: {type(exc).__name__}: {exc}")
     return summary
