@@ -6,14 +6,15 @@ A policy file is one YAML document::
     defaults: {...}          # merged under every workflow; also what unknown workflows get
     workflows:
       claims-intake: {...}   # mode, on_ledger_error, unpriced, default_model, models,
-                             # per_request, per_session, budget
+                             # per_request, per_session, budget, actions
 
 Rules the loader applies:
 
 * Unknown keys are errors; every limit is optional. Money is :class:`~decimal.Decimal`, built
   from the YAML text of the scalar (``1.50`` is ``Decimal("1.50")``), never through a float.
 * ``defaults`` are deep-merged under each workflow: a workflow's keys win, nested mappings
-  (``per_request``, ``per_session``, ``models``, ``budget``) merge key by key, lists
+  (``per_request``, ``per_session``, ``models``, ``budget``, ``actions`` and each action rule)
+  merge key by key, lists
   (``models.allow``, ``budget.alert_at_pct``) are replaced. An explicit ``null`` in a workflow
   clears an inherited value (the built-in default applies instead).
 * Several files (a directory, or a list of paths) make one :class:`PolicySet`: ``version`` is
@@ -53,6 +54,8 @@ from costguard.errors import PolicyError, PolicyErrorDetail
 
 __all__ = [
     "RULES",
+    "ActionRule",
+    "ActionTrim",
     "Budget",
     "DefaultsSection",
     "Limits",
@@ -63,6 +66,8 @@ __all__ = [
     "WorkflowSection",
     "check_policies",
     "load_policies",
+    "parse_action_selector",
+    "parse_trim_path",
     "policy_json_schema",
 ]
 
@@ -213,6 +218,151 @@ ModelPattern = Annotated[str, Field(min_length=1), BeforeValidator(_check_model_
 WorkflowName = Annotated[str, Field(pattern=WORKFLOW_NAME_PATTERN), BeforeValidator(_check_workflow_name)]
 Version = Annotated[Literal[1], BeforeValidator(_check_version)]
 
+# -- action selectors and trim paths (the ``actions`` section) ---------------------------------
+
+#: HTTP methods an OpenAPI action group can declare (Bedrock sends them in ``httpMethod``).
+HTTP_METHODS: Final[frozenset[str]] = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+# Bedrock action group and function names are ([0-9a-zA-Z][_-]?)+ : no dots, no spaces, no
+# slashes, which is what lets "." and " " separate the parts of a selector unambiguously.
+# fnmatch glob characters (* ? [ ] !) are allowed on top.
+_SELECTOR_NAME_RE: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9_\-*?\[\]!]+$")
+_SELECTOR_PATH_RE: Final[re.Pattern[str]] = re.compile(r"^[/*?\[][^\s]*$")
+_SELECTOR_METHOD_RE: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z*?\[\]!]+$")
+_GLOB_CHARS: Final[frozenset[str]] = frozenset("*?[]!")
+SELECTOR_SYNTAX: Final[str] = (
+    "'<actionGroup>', '<actionGroup> <apiPath>', '<actionGroup> <METHOD> <apiPath>' or "
+    "'<actionGroup>.<function>' (fnmatch globs allowed in every part)"
+)
+# A trim path segment: a key (or * for any key), optionally followed by [] ; or a bare [].
+_TRIM_SEGMENT_RE: Final[re.Pattern[str]] = re.compile(r"^(?:[^.\[\]]+(?:\[\])?|\[\])$")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSelector:
+    """A parsed ``actions`` key. ``kind`` is ``group``, ``api`` or ``function``."""
+
+    text: str
+    kind: str
+    group: str
+    method: str | None = None  # upper-cased; None matches every method
+    path: str | None = None
+    function: str | None = None
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """(level, literal characters): a higher tuple is the more specific selector.
+
+        Level 1 names only the action group; 2 adds the apiPath; 3 adds the method as well, or
+        names a function. Among equal levels the selector with more non-glob characters wins.
+        """
+        if self.kind == "group":
+            level = 1
+        elif self.kind == "function" or self.method is not None:
+            level = 3
+        else:
+            level = 2
+        parts = (self.group, self.method or "", self.path or "", self.function or "")
+        literal = sum(1 for part in parts for ch in part if ch not in _GLOB_CHARS)
+        return level, literal
+
+
+def _selector_error(text: Any, why: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "costguard_selector",
+        "invalid action selector {got}: {why}; use " + SELECTOR_SYNTAX,
+        {"got": _show(text), "why": why},
+    )
+
+
+def parse_action_selector(text: str) -> ActionSelector:
+    """Parse an ``actions`` key; raises ``PydanticCustomError`` (``costguard_selector``) when bad."""
+    if not isinstance(text, str) or not text.strip():
+        raise _selector_error(text, "a selector is a non-empty string")
+    parts = text.split()
+    group = parts[0]
+    if len(parts) == 1:
+        group, dot, function = text.strip().partition(".")
+        if not _SELECTOR_NAME_RE.match(group):
+            raise _selector_error(text, f"'{group}' is not an action group name")
+        if not dot:
+            return ActionSelector(text, "group", group)
+        if not _SELECTOR_NAME_RE.match(function):
+            raise _selector_error(text, f"'{function}' is not a function name")
+        return ActionSelector(text, "function", group, function=function)
+    if not _SELECTOR_NAME_RE.match(group):
+        raise _selector_error(text, f"'{group}' is not an action group name")
+    if len(parts) == 2:
+        method, path = None, parts[1]
+    elif len(parts) == 3:
+        method, path = parts[1], parts[2]
+        if not _SELECTOR_METHOD_RE.match(method) or (
+            not any(ch in _GLOB_CHARS for ch in method) and method.upper() not in HTTP_METHODS
+        ):
+            raise _selector_error(text, f"'{method}' is not an HTTP method ({', '.join(sorted(HTTP_METHODS))})")
+        method = method.upper()
+    else:
+        raise _selector_error(text, "too many parts")
+    if not _SELECTOR_PATH_RE.match(path):
+        raise _selector_error(text, f"'{path}' is not an apiPath (it starts with '/')")
+    return ActionSelector(text, "api", group, method=method, path=path)
+
+
+def _check_selector(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _selector_error(value, "quote it in YAML")
+    parse_action_selector(value)
+    return value
+
+
+def parse_trim_path(text: str) -> tuple[str, ...]:
+    """``"items[].id"`` -> ``("items", "id")``: the keys to follow from the root.
+
+    Lists are transparent (a path step applies to every element of a list it meets), so ``[]``
+    only documents that a list is expected; ``"[].id"`` on a root list is ``("id",)``. ``*``
+    stands for any key. Keys containing ``.`` or ``[`` cannot be addressed.
+    Raises ``PydanticCustomError`` (``costguard_path``) when the path is malformed.
+    """
+    segments = text.split(".") if isinstance(text, str) and text else [""]
+    keys: list[str] = []
+    for segment in segments:
+        if not _TRIM_SEGMENT_RE.match(segment):
+            raise PydanticCustomError(
+                "costguard_path",
+                "invalid JSON path {got}: use dotted keys with [] after a list, e.g. 'items[].id', "
+                "'meta.total' or '*' for any key",
+                {"got": _show(text)},
+            )
+        key = segment[:-2] if segment.endswith("[]") else segment
+        if key:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _check_trim_path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad("path", "must be a JSON path string such as 'items[].id', got {got}", value)
+    parse_trim_path(value)
+    return value
+
+
+def _check_positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad("int", "must be an integer >= 1, got {got}", value)
+    return value
+
+
+def _check_bool(value: Any) -> bool:
+    # pydantic would take "yes", 1 or "off" for a bool: a policy must say true or false.
+    if not isinstance(value, bool):
+        raise _bad("bool", "must be true or false, got {got}", value)
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_check_positive_int)]
+StrictBool = Annotated[bool, BeforeValidator(_check_bool)]
+TrimPath = Annotated[str, Field(min_length=1), BeforeValidator(_check_trim_path)]
+ActionSelectorText = Annotated[str, Field(min_length=1), BeforeValidator(_check_selector)]
+
 Mode = Literal["enforce", "shadow"]
 OnLedgerError = Literal["allow", "deny"]
 Unpriced = Literal["alert", "block", "fallback"]
@@ -306,6 +456,97 @@ class Budget(_Strict):
         return sorted(set(value))
 
 
+class ActionTrim(_Strict):
+    """How ``action_guard`` shrinks a JSON action response. Applied in this order:
+
+    ``keep`` (projection: only these paths survive), ``drop`` (these paths are removed),
+    ``max_list_items`` (every list at any depth is cut to its first N items) and
+    ``max_string_bytes`` (every string value is cut to N UTF-8 bytes at a character boundary,
+    ending in "…"). Paths are dotted keys with ``[]`` after a list (``items[].id``,
+    ``meta.total``); lists are transparent, ``*`` is any key.
+    """
+
+    keep: list[TrimPath] | None = Field(
+        default=None, description="JSON paths to keep (everything else is dropped), e.g. 'items[].id'."
+    )
+    drop: list[TrimPath] | None = Field(default=None, description="JSON paths to remove, e.g. 'items[].raw'.")
+    max_list_items: PositiveInt | None = Field(
+        default=None, description="Cut every list to its first N items."
+    )
+    max_string_bytes: PositiveInt | None = Field(
+        default=None, description="Cut every string to N UTF-8 bytes (at a character boundary)."
+    )
+
+    @field_validator("keep", "drop")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise PydanticCustomError(
+                "costguard_empty", "must list at least one JSON path (leave it out to keep every field)"
+            )
+        return value
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the trim changes nothing."""
+        return all(getattr(self, name) is None for name in type(self).model_fields)
+
+
+class ActionRule(_Strict):
+    """Limits and trims for matching action group invocations (``action_guard``).
+
+    The key of a rule in ``actions`` is a selector, matched with fnmatch globs (case-sensitive;
+    the method is compared upper-cased; ``*`` in an apiPath also matches ``/``):
+
+    * ``"<actionGroup>"`` – every invocation of the action group, e.g. ``"claims"``;
+    * ``"<actionGroup> <apiPath>"`` – one OpenAPI operation path, any method, e.g.
+      ``"claims /claims/{claimId}"`` (the apiPath exactly as the OpenAPI schema spells it);
+    * ``"<actionGroup> <METHOD> <apiPath>"`` – one operation, e.g. ``"claims GET /claims/{claimId}"``;
+    * ``"<actionGroup>.<function>"`` – one function of a function-details action group, e.g.
+      ``"claims.search_claims"``.
+
+    When several selectors match, the most specific wins: method+path and function selectors
+    beat path-only selectors, which beat group-only ones; then the selector with more literal
+    (non-glob) characters; then the one listed first.
+    """
+
+    max_response_bytes: NonNegInt | None = Field(
+        default=None,
+        description="Largest response body (UTF-8 bytes) after trimming; overrides per_request.max_tool_response_bytes.",
+    )
+    trim: ActionTrim | None = Field(default=None, description="How to shrink a JSON response body.")
+    idempotent: StrictBool = Field(
+        default=False, description="A write action: a retry with the same input is not run again."
+    )
+    idempotency_ttl_s: PositiveInt = Field(
+        default=3600, description="How long (seconds) a retry is recognised as a retry."
+    )
+
+
+def _compile_selectors(actions: Mapping[str, ActionRule]) -> list[tuple[ActionSelector, ActionRule, int]]:
+    return [(parse_action_selector(text), rule, index) for index, (text, rule) in enumerate(actions.items())]
+
+
+def _glob(pattern: str, value: str) -> bool:
+    if not any(ch in _GLOB_CHARS for ch in pattern):
+        return pattern == value
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _selector_matches(
+    selector: ActionSelector, group: str, path: str | None, method: str | None, function: str | None
+) -> bool:
+    if not _glob(selector.group, group):
+        return False
+    if selector.kind == "group":
+        return True
+    if selector.kind == "function":
+        return function is not None and _glob(selector.function or "", function)
+    if path is None or not _glob(selector.path or "", path):
+        return False
+    return selector.method is None or (method is not None and _glob(selector.method, method.upper()))
+
+
 class WorkflowPolicy(_Strict):
     """The effective policy of one workflow: its own settings merged over ``defaults``."""
 
@@ -318,11 +559,57 @@ class WorkflowPolicy(_Strict):
     per_request: Limits = Field(default_factory=Limits)
     per_session: Limits = Field(default_factory=Limits)
     budget: Budget | None = None
+    actions: dict[ActionSelectorText, ActionRule] = Field(default_factory=dict)
+    # (actions it was compiled from, compiled selectors, lookup cache); rebuilt when ``actions``
+    # is not the same object (model_copy shares private attributes).
+    _action_index: tuple[Any, list[tuple[ActionSelector, ActionRule, int]], dict[Any, Any]] | None = PrivateAttr(
+        default=None
+    )
 
     @property
     def shadow(self) -> bool:
         """True in shadow mode: violations are recorded, nothing is blocked."""
         return self.mode == "shadow"
+
+    def action_match(
+        self,
+        action_group: str,
+        api_path: str | None = None,
+        http_method: str | None = None,
+        function: str | None = None,
+    ) -> tuple[str, ActionRule] | None:
+        """The most specific ``(selector, rule)`` of ``actions`` matching an invocation, or None."""
+        if not self.actions:
+            return None
+        index = self._action_index
+        if index is None or index[0] is not self.actions:
+            index = (self.actions, _compile_selectors(self.actions), {})
+            self._action_index = index
+        cache = index[2]
+        key = (action_group, api_path, http_method, function)
+        if key in cache:
+            return cache[key]  # type: ignore[no-any-return]
+        best: tuple[tuple[int, int, int], str, ActionRule] | None = None
+        for selector, rule, order in index[1]:
+            if _selector_matches(selector, action_group, api_path, http_method, function):
+                rank = (*selector.specificity, -order)
+                if best is None or rank > best[0]:
+                    best = (rank, selector.text, rule)
+        found = None if best is None else (best[1], best[2])
+        if len(cache) < _FOR_WORKFLOW_CACHE_MAX:  # bounded: event fields come from the outside
+            cache[key] = found
+        return found
+
+    def action_rule(
+        self,
+        action_group: str,
+        api_path: str | None = None,
+        http_method: str | None = None,
+        function: str | None = None,
+    ) -> ActionRule | None:
+        """The most specific rule of ``actions`` matching an invocation, or None."""
+        found = self.action_match(action_group, api_path, http_method, function)
+        return None if found is None else found[1]
 
 
 class _Section(_Strict):
@@ -348,6 +635,13 @@ class _Section(_Strict):
         default=None, description="Caps for one sessionId, across requests and processes."
     )
     budget: Budget | None = None
+    actions: dict[ActionSelectorText, ActionRule | None] | None = Field(
+        default=None,
+        description=(
+            "Response limits, trims and idempotency for action group Lambdas guarded by action_guard, by "
+            "selector: " + SELECTOR_SYNTAX + "."
+        ),
+    )
 
 
 class DefaultsSection(_Section):

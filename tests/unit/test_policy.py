@@ -613,3 +613,143 @@ def test_workflow_policy_defaults_and_shadow_property() -> None:
     assert not policy.shadow and WorkflowPolicy(name="w", mode="shadow").shadow
     with pytest.raises(ValueError):
         WorkflowPolicy(name="w", mode="loud")  # type: ignore[arg-type]
+
+
+# -- actions (action_guard rules) -------------------------------------------------------------------
+
+
+ACTIONS_POLICY = """
+version: 1
+defaults:
+  per_request: {max_tool_response_bytes: 65536}
+  actions:
+    claims:
+      max_response_bytes: 32768
+      trim: {max_string_bytes: 2048}
+workflows:
+  claims-intake:
+    actions:
+      claims:
+        trim: {max_list_items: 25}
+      "claims GET /claims":
+        max_response_bytes: 16384
+        trim:
+          keep: ["items[].id", "items[].status", "summary", "meta.total"]
+          drop: ["items[].raw"]
+      "claims /claims/*": {max_response_bytes: 4096}
+      "claims.create_claim": {idempotent: true, idempotency_ttl_s: 600}
+      "claim*.*": {max_response_bytes: 1000}
+  plain:
+"""
+
+
+def test_actions_parse_merge_defaults_and_pick_the_most_specific_rule(tmp_path: Path) -> None:
+    # GIVEN defaults with an action-group rule and a workflow refining it
+    policies = load_policies(write(tmp_path, "a.yaml", ACTIONS_POLICY))
+    claims = policies.for_workflow("claims-intake")
+
+    # THEN the group rule is deep-merged: the workflow's trim adds to the defaults' trim
+    group = claims.action_rule("claims")
+    assert group is not None and group.max_response_bytes == 32768
+    assert group.trim is not None and (group.trim.max_string_bytes, group.trim.max_list_items) == (2048, 25)
+    assert group.idempotent is False and group.idempotency_ttl_s == 3600
+
+    # AND method+path beats path-only beats group; functions match function selectors
+    assert claims.action_match("claims", "/claims", "GET")[0] == "claims GET /claims"  # type: ignore[index]
+    assert claims.action_match("claims", "/claims", "get")[0] == "claims GET /claims"  # type: ignore[index]
+    assert claims.action_match("claims", "/claims/{claimId}", "GET")[0] == "claims /claims/*"  # type: ignore[index]
+    assert claims.action_match("claims", "/claims", "POST")[0] == "claims"  # type: ignore[index]
+    assert claims.action_match("claims", None, None, "create_claim")[0] == "claims.create_claim"  # type: ignore[index]
+    rule = claims.action_rule("claims", function="create_claim")
+    assert rule is not None and rule.idempotent and rule.idempotency_ttl_s == 600
+    assert claims.action_match("claims", None, None, "list")[0] == "claim*.*"  # type: ignore[index]
+    assert claims.action_rule("billing", "/claims", "GET") is None
+
+    # AND a workflow without its own actions, or an unknown one, inherits the defaults' rules
+    for name in ("plain", "never-configured"):
+        inherited = policies.for_workflow(name).action_rule("claims", "/x", "GET")
+        assert inherited is not None and inherited.max_response_bytes == 32768
+
+
+def test_actions_null_clears_an_inherited_rule(tmp_path: Path) -> None:
+    text = """
+    version: 1
+    defaults:
+      actions:
+        claims: {max_response_bytes: 10}
+    workflows:
+      w:
+        actions:
+          claims: null
+    """
+    policies = load_policies(write(tmp_path, "n.yaml", text))
+    assert policies.for_workflow("w").action_rule("claims") is None
+
+
+def test_bad_actions_report_file_line_and_field(tmp_path: Path) -> None:
+    # GIVEN an actions section with a typo in every way possible
+    path = write(tmp_path, "bad.yaml", """
+    version: 1
+    workflows:
+      w:
+        actions:
+          "claims GIT /claims": {}
+          "claims/claims": {}
+          claims.create:
+            max_respons_bytes: 10
+            idempotent: "yes"
+            idempotency_ttl_s: 0
+            trim:
+              keep: ["items..id"]
+              max_list_items: 0
+              maxlist: 3
+          claims.other:
+            trim: {drop: []}
+    """)
+
+    # WHEN it is loaded
+    errors = errors_of(path)
+
+    # THEN each problem names its line and field
+    selector = only(errors, "workflows.w.actions.claims GIT /claims")
+    assert selector.line == 5 and "'GIT' is not an HTTP method" in selector.message
+    assert "<actionGroup> <apiPath>" in selector.message
+    assert only(errors, "workflows.w.actions.claims/claims").line == 6
+    typo = only(errors, "workflows.w.actions.claims.create.max_respons_bytes")
+    assert typo.line == 8 and "did you mean 'max_response_bytes'" in typo.message
+    assert only(errors, "workflows.w.actions.claims.create.idempotent").message == "must be true or false, got 'yes'"
+    assert only(errors, "workflows.w.actions.claims.create.idempotency_ttl_s").line == 10
+    keep = only(errors, "workflows.w.actions.claims.create.trim.keep[0]")
+    assert keep.line == 12 and "invalid JSON path 'items..id'" in keep.message
+    assert only(errors, "workflows.w.actions.claims.create.trim.max_list_items").line == 13
+    assert "unknown key 'maxlist'" in only(errors, "workflows.w.actions.claims.create.trim.maxlist").message
+    assert "at least one JSON path" in only(errors, "workflows.w.actions.claims.other.trim.drop").message
+    assert all(e.file == str(path) for e in errors)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ["claims", "claims.search_claims", "claims /claims/{claimId}", "claims GET /claims/{claimId}",
+     "claims delete /claims/*", "*", "claims-v2_x *", "claims * /claims"],
+)
+def test_valid_action_selectors(selector: str) -> None:
+    policies = PolicySet.from_dict({"version": 1, "workflows": {"w": {"actions": {selector: {}}}}})
+    assert selector in policies.for_workflow("w").actions
+
+
+@pytest.mark.parametrize(
+    "selector", ["", "claims GET", "claims GET /x extra", "claims.a.b", "claims claims/x", "a b/c", "claims FETCH /x"]
+)
+def test_invalid_action_selectors(selector: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        PolicySet.from_dict({"version": 1, "workflows": {"w": {"actions": {selector: {}}}}})
+    assert "invalid action selector" in str(info.value)
+
+
+def test_json_schema_closes_action_rules() -> None:
+    schema = policy_json_schema()
+    for name in ("ActionRule", "ActionTrim"):
+        assert schema["$defs"][name]["additionalProperties"] is False, name
+    assert set(schema["$defs"]["ActionRule"]["properties"]) == {
+        "max_response_bytes", "trim", "idempotent", "idempotency_ttl_s"
+    }
