@@ -1,0 +1,366 @@
+"""The Reconciler against moto (Cost Explorer, CloudWatch) and a real SQLite ledger.
+
+moto 5.2 notes (see the report in the PR):
+
+* ``get_cost_and_usage`` answers from a queue seeded through the moto API. moto keys each queued
+  result by the raw request body, so pages work: the first request (no token) takes the first
+  result, the request carrying ``NextPageToken`` p2 takes the next, and so on; a repeated
+  identical request gets the same page again.
+* ``get_dimension_values`` is not implemented (the client raises ``NotImplementedError``). The
+  tests answer it with a ``before-call`` handler on the test's own client (what ``Stubber`` does,
+  for one operation only); production code treats a failed discovery as "Amazon Bedrock only"
+  plus a warning, which is tested with a ``Stubber`` error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.awsrequest import AWSResponse
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from costguard.ledger.sqlite import SQLiteLedger
+from costguard.policy import PolicySet
+from costguard.reconcile import UNTAGGED, Reconciler, ReconcileError, Window
+from costguard.usage import PeriodLimit
+from tests.support.ledger_data import segment
+
+TAG = "costguard:workflow"
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+NOVA_LITE = "amazon.nova-lite-v1:0"
+WINDOW = Window(date(2026, 11, 20), date(2026, 11, 22))  # the 20th and the 21st
+NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+MARKETPLACE = "Claude 3 Haiku (Amazon Bedrock Edition)"
+POLICIES = PolicySet.from_yaml(
+    """
+version: 1
+workflows:
+  claims-intake:
+    budget: {daily_usd: 10, monthly_usd: 100}
+"""
+)
+
+
+def ms(day: str, hour: int = 12) -> int:
+    return int(datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC).timestamp() * 1000)
+
+
+def ce_group(workflow: str, usage_type: str, amount: str) -> dict[str, Any]:
+    return {
+        "Keys": [f"{TAG}${workflow}", usage_type],
+        "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}, "UsageQuantity": {"Amount": "1", "Unit": "N/A"}},
+    }
+
+
+def ce_day(day: str, groups: list[dict[str, Any]], estimated: bool = False) -> dict[str, Any]:
+    return {"TimePeriod": {"Start": day, "End": day}, "Total": {}, "Groups": groups, "Estimated": estimated}
+
+
+def seed_ce(pages: list[dict[str, Any]]) -> None:
+    r = requests.post(
+        "http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results", json={"results": pages}, timeout=5
+    )
+    assert r.status_code == 201
+
+
+def answer_dimension_values(client: Any, values: list[str]) -> list[dict[str, Any]]:
+    """Answer GetDimensionValues on ``client`` (moto lacks it); returns the params seen."""
+    seen = capture(client, "GetDimensionValues")
+
+    def handler(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        body = {"DimensionValues": [{"Value": v, "Attributes": {}} for v in values], "ReturnSize": len(values),
+                "TotalSize": len(values)}
+        return AWSResponse("https://ce", 200, {}, None), body  # type: ignore[arg-type]
+
+    client.meta.events.register("before-call.ce.GetDimensionValues", handler)
+    return seen
+
+
+def capture(client: Any, operation: str) -> list[dict[str, Any]]:
+    """The API parameters of every ``operation`` call made on ``client``."""
+    seen: list[dict[str, Any]] = []
+
+    def handler(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == operation:
+            seen.append(dict(params))
+
+    client.meta.events.register("before-parameter-build.*.*", handler)
+    return seen
+
+
+def put(cw: Any, namespace: str, metric: str, dims: dict[str, str], day: str, value: float, hour: int = 10) -> None:
+    cw.put_metric_data(
+        Namespace=namespace,
+        MetricData=[{
+            "MetricName": metric,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+            "Timestamp": datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC),
+            "Value": value,
+            "Unit": "Count",
+        }],
+    )
+
+
+@pytest.fixture()
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture()
+def ledger(tmp_path: Path) -> Iterator[SQLiteLedger]:
+    led = SQLiteLedger(tmp_path / "l.db")
+    yield led
+    led.close()
+
+
+_ids = itertools.count()
+
+
+def record(ledger: SQLiteLedger, workflow: str, day: str, nanos: int, *, model: str = HAIKU, calls: int = 1,
+           priced: bool = True, budget: bool = False) -> None:
+    reservation = None
+    if budget:
+        periods = [PeriodLimit(f"day:{day}", None), PeriodLimit(f"month:{day[:7]}", None)]
+        result = ledger.reserve(workflow, periods, nanos)
+        assert result.ok
+        reservation = result.reservation
+    ledger.record(segment(f"r{next(_ids)}", nanos, session=f"s{next(_ids)}", workflow=workflow, ts_ms=ms(day),
+                          model=model, model_calls=calls, priced=priced, reservation=reservation))
+
+
+def test_reconcile_joins_cost_explorer_cloudwatch_and_the_ledger(aws: None, ledger: SQLiteLedger) -> None:
+    # GIVEN metered usage: claims-intake on both days (with budget counters), an unpriced model
+    record(ledger, "claims-intake", "2026-11-05", 2_000_000_000, budget=True)  # earlier this month
+    record(ledger, "claims-intake", "2026-11-20", 1_000_000_000, calls=2, budget=True)
+    record(ledger, "claims-intake", "2026-11-21", 500_000_000, budget=True)
+    record(ledger, "triage", "2026-11-21", 250_000_000, model="mistral.unknown-v9:0", priced=False)
+
+    # AND Cost Explorer's bill, three pages; the 21st is still estimated
+    seed_ce([
+        {"ResultsByTime": [ce_day("2026-11-20", [ce_group("claims-intake", "USE1-Haiku-input-tokens", "0.70")])],
+         "NextPageToken": "p2"},
+        {"ResultsByTime": [ce_day("2026-11-20", [ce_group("claims-intake", "USE1-Haiku-output-tokens", "0.4"),
+                                                 ce_group("", "USE1-NovaLite-input-tokens", "0.05")])],
+         "NextPageToken": "p3"},
+        {"ResultsByTime": [ce_day("2026-11-21", [ce_group("claims-intake", "USE1-Haiku-input-tokens", "0.45")],
+                                  estimated=True)]},
+    ])
+    ce = boto3.client("ce", region_name="us-east-1")
+    discovery = answer_dimension_values(ce, ["Amazon Bedrock", MARKETPLACE, "Amazon Bedrock Edition of nothing",
+                                             "Amazon EC2"])
+    ce_requests = capture(ce, "GetCostAndUsage")
+
+    # AND what CloudWatch saw: Bedrock counted more Haiku tokens than costguard metered (calls
+    # that bypassed the wrapper, through a cross-region profile) and a model costguard never saw
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    put(cw, "AWS/Bedrock", "InputTokenCount", {"ModelId": HAIKU}, "2026-11-20", 200)
+    put(cw, "AWS/Bedrock", "InputTokenCount", {"ModelId": f"us.{HAIKU}"}, "2026-11-20", 5000)
+    put(cw, "AWS/Bedrock", "OutputTokenCount", {"ModelId": HAIKU}, "2026-11-20", 20)
+    put(cw, "AWS/Bedrock", "Invocations", {"ModelId": HAIKU}, "2026-11-20", 2)
+    put(cw, "AWS/Bedrock", "Invocations", {"ModelId": f"us.{HAIKU}"}, "2026-11-20", 7)
+    put(cw, "AWS/Bedrock", "InvocationThrottles", {"ModelId": HAIKU}, "2026-11-21", 3)
+    put(cw, "AWS/Bedrock", "InputTokenCount", {"ModelId": f"us.{NOVA_LITE}"}, "2026-11-21", 1234)
+    put(cw, "AWS/Bedrock", "InputTokenCount", {"ModelId": HAIKU}, "2026-11-25", 99)  # outside the window
+    put(cw, "Costguard", "ModelCalls", {"Workflow": "claims-intake", "ModelId": HAIKU}, "2026-11-20", 2)
+    put(cw, "Costguard", "ModelCalls", {"Workflow": "claims-intake", "ModelId": NOVA_LITE}, "2026-11-20", 1)
+    put(cw, "Costguard", "Throttles", {"Workflow": "claims-intake"}, "2026-11-21", 4)
+    put(cw, "Costguard", "Throttles", {"Workflow": "claims-intake", "ModelId": HAIKU}, "2026-11-21", 1)
+
+    sleeps: list[float] = []
+    reconciler = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW,
+                            sleep=sleeps.append)
+    result = reconciler.run(WINDOW)
+
+    # THEN Cost Explorer was asked once per page, filtered on every Bedrock service found
+    assert result.api_calls["ce:GetDimensionValues"] == 1
+    assert result.api_calls["ce:GetCostAndUsage"] == 3
+    assert result.api_calls["cloudwatch:ListMetrics"] == 6
+    assert result.api_calls["cloudwatch:GetMetricData"] == 1
+    assert discovery[0]["Dimension"] == "SERVICE" and discovery[0]["SearchString"] == "Bedrock"
+    assert discovery[0]["TimePeriod"] == {"Start": "2026-11-20", "End": "2026-11-22"}
+    first = ce_requests[0]
+    assert first["Filter"] == {"Dimensions": {"Key": "SERVICE", "Values": sorted(
+        ["Amazon Bedrock", MARKETPLACE, "Amazon Bedrock Edition of nothing"])}}
+    assert first["GroupBy"] == [{"Type": "TAG", "Key": TAG}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}]
+    assert first["Granularity"] == "DAILY" and first["Metrics"] == ["UnblendedCost", "UsageQuantity"]
+    assert "NextPageToken" not in first
+    assert [r.get("NextPageToken") for r in ce_requests[1:]] == ["p2", "p3"]
+    assert sleeps == []
+    assert result.services == sorted(["Amazon Bedrock", MARKETPLACE, "Amazon Bedrock Edition of nothing"])
+
+    rec = {(r["workflow"], r["day"]): r for r in result.frame.to_dict("records")}
+    assert set(rec) == {(w, d) for w in ("claims-intake", "triage", UNTAGGED) for d in ("2026-11-20", "2026-11-21")}
+    c20 = rec[("claims-intake", "2026-11-20")]
+    assert c20["metered_cost_usd"] == Decimal("1") and c20["billed_cost_usd"] == Decimal("1.10")
+    assert c20["drift_usd"] == Decimal("0.10") and c20["drift_pct"] == Decimal("9.09")
+    assert not c20["estimated"]
+    assert c20["metered_model_calls"] == 2 and c20["costguard_model_calls"] == 3
+    assert c20["month_to_date_usd"] == Decimal("3")  # the 5th and the 20th
+    assert c20["burn_rate_usd_per_day"] == Decimal("0.15") and c20["forecast_month_end_usd"] == Decimal("4.50")
+    assert c20["budget_daily_usd"] == Decimal("10") and c20["budget_monthly_usd"] == Decimal("100")
+    c21 = rec[("claims-intake", "2026-11-21")]
+    assert c21["estimated"] and c21["billed_cost_usd"] == Decimal("0.45")
+    assert c21["throttles"] == 5
+    assert c21["month_to_date_usd"] == Decimal("3.5")
+    u20 = rec[(UNTAGGED, "2026-11-20")]
+    assert u20["billed_cost_usd"] == Decimal("0.05") and u20["metered_cost_usd"] == Decimal(0)
+    t21 = rec[("triage", "2026-11-21")]
+    assert t21["metered_cost_usd"] == Decimal("0.25") and t21["billed_cost_usd"] == Decimal(0)
+    assert t21["drift_pct"] is None
+    assert result.estimated_days == ["2026-11-21"]
+    assert result.unpriced_models == ["mistral.unknown-v9:0"]
+
+    models = {(r["day"], r["model_id"]): r for r in result.models.to_dict("records")}
+    h20 = models[("2026-11-20", HAIKU)]  # the us. profile and the plain id meet
+    assert h20["bedrock_input_tokens"] == 5200 and h20["bedrock_invocations"] == 9
+    assert h20["metered_input_tokens"] == 200 and h20["unmetered_input_tokens"] == 5000
+    assert h20["bedrock_output_tokens"] == 20 and h20["unmetered_output_tokens"] == 0
+    assert models[("2026-11-21", HAIKU)]["bedrock_throttles"] == 3
+    nova = models[("2026-11-21", NOVA_LITE)]
+    assert nova["metered_input_tokens"] == 0 and nova["unmetered_input_tokens"] == 1234
+
+    # AND a second run counts its own API calls only (and re-reads the same pages: moto replays)
+    again = reconciler.run(WINDOW)
+    assert again.api_calls["ce:GetCostAndUsage"] == 3
+    assert again.frame.equals(result.frame)
+
+
+def _stub_page(day: str, amount: str) -> dict[str, Any]:
+    return {"ResultsByTime": [ce_day(day, [ce_group("claims-intake", "USE1-x-input-tokens", amount)])]}
+
+
+def test_limit_exceeded_is_retried_with_backoff(aws: None, ledger: SQLiteLedger) -> None:
+    ce = boto3.client("ce", region_name="us-east-1")
+    stub = Stubber(ce)
+    stub.add_response("get_dimension_values", {"DimensionValues": [], "ReturnSize": 0, "TotalSize": 0})
+    stub.add_client_error("get_cost_and_usage", "LimitExceededException", "Rate exceeded", 400)
+    stub.add_client_error("get_cost_and_usage", "LimitExceededException", "Rate exceeded", 400)
+    stub.add_response("get_cost_and_usage", _stub_page("2026-11-20", "2.5"))
+    sleeps: list[float] = []
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    with stub:
+        result = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW,
+                            sleep=sleeps.append).run(WINDOW)
+    stub.assert_no_pending_responses()
+    assert sleeps == [1.0, 2.0]
+    assert result.api_calls["ce:GetCostAndUsage"] == 3
+    rec = {(r["workflow"], r["day"]): r for r in result.frame.to_dict("records")}
+    assert rec[("claims-intake", "2026-11-20")]["billed_cost_usd"] == Decimal("2.5")
+
+
+def test_throttling_that_never_ends_is_a_reconcile_error(aws: None, ledger: SQLiteLedger) -> None:
+    ce = boto3.client("ce", region_name="us-east-1")
+    stub = Stubber(ce)
+    stub.add_response("get_dimension_values", {"DimensionValues": [], "ReturnSize": 0, "TotalSize": 0})
+    for _ in range(3):
+        stub.add_client_error("get_cost_and_usage", "LimitExceededException", "Rate exceeded", 400)
+    sleeps: list[float] = []
+    with stub, pytest.raises(ReconcileError, match="still throttled .*after 3 attempts"):
+        Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=boto3.client("cloudwatch"),
+                   sleep=sleeps.append, max_attempts=3).run(WINDOW)
+    assert sleeps == [1.0, 2.0]
+
+
+def test_failed_service_discovery_falls_back_to_amazon_bedrock(aws: None, ledger: SQLiteLedger) -> None:
+    ce = boto3.client("ce", region_name="us-east-1")
+    stub = Stubber(ce)
+    stub.add_client_error("get_dimension_values", "AccessDeniedException", "not allowed", 400)
+    expected = {
+        "TimePeriod": {"Start": "2026-11-20", "End": "2026-11-22"},
+        "Granularity": "DAILY",
+        "Metrics": ["UnblendedCost", "UsageQuantity"],
+        "Filter": {"Dimensions": {"Key": "SERVICE", "Values": ["Amazon Bedrock"]}},
+        "GroupBy": [{"Type": "TAG", "Key": TAG}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
+    }
+    stub.add_response("get_cost_and_usage", {**_stub_page("2026-11-20", "1"), "NextPageToken": "n"}, expected)
+    stub.add_response("get_cost_and_usage", _stub_page("2026-11-21", "2"), {**expected, "NextPageToken": "n"})
+    with stub:
+        result = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=boto3.client("cloudwatch"),
+                            clock=lambda: NOW).run(WINDOW)
+    assert result.services == ["Amazon Bedrock"]
+    assert result.warnings and "AccessDeniedException" in result.warnings[0]
+    assert result.api_calls["ce:GetDimensionValues"] == 1 and result.api_calls["ce:GetCostAndUsage"] == 2
+
+
+def test_malformed_cost_explorer_page_names_page_and_field(aws: None, ledger: SQLiteLedger) -> None:
+    seed_ce([
+        {"ResultsByTime": [ce_day("2026-11-20", [])], "NextPageToken": "p2"},
+        {"ResultsByTime": [ce_day("2026-11-20", [ce_group("claims-intake", "u", "1.2.3")])]},
+    ])
+    ce = boto3.client("ce", region_name="us-east-1")
+    answer_dimension_values(ce, ["Amazon Bedrock"])
+    with pytest.raises(ReconcileError, match=r"page 2: ResultsByTime\[0\]\.Groups\[0\]\.Metrics\.UnblendedCost"
+                                             r"\.Amount: not a number: '1\.2\.3'"):
+        Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=boto3.client("cloudwatch")).run(WINDOW)
+
+
+def test_other_client_errors_are_reconcile_errors(aws: None, ledger: SQLiteLedger) -> None:
+    ce = boto3.client("ce", region_name="us-east-1")
+    stub = Stubber(ce)
+    stub.add_response("get_dimension_values", {"DimensionValues": [], "ReturnSize": 0, "TotalSize": 0})
+    stub.add_client_error("get_cost_and_usage", "DataUnavailableException", "no data", 400)
+    with stub, pytest.raises(ReconcileError, match="ce:get_cost_and_usage failed: DataUnavailableException"):
+        Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=boto3.client("cloudwatch")).run(WINDOW)
+
+
+def test_get_metric_data_is_chunked_at_500_queries(aws: None, ledger: SQLiteLedger) -> None:
+    seed_ce([{"ResultsByTime": [ce_day("2026-11-20", [])]}])
+    ce = boto3.client("ce", region_name="us-east-1")
+    answer_dimension_values(ce, [])
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    stamp = datetime(2026, 11, 20, 3, tzinfo=UTC)
+    data = [
+        {"MetricName": "InputTokenCount", "Dimensions": [{"Name": "ModelId", "Value": f"vendor.model-{i}-v1:0"}],
+         "Timestamp": stamp, "Value": float(i), "Unit": "Count"}
+        for i in range(510)
+    ]
+    for offset in range(0, len(data), 500):
+        cw.put_metric_data(Namespace="AWS/Bedrock", MetricData=data[offset:offset + 500])
+    queries = capture(cw, "GetMetricData")
+    result = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW).run(WINDOW)
+    assert result.api_calls["cloudwatch:GetMetricData"] == 2
+    assert [len(q["MetricDataQueries"]) for q in queries] == [500, 10]
+    ids = [q["Id"] for request in queries for q in request["MetricDataQueries"]]
+    assert len(set(ids)) == 510
+    assert sum(result.models["bedrock_input_tokens"]) == sum(range(510))
+    assert sum(result.models["unmetered_input_tokens"]) == sum(range(510))
+
+
+def test_lazy_clients_from_a_session(aws: None, ledger: SQLiteLedger) -> None:
+    seed_ce([{"ResultsByTime": [ce_day("2026-11-20", [ce_group("claims-intake", "u", "3")])]}])
+    session = boto3.Session(region_name="us-east-1")
+    reconciler = Reconciler(ledger, POLICIES, session=session, region_name="us-east-1", clock=lambda: NOW)
+    answer_dimension_values(reconciler.ce, ["Amazon Bedrock"])
+    result = reconciler.run(WINDOW)
+    assert result.api_calls["ce:GetCostAndUsage"] == 1
+    assert result.frame.loc[result.frame["day"] == "2026-11-20", "billed_cost_usd"].tolist() == [Decimal("3")]
+
+
+def test_agent_metrics_are_kept_when_asked_for(aws: None, ledger: SQLiteLedger) -> None:
+    seed_ce([{"ResultsByTime": [ce_day("2026-11-20", [])]}])
+    ce = boto3.client("ce", region_name="us-east-1")
+    answer_dimension_values(ce, [])
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    alias = "arn:aws:bedrock:us-east-1:123456789012:agent-alias/A1/AL1"
+    put(cw, "AWS/Bedrock/Agents", "InputTokenCount", {"Operation": "InvokeAgent", "AgentAliasArn": alias},
+        "2026-11-20", 900)
+    put(cw, "AWS/Bedrock/Agents", "InvocationThrottles", {"Operation": "InvokeAgent", "AgentAliasArn": alias},
+        "2026-11-21", 2)
+    plain = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW).run(WINDOW)
+    assert len(plain.agents) == 0 and "cloudwatch:ListMetrics" in plain.api_calls
+    result = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW,
+                        include_agents=True).run(WINDOW)
+    rec = {(r["day"], r["agent_alias_arn"]): r for r in result.agents.to_dict("records")}
+    assert rec[("2026-11-20", alias)]["input_tokens"] == 900
+    assert rec[("2026-11-21", alias)]["throttles"] == 2
+    assert result.api_calls["cloudwatch:ListMetrics"] == plain.api_calls["cloudwatch:ListMetrics"] + 3
