@@ -36,6 +36,8 @@ budget_app = typer.Typer(help="Workflow budgets and kill switches.", no_args_is_
 app.add_typer(policy_app, name="policy")
 app.add_typer(pricing_app, name="pricing")
 app.add_typer(budget_app, name="budget")
+ledger_app = typer.Typer(help="Ledger administration (the shared DynamoDB table).", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 LedgerOption = Annotated[
     str | None,
@@ -333,7 +335,7 @@ def report(
     since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user or agent")] = "workflow",
+    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user, agent or action (action group response sizes and trim savings)")] = "workflow",
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv, markdown or html")] = "table",
     output: Annotated[Path | None, typer.Option("--output", help="Write to this file instead of stdout.")] = None,
     policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies with the monthly budgets: adds budget used % (this month) to a by-workflow report and the burn chart to HTML.")] = None,
@@ -362,6 +364,7 @@ def report(
                 until_ms=None if end is None else end + 86_400_000,
                 workflow=workflow,
                 group_by=group_by,
+                input_price_per_million=_input_prices() if group_by == "action" else None,
             )
             if budgets:
                 month = f"month:{datetime.now(UTC):%Y-%m}"
@@ -387,6 +390,13 @@ def report(
         _note(ctx, f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def _input_prices() -> Any:
+    from costguard.pricing import PriceCatalog
+
+    catalog = PriceCatalog.load()
+    return lambda model_id: catalog.quote(model_id).price.input
 
 
 def _monthly_budgets(policies: Path | None) -> dict[str, Decimal] | None:
@@ -490,6 +500,133 @@ def budget_unblock(ctx: typer.Context, workflow: Annotated[str, typer.Argument()
     finally:
         led.close()
     _done(ctx, f"unblocked {workflow}" if cleared else f"{workflow} was not blocked")
+
+
+# -- reconcile ----------------------------------------------------------------------------------
+
+
+@app.command("reconcile")
+def reconcile_command(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD); default: yesterday.")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive; default: today.")] = None,
+    window: Annotated[str, typer.Option("--window", help="recent (yesterday and today) or month (month to date) when no dates are given.")] = "recent",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Set no kill switch, send no alert, write no report: say what would happen.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv (the per-workflow, per-day frame)")] = "table",
+    policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policy file or directory with the budgets.")] = None,
+    ledger: LedgerOption = None,
+    topic_arn: Annotated[str | None, typer.Option("--topic-arn", envvar="COSTGUARD_TOPIC_ARN", help="SNS topic for alerts; none: alerts are printed, not sent.")] = None,
+    bucket: Annotated[str | None, typer.Option("--bucket", envvar="COSTGUARD_REPORT_BUCKET", help="S3 bucket for the reports; none: no reports written.")] = None,
+    prefix: Annotated[str, typer.Option("--prefix", envvar="COSTGUARD_REPORT_PREFIX", help="S3 key prefix for the reports.")] = "costguard/reports",
+    tag_key: Annotated[str, typer.Option("--tag-key", help="Cost allocation tag that names the workflow.")] = "costguard:workflow",
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Region of the CloudWatch metrics; default: the session's.")] = None,
+) -> None:
+    """Join Cost Explorer (billed), CloudWatch (what Bedrock saw) and the ledger (metered).
+
+    The same job the scheduled Lambda runs: per workflow and day, metered and billed cost, drift,
+    Bedrock tokens no meter saw, throttles, budget burn and month-end forecast; then kill switches
+    for exhausted hard budgets, deduplicated SNS alerts and S3 reports. Needs ce:GetCostAndUsage,
+    ce:GetDimensionValues, cloudwatch:GetMetricData and cloudwatch:ListMetrics (each Cost Explorer
+    request costs $0.01).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from costguard.jobs import parse_window, run_reconciliation
+    from costguard.policy import PolicySet
+    from costguard.reconcile import Reconciler
+
+    _check_format(fmt, ("table", "json", "csv"))
+    event: dict[str, Any] = {"window": window}
+    if since is not None:
+        event["since"] = since
+    if until is not None:
+        event["until"] = until
+    try:
+        span = parse_window(event, datetime.now(UTC).date())
+    except CostguardError as exc:
+        raise _fail(str(exc), 2) from exc
+    policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
+    session = _aws_session(profile)
+    led = _open(ledger, ctx)
+    try:
+        reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_key, region_name=region)
+        with Console(stderr=True).status("reconciling", spinner="dots") if not _state(ctx).quiet else nullcontext():
+            summary = run_reconciliation(reconciler, led, policy_set, span, topic_arn=topic_arn, bucket=bucket,
+                                         prefix=prefix, session=session, dry_run=dry_run, tag_key=tag_key)
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    except (BotoCoreError, ClientError) as exc:
+        raise _fail(f"AWS call failed: {exc}") from exc
+    finally:
+        led.close()
+    frame = summary.result.frame
+    records = [{k: _json_cell(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    if fmt == "json":
+        doc = summary.to_dict()
+        doc["frame"] = records
+        doc["alert_list"] = [
+            {"key": a.key, "kind": a.kind, "workflow": a.workflow, "period": a.period, "subject": a.subject, "message": a.message}
+            for a in summary.alerts
+        ]
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    elif fmt == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        columns = ["workflow", "day", "metered_cost_usd", "billed_cost_usd", "estimated", "drift_usd", "drift_pct",
+                   "throttles", "budget_daily_usd", "month_to_date_usd", "forecast_month_end_usd"]
+        _print_table(records, [c for c in columns if c in frame.columns],
+                     f"Reconciliation {summary.window_start} to {summary.window_end} (end exclusive)")
+        verb = "would send" if dry_run or not topic_arn else "sent"
+        alert_rows = [{"kind": a.kind, "workflow": a.workflow, "period": a.period, "subject": a.subject} for a in summary.alerts]
+        _print_table(alert_rows, ["kind", "workflow", "period", "subject"], f"Alerts ({verb}; already-sent ones are skipped)")
+        for action in summary.actions:
+            typer.echo(f"{'would ' if dry_run else ''}{action.action}: {action.workflow}")
+    for warning in getattr(summary.result, "warnings", []) or []:
+        _note(ctx, f"warning: {warning}")
+    for error in summary.errors:
+        typer.echo(f"error: {error}", err=True)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+# -- ledger -------------------------------------------------------------------------------------
+
+
+@ledger_app.command("create-table")
+def ledger_create_table(
+    ctx: typer.Context,
+    table: Annotated[str, typer.Argument(help="DynamoDB table name.")],
+    region: Annotated[str | None, typer.Option("--region", help="AWS region; default: the session's.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="DynamoDB endpoint (DynamoDB Local, moto).")] = None,
+) -> None:
+    """Create the shared ledger table: on-demand billing, TTL on usage rows, point-in-time recovery.
+
+    Safe to re-run: an existing table gets TTL and point-in-time recovery switched on if they
+    were off. Then point callers at it with --ledger dynamodb://TABLE or $COSTGUARD_LEDGER.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from costguard.ledger.dynamodb import create_table
+
+    session = _aws_session(profile)
+    try:
+        client = session.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+        description = create_table(table, client=client)
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    except (BotoCoreError, ClientError) as exc:  # e.g. NoRegionError: a message, not a traceback
+        raise _fail(f"cannot create {table}: {exc}") from exc
+    _done(ctx, f"ready: dynamodb://{table} ({description.get('TableArn', table)})")
 
 
 def main() -> None:

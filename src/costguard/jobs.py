@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,9 +31,8 @@ from costguard.enforce import DEFAULT_ACTOR, EnforcementAction, Enforcer
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
+from costguard.reconcile import ReconcileResult, Window
 
-if TYPE_CHECKING:
-    from costguard.reconcile import ReconcileResult
 
 __all__ = ["JobSummary", "default_window", "make_window", "parse_window", "run_reconciliation"]
 
@@ -44,22 +43,10 @@ class _Reconciles(Protocol):
     def run(self, window: Any) -> ReconcileResult: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _FallbackWindow:
-    """Same fields as ``costguard.reconcile.Window``; used only if that module is missing."""
-
-    start: date
-    end: date
-
-
-def make_window(start: date, end: date) -> Any:
-    """A ``costguard.reconcile.Window`` (UTC days, ``end`` exclusive)."""
+def make_window(start: date, end: date) -> Window:
+    """A reconciliation window (UTC days, ``end`` exclusive)."""
     if end <= start:
         raise CostguardError(f"empty window: until {end.isoformat()} is not after since {start.isoformat()}")
-    try:
-        from costguard.reconcile import Window
-    except ImportError:  # the reconciler ships separately; the window is plain data
-        return _FallbackWindow(start, end)
     return Window(start=start, end=end)
 
 

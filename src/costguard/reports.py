@@ -14,6 +14,7 @@ import io
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -32,7 +33,7 @@ __all__ = [
     "table_columns",
 ]
 
-GROUP_BYS = ("workflow", "day", "model", "user", "agent")
+GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action")
 FORMATS = ("json", "csv", "markdown", "html")
 INVOKED_AGENT = "(invoked agent)"
 
@@ -53,6 +54,25 @@ _REQUEST_ROW_COLUMNS = (
     "shadow_violations",
 )
 _CALL_ROW_COLUMNS = ("requests", "model_calls", *_TOKEN_COLUMNS, "cost_usd")
+_ACTION_ROW_COLUMNS = (
+    "workflow",
+    "invocations",
+    "bytes_before",
+    "bytes_after",
+    "bytes_saved",
+    "max_bytes_before",
+    "trimmed",
+    "replaced",
+    "replayed",
+    "fields_dropped",
+    "items_dropped",
+    "est_tokens_saved",
+    "est_input_usd_saved",
+)
+# Not summable across rows: a name, a maximum.
+_UNSUMMED = frozenset({"sessions", "workflow", "max_bytes_before"})
+# Bedrock tokenisers average roughly 4 bytes of English/JSON per token; the saving is an estimate.
+BYTES_PER_TOKEN = 4
 
 
 @dataclass(slots=True)
@@ -74,7 +94,10 @@ class Report:
         """Column totals over ``rows`` (distinct counts such as sessions are not summable: omitted)."""
         out: dict[str, Any] = {}
         for col in table_columns(self)[1:]:
-            if col in self.extra_columns:
+            if col in self.extra_columns or col in _UNSUMMED:
+                continue
+            if col == "est_input_usd_saved":
+                out[col] = sum((r[col] for r in self.rows), Decimal(0))
                 continue
             if col == "sessions" or (col == "requests" and self.group_by in _CALL_KEYS):
                 continue
@@ -120,6 +143,8 @@ def _day_label(day_number: int) -> str:
 
 def table_columns(report: Report) -> list[str]:
     """Row keys in display order: the group key first, then the measures."""
+    if report.group_by == "action":
+        return ["action", *_ACTION_ROW_COLUMNS, *report.extra_columns]
     if report.group_by in _CALL_KEYS:
         return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS, *report.extra_columns]
     return [_REQUEST_KEYS[report.group_by], *_REQUEST_ROW_COLUMNS, *report.extra_columns]
@@ -345,6 +370,65 @@ def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def _action_rows(
+    conn: sqlite3.Connection,
+    since_ms: int | None,
+    until_ms: int | None,
+    workflow: str | None,
+    input_price_per_million: Callable[[str], Decimal] | None,
+) -> list[dict[str, Any]]:
+    """Per (workflow, action): sizes before and after the guard, and what the trim saved.
+
+    The dollar figure prices the saved bytes once, as input tokens of the workflow's most used
+    model in the window: the next model call re-reads the response at least once, and every later
+    step of the loop again, so it is a floor, not the full saving.
+    """
+    where, params = _where("ts_ms", since_ms, until_ms, workflow)
+    frame = _read(
+        conn,
+        "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome "
+        f"FROM actions{where}",
+        params,
+        ("bytes_before", "bytes_after", "fields_dropped", "items_dropped"),
+    )
+    if frame.empty:
+        return []
+    models = _read(
+        conn,
+        f"SELECT workflow, base_model_id, COUNT(*) AS n FROM model_calls{where} GROUP BY workflow, base_model_id",
+        params,
+        ("n",),
+    )
+    main_model: dict[str, str] = {}
+    for rec in models.sort_values(["n", "base_model_id"], ascending=[False, True]).to_dict("records"):
+        main_model.setdefault(str(rec["workflow"]), str(rec["base_model_id"]))
+    for outcome in ("trimmed", "replaced", "replayed"):
+        frame[outcome] = (frame["outcome"] == outcome).astype("int64")
+    grouped = frame.groupby(["workflow", "action"], sort=False)
+    agg = grouped[["bytes_before", "bytes_after", "fields_dropped", "items_dropped", "trimmed", "replaced", "replayed"]].sum()
+    agg["invocations"] = grouped.size()
+    agg["max_bytes_before"] = grouped["bytes_before"].max()
+    rows: list[dict[str, Any]] = []
+    for rec in agg.reset_index().to_dict("records"):
+        saved = max(0, int(rec["bytes_before"]) - int(rec["bytes_after"]))
+        tokens = saved // BYTES_PER_TOKEN
+        model = main_model.get(str(rec["workflow"]))
+        usd: Decimal | None = None
+        if input_price_per_million is not None and model is not None:
+            usd = (Decimal(tokens) * input_price_per_million(model) / 1_000_000).quantize(Decimal("0.000001"))
+        row: dict[str, Any] = {"action": str(rec["action"]), "workflow": str(rec["workflow"])}
+        for column in ("invocations", "bytes_before", "bytes_after", "max_bytes_before", "trimmed", "replaced",
+                       "replayed", "fields_dropped", "items_dropped"):
+            row[column] = int(rec[column])
+        row["bytes_saved"] = saved
+        row["est_tokens_saved"] = tokens
+        row["est_input_usd_saved"] = usd if usd is not None else Decimal(0)
+        rows.append(row)
+    # The verbose tools first: that is the question this report answers.
+    rows.sort(key=lambda r: (-r["bytes_before"], r["workflow"], r["action"]))
+    return rows
+
+
 def usage_report(
     conn: sqlite3.Connection,
     *,
@@ -352,17 +436,22 @@ def usage_report(
     until_ms: int | None = None,
     workflow: str | None = None,
     group_by: str = "workflow",
+    input_price_per_million: Callable[[str], Decimal] | None = None,
 ) -> Report:
     """Aggregate the ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
 
     ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
     (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
-    filtered on the call time).
+    filtered on the call time), or ``action`` (over the action guard's records: which action
+    group responses are verbose and what trimming saved). ``input_price_per_million`` maps a base
+    model id to its input price, for the action report's dollar estimate.
     """
     if group_by not in GROUP_BYS:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
     requests = _read_requests(conn, since_ms, until_ms, workflow)
-    if group_by in _CALL_KEYS:
+    if group_by == "action":
+        rows = _action_rows(conn, since_ms, until_ms, workflow, input_price_per_million)
+    elif group_by in _CALL_KEYS:
         rows = _call_rows(conn, group_by, since_ms, until_ms, workflow)
     else:
         rows = _request_rows(requests, group_by, _violation_counts(conn, group_by, since_ms, until_ms, workflow))

@@ -1,0 +1,103 @@
+"""`costguard reconcile` end to end against moto: the same job the Lambda runs, printed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from costguard import cli
+from costguard.cli import app
+from costguard.ledger.sqlite import SQLiteLedger
+from costguard.usage import PeriodLimit, Reservation
+from tests.functional.test_reconcile_aws import answer_dimension_values
+from tests.support.ledger_data import segment
+
+TAG = "costguard:workflow"
+
+
+def day_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC).timestamp() * 1000)
+
+
+class _Session:
+    """A real boto3 session whose Cost Explorer clients answer GetDimensionValues, which moto
+    lacks (AWS lists the Bedrock service names there)."""
+
+    def __init__(self) -> None:
+        self._session = boto3.session.Session()
+
+    def client(self, name: str, **kwargs: Any) -> Any:
+        client = self._session.client(name, **kwargs)
+        if name == "ce":
+            answer_dimension_values(client, ["Amazon Bedrock", "Claude 3 Haiku (Amazon Bedrock Edition)"])
+        return client
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._session, item)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        monkeypatch.setattr(cli, "_aws_session", lambda profile: _Session())
+        yield
+
+
+def test_reconcile_prints_frame_and_alerts_and_dry_run_changes_nothing(tmp_path: Path, aws: Any) -> None:
+    # GIVEN yesterday's metered spend of $12 against a $10 daily hard budget, and a billed figure
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    month = yesterday[:7]
+    path = tmp_path / "l.db"
+    ledger = SQLiteLedger(path)
+    periods = (PeriodLimit(f"day:{yesterday}", None), PeriodLimit(f"month:{month}", None))
+    ledger.record(segment("r-1", 12_000_000_000, workflow="claims", ts_ms=day_ms(yesterday),
+                          reservation=Reservation("claims", periods, 0)))
+    ledger.close()
+    policies = tmp_path / "p.yaml"
+    policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
+    page = {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
+                               "Groups": [{"Keys": [f"{TAG}$claims", "USE1-Claude3Haiku-input-tokens"],
+                                           "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
+                                                       "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
+    assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
+                         json={"results": [page]}, timeout=5).status_code == 201
+    # WHEN reconcile runs as a dry run
+    result = CliRunner().invoke(app, ["reconcile", "--since", yesterday, "--until", yesterday, "--dry-run",
+                                      "--format", "json", "--policies", str(policies), "--ledger", f"sqlite:///{path}"])
+    # THEN the frame joins billed and metered, the alerts are listed, and nothing was set
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    row = next(r for r in doc["frame"] if r["workflow"] == "claims" and r["day"] == yesterday)
+    assert row["metered_cost_usd"] == "12" and row["billed_cost_usd"] == "15.00"
+    kinds = {a["kind"] for a in doc["alert_list"]}
+    assert "budget_threshold" in kinds and "drift" in kinds
+    assert doc["dry_run"] is True
+    check = SQLiteLedger(path)
+    assert check.kill_switches(0) == [] and check.alert_keys() == []
+    check.close()
+
+
+def test_reconcile_bad_dates_are_invalid_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["reconcile", "--since", "2026-13-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
+    assert runner.invoke(app, ["reconcile", "--since", "2026-11-05", "--until", "2026-11-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
+    assert runner.invoke(app, ["reconcile", "--format", "xml"]).exit_code == 2
+
+
+def test_reconcile_table_and_csv(tmp_path: Path, aws: Any) -> None:
+    runner = CliRunner()
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    for fmt, expected in (("table", "Reconciliation"), ("csv", "workflow,day,metered_cost_usd")):
+        result = runner.invoke(app, ["reconcile", "--window", "month", "--dry-run", "--format", fmt, "--ledger", ledger])
+        assert result.exit_code == 0, result.output
+        assert expected in result.stdout
