@@ -106,7 +106,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from costguard.errors import PolicyError
+from costguard.errors import CostguardError, PolicyError
 from costguard.ledger import Ledger, open_ledger
 from costguard.policy import ActionRule, ActionTrim, PolicySet, WorkflowPolicy, load_policies, parse_trim_path
 from costguard.usage import ActionRecord, IdempotencyRecord, ViolationRecord
@@ -632,7 +632,7 @@ class ActionGuard:
         """Run ``fn(ledger)``; on any failure log it, count it and raise ``_LedgerUnavailable``."""
         try:
             return fn(self.ledger())
-        except Exception as exc:  # a ledger is outside code: any failure is a ledger failure
+        except (CostguardError, OSError) as exc:  # LedgerError, or a ledger file that cannot be opened
             self.ledger_errors += 1
             logger.warning("costguard action guard: ledger unavailable while %s: %s", what, exc)
             raise _LedgerUnavailable(str(exc)) from exc

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pandas as pd
 
+from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
 
@@ -512,7 +513,7 @@ class AlertPublisher:
         # Reading is allowed in a dry run: report a duplicate as one, so the preview is honest.
         try:
             claimed = any(k.key == alert.key for k in self.ledger.alert_keys(prefix=alert.key))
-        except Exception as exc:  # a preview must not fail on a read error
+        except CostguardError as exc:  # a preview must not fail on a ledger read error
             logger.warning("dry run: cannot read alert key %s: %s", alert.key, exc)
             claimed = False
         (report.skipped_duplicates if claimed else report.sent).append(alert.key)
@@ -523,7 +524,7 @@ class AlertPublisher:
                   "threshold": alert.threshold, "observed": alert.observed, "subject": alert.subject}
         try:
             claimed = self.ledger.claim_alert_key(key, _now_ms(self._clock), detail)
-        except Exception as exc:  # ledger down: send nothing (we could not dedupe), report it
+        except CostguardError as exc:  # ledger down: send nothing (we could not dedupe), report it
             report.failed.append(key)
             report.errors[key] = f"claim failed: {exc}"
             logger.error("alert %s: cannot claim its key: %s", key, exc)
@@ -560,6 +561,6 @@ class AlertPublisher:
     def _release(self, key: str) -> None:
         try:
             self.ledger.release_alert_key(key)
-        except Exception as exc:
+        except CostguardError as exc:
             # Nothing more can be done here: the key stays claimed and this alert is lost.
             logger.error("alert %s: publish failed and its key could not be released: %s", key, exc)

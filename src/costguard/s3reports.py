@@ -35,6 +35,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
 
@@ -354,7 +356,7 @@ def _unchanged(client: Any, bucket: str, key: str, sha: str) -> bool:
     """True when the object already holds these bytes (so writing it again is pointless)."""
     try:
         head = client.head_object(Bucket=bucket, Key=key)
-    except Exception:  # missing object, or no s3:GetObject permission: just write it
+    except (ClientError, BotoCoreError):  # missing object, or no s3:GetObject permission: just write it
         return False
     return head.get("Metadata", {}).get(_SHA_META) == sha
 

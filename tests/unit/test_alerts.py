@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from costguard.errors import LedgerError
 from costguard.alerts import ACCOUNT, AlertPublisher, evaluate_alerts
 from costguard.ledger import SQLiteLedger
 from costguard.policy import PolicySet
@@ -342,7 +343,7 @@ def test_should_stop_defers_unclaimed_alerts(aws: dict[str, Any], tmp_path: Path
 def test_ledger_failure_on_claim_is_reported_not_raised(aws: dict[str, Any], tmp_path: Path) -> None:
     class BrokenLedger(SQLiteLedger):
         def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
-            raise RuntimeError("table unreachable")
+            raise LedgerError("table unreachable")
 
     alerts = evaluate_alerts(sample_result(), POLICIES)[:2]
     with BrokenLedger(tmp_path / "l.db") as ledger:
