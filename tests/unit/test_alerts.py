@@ -15,8 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from costguard.errors import LedgerError
 from costguard.alerts import ACCOUNT, AlertPublisher, evaluate_alerts
+from costguard.errors import LedgerError
 from costguard.ledger import SQLiteLedger
 from costguard.policy import PolicySet
 
