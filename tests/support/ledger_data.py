@@ -1,6 +1,16 @@
-"""Builders of ledger records shared by the ledger contract, concurrency tests and the bench."""
+"""Builders of ledger records shared by the ledger contract, concurrency tests and the bench.
+
+Also :func:`moto_dynamodb_like_aws`, which makes moto's in-memory DynamoDB behave like the real
+service where the ledger's concurrency guarantees depend on it.
+"""
 
 from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from costguard.usage import (
     ModelCallRecord,
@@ -74,3 +84,72 @@ def segment(
         violations=violations or [],
         reservation=reservation,
     )
+
+
+@contextmanager
+def moto_dynamodb_like_aws() -> Iterator[None]:
+    """Serialise moto's DynamoDB requests and make its transaction rollback touch only its items.
+
+    moto mutates items in plain Python, so two requests handled at once by ThreadedMotoServer can
+    lose each other's writes; real DynamoDB applies each item's writes atomically, and one lock
+    around request handling gives moto that property. moto also snapshots the WHOLE table
+    (deepcopy) before every TransactWriteItems to roll a cancelled one back, which makes a
+    growing table quadratically slow; under the lock, saving and restoring just the items the
+    transaction names is an equivalent rollback.
+    """
+    from moto.dynamodb import models as ddb_models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    backend_cls = ddb_models.DynamoDBBackend
+    original_call = DynamoHandler.call_action
+    original_transact = backend_cls.transact_write_items
+    original_copy = ddb_models.copy
+
+    class _TablesAsIs:
+        """moto's ``copy`` module, except that a Table is not copied (we roll back per item)."""
+
+        copy = staticmethod(copy.copy)
+
+        @staticmethod
+        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original_call(self)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for entry in transact_items:
+            op = next(iter(entry.values()))
+            table = self.tables.get(op.get("TableName"))
+            key = op.get("Item") or op.get("Key") or {}
+            if table is None or table.hash_key_attr not in key:
+                continue
+            hash_key = DynamoType(key[table.hash_key_attr])
+            range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr in key else None
+            saved.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+        try:
+            original_transact(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, old in reversed(saved):
+                if old is None:
+                    table.delete_item(hash_key, range_key)
+                elif range_key is not None:
+                    table.items[hash_key][range_key] = old
+                else:
+                    table.items[hash_key] = old
+            raise
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    backend_cls.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    ddb_models.copy = _TablesAsIs  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        DynamoHandler.call_action = original_call  # type: ignore[method-assign]
+        backend_cls.transact_write_items = original_transact  # type: ignore[method-assign]
+        ddb_models.copy = original_copy

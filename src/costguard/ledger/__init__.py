@@ -1,23 +1,41 @@
 """Ledgers: where metered usage, budgets, violations and kill switches live.
 
 ``open_ledger(url)`` turns a ledger URL into a backend:
-``sqlite:///relative.db``, ``sqlite:////abs/path.db`` (embedded, the default) and, once the
-DynamoDB backend lands, ``dynamodb://TABLE``. With no URL: ``$COSTGUARD_LEDGER``, else a SQLite
-file under the user's data directory.
+``sqlite:///relative.db``, ``sqlite:////abs/path.db`` (embedded, the default) and
+``dynamodb://TABLE?region=us-east-1&endpoint_url=http://...`` (shared; region and endpoint
+default to the boto3 session's). With no URL: ``$COSTGUARD_LEDGER``, else a SQLite file under the
+user's data directory.
+
+``DynamoDBLedger`` is imported lazily: SQLite users never pay for importing boto3's DynamoDB
+support, and importing it never builds a client.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from costguard.errors import LedgerError
 from costguard.ledger.base import Ledger
 from costguard.ledger.sqlite import SQLiteLedger
 from costguard.paths import user_data_dir
 
-__all__ = ["Ledger", "SQLiteLedger", "default_ledger_url", "open_ledger"]
+if TYPE_CHECKING:
+    from costguard.ledger.dynamodb import DynamoDBLedger
+
+__all__ = ["DynamoDBLedger", "Ledger", "SQLiteLedger", "default_ledger_url", "open_ledger"]
+
+_DYNAMODB_PARAMS = {"region": "region_name", "endpoint_url": "endpoint_url"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DynamoDBLedger":
+        from costguard.ledger.dynamodb import DynamoDBLedger
+
+        return DynamoDBLedger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_ledger_url() -> str:
@@ -50,11 +68,32 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
     if scheme == "sqlite":
         return SQLiteLedger(sqlite_path_from_url(url))
     if scheme == "dynamodb":
-        raise LedgerError(
-            f"{url!r}: the DynamoDB ledger is not available in this version of costguard; "
-            "use a sqlite:/// ledger"
-        )
+        return _open_dynamodb(url)
     if not scheme:
         # A bare path is what people type most: treat it as a SQLite file.
         return SQLiteLedger(Path(url))
     raise LedgerError(f"unknown ledger URL scheme {scheme!r} in {url!r}: use sqlite:///PATH or dynamodb://TABLE")
+
+
+def _open_dynamodb(url: str) -> Ledger:
+    """``dynamodb://TABLE?region=..&endpoint_url=..`` -> a DynamoDBLedger (no request is sent)."""
+    parts = urlsplit(url)
+    table = parts.netloc
+    if not table or parts.path not in ("", "/"):
+        raise LedgerError(f"ledger URL {url!r} names no table: use dynamodb://TABLE")
+    kwargs: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise LedgerError(f"ledger URL {url!r}: malformed query string") from exc
+    for key, value in pairs:
+        if key not in _DYNAMODB_PARAMS:
+            raise LedgerError(
+                f"ledger URL {url!r}: unknown parameter {key!r} (known: {', '.join(sorted(_DYNAMODB_PARAMS))})"
+            )
+        if not value:
+            raise LedgerError(f"ledger URL {url!r}: parameter {key!r} is empty")
+        kwargs[_DYNAMODB_PARAMS[key]] = value
+    from costguard.ledger.dynamodb import DynamoDBLedger
+
+    return DynamoDBLedger(table, **kwargs)

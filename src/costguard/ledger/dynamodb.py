@@ -1,0 +1,1349 @@
+"""The shared ledger: one DynamoDB table that many callers (ECS tasks, Lambdas, hosts) share.
+
+Every budget check is an atomic conditional update inside DynamoDB, so no caller ever reads a
+counter and writes it back (no read-modify-write races). Money is integer nano-dollars stored as
+DynamoDB ``N`` (exact decimal, 38 digits). Nothing stored is prompt text, model output,
+rationale or tool output: only counts, sizes, ids, hashes and the violation details the meter
+already limits to those.
+
+Table shape (fixed; the CloudFormation template creates exactly this, and so does
+:func:`create_table`): key ``pk`` (S, HASH) + ``sk`` (S, RANGE), billing PAY_PER_REQUEST, TTL on
+``expires_at`` (N, epoch seconds), one GSI ``gsi1`` (``gsi1pk`` S HASH, ``gsi1sk`` S RANGE,
+projection ALL).
+
+Single-table layout. ``{x}`` is a value percent-encoded (``urllib.parse.quote(x, safe="")``) so a
+``#`` inside an id can never be mistaken for a separator; ``{ts}`` is a zero-padded 15-digit
+epoch-ms, ``{uniq}`` a zero-padded ``time_ns`` plus random hex (insertion order, no collisions).
+
+======================  ===========================  ===============================  =====================  ===
+item                    pk                           sk                               gsi1pk / gsi1sk        TTL
+======================  ===========================  ===============================  =====================  ===
+session counters        ``S#{session}``              ``#S``                           -                      yes
+session response mark   ``S#{session}``              ``M#{request}``                  -                      yes
+session violation       ``S#{session}``              ``V#{ts}#{uniq}``                ``V#{wf}`` / ts#uniq   yes
+sessionless violation   ``VW#{wf}``                  ``V#{ts}#{uniq}``                ``V#{wf}`` / ts#uniq   yes
+request totals          ``R#{request}``              ``#R``                           ``RC#{session}#{inv}``  yes
+                                                                                      / ended#request (only
+                                                                                      while paused by a
+                                                                                      returnControl)
+model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
+daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
+budget counter          ``B#{wf}``                   ``{period}``                     ``BUDGETS`` / wf#period yes
+kill switch             ``KILL``                     workflow                         -                      no
+kill switch log         ``KLOG#{wf}``                ``{ts}#{uniq}``                  -                      no
+alert key               ``ALERT``                    key                              -                      no
+action record           ``A#{wf}``                   ``{ts}#{uniq}``                  -                      yes
+workflow registry       ``WF``                       ``V#{wf}`` / ``A#{wf}``          -                      no
+idempotency key         ``I#{key}``                  ``#I``                           -                      yes (its own expiry)
+======================  ===========================  ===============================  =====================  ===
+
+TTL (``usage_ttl_days``, default 400, ``None`` = keep forever) is refreshed on every write of a
+usage item; budget counters carry it too (400 days outlives any day or month period). Kill
+switches, their log and alert keys carry none: they are few and are the audit trail. DynamoDB
+deletes expired items lazily (up to days late), so every read that cares about expiry (kill
+switches, idempotency keys) compares timestamps itself.
+
+Item size (400 KB limit): counter items and response marks are a fixed set of numbers. Model and tool calls are
+written as compact JSON rows (no prompt/output text, ~150 bytes each) packed into chunk items of
+at most ``_CHUNK_BYTES`` (300 KB), so a segment with thousands of calls still fits. A violation's
+``detail`` is bounded by what the meter puts there (ids and numbers).
+
+Requests per operation:
+
+* ``kill_switch``: one consistent GetItem, cached in-process for ``kill_switch_cache_s``.
+* ``reserve`` / ``extend_reservation`` / ``release``: ONE TransactWriteItems of ``UpdateItem``
+  (``ADD reserved, committed``) per period. ``committed`` (= spent + reserved, kept in step by
+  ADDing to both) exists because condition expressions cannot add: a limited period carries
+  ``attribute_not_exists(committed) OR committed <= :limit_minus_amount``. A transaction even for
+  one period, because its ``ClientRequestToken`` makes botocore's automatic retry of a request
+  whose answer was lost idempotent; a plain UpdateItem retried that way would ADD twice and leak
+  a reservation. On refusal, the item that failed its condition comes back in the cancellation
+  reason (``ReturnValuesOnConditionCheckFailure=ALL_OLD``); one GetItem fills the figure if not.
+* ``record``: ONE TransactWriteItems with request totals, session counters, budget settlement,
+  daily aggregates, violations and the call chunks, all or nothing. Whether the request is new
+  (the session counts one more request) is known without a read: the request item's update is
+  conditional on ``attribute_not_exists(pk)`` for a first segment (totals == delta) or
+  ``attribute_exists(pk)`` for a continuation, and the rare wrong guess is retried the other way.
+  The session's ``max_tool_response_bytes`` needs a max, which an update expression cannot
+  compute and a conditional update would turn into a cancelled transaction. Instead each request
+  keeps its own mark (``M#{request}``, a plain SET of the request's running max, which only
+  grows) in the session partition, inside the same transaction; the session's max is the largest
+  mark, computed when the session is read. So a segment costs exactly one write request and no
+  read; with ``reserve`` that is 2 write requests per request, at most 2 per model call.
+  When a segment is too big for one transaction (100 items / 4 MB), its call chunks and
+  violations are written first and the counters last, still in one transaction.
+* ``session_totals``: one consistent Query of the session partition below ``N`` (the counters
+  and one ~60-byte mark per request that saw a tool response; a session of a thousand requests
+  is still a single page). ``request_totals``: one consistent GetItem. ``session_usage``: one
+  Query of the whole session partition (counters, marks and violations together).
+* ``find_return_control``: one Query of ``gsi1`` (eventually consistent, like every GSI read;
+  the continuation arrives after the caller ran its tool, so in practice the index has caught up).
+* ``budget_counters()`` without a workflow and ``violations(workflow=...)`` read ``gsi1``
+  (eventually consistent); with a workflow, budget counters are a consistent Query.
+  ``violations()`` and ``actions()`` without a workflow read the workflow registry first, then one
+  Query per workflow. No operation scans the table.
+
+Differences from SQLite that callers can observe: ``reserved`` is not clamped at zero on
+settlement (it cannot go negative unless a reservation is settled twice, which ``Reservation``
+prevents by zeroing itself); a session's ``last_ms`` is the last segment written rather than the
+latest one; GSI reads named above may lag writes by a moment.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from costguard.errors import LedgerError
+from costguard.ledger.base import Ledger
+from costguard.usage import (
+    ActionRecord,
+    AlertKey,
+    BudgetCounter,
+    DailyUsage,
+    IdempotencyRecord,
+    KillSwitch,
+    PeriodLimit,
+    RequestSegment,
+    Reservation,
+    ReserveResult,
+    SessionUsage,
+    Totals,
+    ViolationRecord,
+    day_key,
+    nanos_to_usd,
+)
+
+__all__ = ["DynamoDBLedger", "create_table"]
+
+GSI_NAME = "gsi1"
+TTL_ATTRIBUTE = "expires_at"
+
+# A chunk item holds many call rows; 300 KB of JSON leaves room under the 400 KB item limit for
+# keys and attribute names.
+_CHUNK_BYTES = 300_000
+# TransactWriteItems limits: 100 actions and 4 MB in all; stay clear of the byte limit.
+_TXN_MAX_ITEMS = 100
+_TXN_MAX_BYTES = 3_500_000
+# Retries of transactions cancelled by a conflict with another transaction on the same item
+# (hot budget counters under load); botocore does not retry those by itself.
+_CONFLICT_ATTEMPTS = 10
+
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_RETRYABLE_CANCEL_CODES = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+
+_TOTAL_ATTRS = (
+    "model_calls",
+    "tool_calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+    "tool_response_bytes",
+    "max_tool_response_bytes",
+)
+_ADDITIVE_ATTRS = _TOTAL_ATTRS[:-1]
+
+AttributeValue = dict[str, Any]
+Item = dict[str, AttributeValue]
+
+
+# -- attribute helpers -------------------------------------------------------------------------
+
+
+def _q(part: str) -> str:
+    """A key component that cannot contain the ``#`` separator."""
+    return quote(part, safe="")
+
+
+def _s(value: str) -> AttributeValue:
+    return {"S": value}
+
+
+def _n(value: int) -> AttributeValue:
+    return {"N": str(int(value))}
+
+
+def _int(item: Item, name: str, default: int = 0) -> int:
+    value = item.get(name)
+    if value is None or "N" not in value:
+        return default
+    return int(Decimal(value["N"]))
+
+
+def _opt_int(item: Item, name: str) -> int | None:
+    value = item.get(name)
+    return int(Decimal(value["N"])) if value is not None and "N" in value else None
+
+
+def _str(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return value["S"] if value is not None and "S" in value else None
+
+
+def _ts(ts_ms: int) -> str:
+    return f"{max(0, int(ts_ms)):015d}"
+
+
+def _uniq() -> str:
+    return f"{time.time_ns():020d}{secrets.token_hex(4)}"
+
+
+def _totals(item: Item | None) -> Totals:
+    if not item:
+        return Totals()
+    return Totals(*(_int(item, name) for name in _TOTAL_ATTRS))
+
+
+def _day_start(day: str) -> datetime:
+    try:
+        return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise LedgerError(f"not a YYYY-MM-DD day: {day!r}") from exc
+
+
+class _Update:
+    """Builds one UpdateItem (plain or inside a transaction) with only the placeholders it uses."""
+
+    def __init__(self, table: str, key: Item) -> None:
+        self.table = table
+        self.key = key
+        self._sets: list[str] = []
+        self._adds: list[str] = []
+        self._removes: list[str] = []
+        self._names: dict[str, str] = {}
+        self._values: dict[str, AttributeValue] = {}
+        self.condition: str | None = None
+
+    def name(self, attr: str) -> str:
+        placeholder = f"#{attr}"
+        self._names[placeholder] = attr
+        return placeholder
+
+    def value(self, value: AttributeValue) -> str:
+        placeholder = f":v{len(self._values)}"
+        self._values[placeholder] = value
+        return placeholder
+
+    def set(self, attr: str, value: AttributeValue) -> _Update:
+        self._sets.append(f"{self.name(attr)} = {self.value(value)}")
+        return self
+
+    def set_if_absent(self, attr: str, value: AttributeValue) -> _Update:
+        n = self.name(attr)
+        self._sets.append(f"{n} = if_not_exists({n}, {self.value(value)})")
+        return self
+
+    def add(self, attr: str, amount: int) -> _Update:
+        self._adds.append(f"{self.name(attr)} {self.value(_n(amount))}")
+        return self
+
+    def remove(self, attr: str) -> _Update:
+        self._removes.append(self.name(attr))
+        return self
+
+    def params(self) -> dict[str, Any]:
+        clauses = []
+        if self._sets:
+            clauses.append("SET " + ", ".join(self._sets))
+        if self._adds:
+            clauses.append("ADD " + ", ".join(self._adds))
+        if self._removes:
+            clauses.append("REMOVE " + ", ".join(self._removes))
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self.key,
+            "UpdateExpression": " ".join(clauses),
+        }
+        if self.condition:
+            params["ConditionExpression"] = self.condition
+        if self._names:
+            params["ExpressionAttributeNames"] = dict(self._names)
+        if self._values:
+            params["ExpressionAttributeValues"] = dict(self._values)
+        return params
+
+
+def _approx_size(params: dict[str, Any]) -> int:
+    return len(json.dumps(params, separators=(",", ":")))
+
+
+def _ledger_error(table: str, what: str, operation: str, exc: Exception) -> LedgerError:
+    """A LedgerError that says which table, which operation, and what to do about it."""
+    prefix = f"DynamoDB ledger table {table!r}: {what} failed ({operation})"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in _THROTTLING:
+            hint = "DynamoDB is throttling requests; retry later or raise the table's capacity"
+        elif code == "ResourceNotFoundException":
+            hint = "the table does not exist in this region; create it (costguard.ledger.dynamodb.create_table)"
+        elif code in {"AccessDeniedException", "UnrecognizedClientException"}:
+            hint = "the credentials may not use this table"
+        else:
+            hint = message
+        return LedgerError(f"{prefix}: {code}: {hint}")
+    if isinstance(exc, EndpointConnectionError):
+        return LedgerError(f"{prefix}: cannot reach DynamoDB: {exc}")
+    return LedgerError(f"{prefix}: {exc}")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _cancel_codes(exc: ClientError) -> list[str]:
+    return [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", []) or []]
+
+
+def _make_client(session: Any, region_name: str | None, endpoint_url: str | None, config: Config | None) -> Any:
+    session = session if session is not None else boto3.session.Session()
+    kwargs: dict[str, Any] = {}
+    if region_name:
+        kwargs["region_name"] = region_name
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    # Standard retry mode backs off on throttling and connection errors; transactions carry a
+    # ClientRequestToken so those retries never apply a counter update twice.
+    kwargs["config"] = config or Config(retries={"mode": "standard", "max_attempts": 5})
+    try:
+        return session.client("dynamodb", **kwargs)
+    except BotoCoreError as exc:
+        raise LedgerError(f"cannot build a DynamoDB client: {exc}") from exc
+
+
+class DynamoDBLedger(Ledger):
+    """A ledger in one DynamoDB table (see the module docstring for its layout)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any = None,
+        session: Any = None,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        usage_ttl_days: int | None = 400,
+        kill_switch_cache_s: float = 2.0,
+        config: Config | None = None,
+    ) -> None:
+        if not table_name:
+            raise LedgerError("a DynamoDB ledger needs a table name")
+        self.table_name = table_name
+        self.url = f"dynamodb://{table_name}"
+        self._owns_client = client is None
+        self._client = client if client is not None else _make_client(session, region_name, endpoint_url, config)
+        self._usage_ttl_s = None if usage_ttl_days is None else int(usage_ttl_days) * 86_400
+        self._kill_cache_s = kill_switch_cache_s
+        self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call(self, what: str, operation: str, tolerate: Iterable[str] = (), **params: Any) -> dict[str, Any] | ClientError:
+        """One DynamoDB request; a ClientError whose code is in ``tolerate`` is returned, not raised."""
+        if self._closed:
+            raise LedgerError(f"DynamoDB ledger table {self.table_name!r} is closed")
+        method: Callable[..., dict[str, Any]] = getattr(self._client, operation)
+        try:
+            return method(**params)
+        except ClientError as exc:
+            if _error_code(exc) in tolerate:
+                return exc
+            raise _ledger_error(self.table_name, what, operation, exc) from exc
+        except BotoCoreError as exc:
+            raise _ledger_error(self.table_name, what, operation, exc) from exc
+
+    def _ok(self, result: dict[str, Any] | ClientError) -> dict[str, Any]:
+        assert not isinstance(result, ClientError)
+        return result
+
+    def _transact(self, what: str, items: list[dict[str, Any]]) -> ClientError | None:
+        """Run one TransactWriteItems; returns the cancellation when a condition failed.
+
+        Conflicts with concurrent transactions on the same item are retried here with jittered
+        backoff: each attempt is a new transaction, so it gets a fresh token.
+        """
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            result = self._call(
+                what,
+                "transact_write_items",
+                tolerate=("TransactionCanceledException",),
+                TransactItems=items,
+                ClientRequestToken=secrets.token_hex(16),
+            )
+            if not isinstance(result, ClientError):
+                return None
+            codes = _cancel_codes(result)
+            if "ConditionalCheckFailed" in codes:
+                return result
+            if attempt + 1 < _CONFLICT_ATTEMPTS and any(c in _RETRYABLE_CANCEL_CODES for c in codes):
+                time.sleep(min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
+                continue
+            raise _ledger_error(self.table_name, what, "TransactWriteItems", result)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _query(self, what: str, **params: Any) -> Iterator[Item]:
+        """Every item of a Query, following pagination; ``Limit`` caps the total if given."""
+        remaining = params.pop("Limit", None)
+        params["TableName"] = self.table_name
+        while True:
+            if remaining is not None:
+                params["Limit"] = remaining
+            page = self._ok(self._call(what, "query", **params))
+            for item in page.get("Items", []):
+                yield item
+            if remaining is not None:
+                remaining -= len(page.get("Items", []))
+                if remaining <= 0:
+                    return
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            params["ExclusiveStartKey"] = last
+
+    def _get(self, what: str, pk: str, sk: str, *, consistent: bool = True) -> Item | None:
+        result = self._ok(
+            self._call(
+                what,
+                "get_item",
+                TableName=self.table_name,
+                Key={"pk": _s(pk), "sk": _s(sk)},
+                ConsistentRead=consistent,
+            )
+        )
+        item: Item | None = result.get("Item")
+        return item
+
+    def _ttl(self) -> AttributeValue | None:
+        if self._usage_ttl_s is None:
+            return None
+        return _n(int(time.time()) + self._usage_ttl_s)
+
+    def _with_ttl(self, update: _Update) -> _Update:
+        ttl = self._ttl()
+        if ttl is not None:
+            update.set(TTL_ATTRIBUTE, ttl)
+        return update
+
+    def _put(self, item: Item, *, ttl: bool = True) -> dict[str, Any]:
+        if ttl:
+            expires = self._ttl()
+            if expires is not None:
+                item[TTL_ATTRIBUTE] = expires
+        return {"Put": {"TableName": self.table_name, "Item": item}}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            # botocore clients grew close() in 1.28; older ones just drop their pool with the object.
+            closer = getattr(self._client, "close", None)
+            if callable(closer):
+                closer()
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def kill_switch(self, workflow: str, now_ms: int) -> KillSwitch | None:
+        switch: KillSwitch | None
+        cached = self._kill_cache.get(workflow) if self._kill_cache_s > 0 else None
+        if cached is not None and time.monotonic() - cached[0] < self._kill_cache_s:
+            switch = cached[1]
+        else:
+            item = self._get("reading the kill switch", "KILL", workflow)
+            switch = self._kill_switch_from(item) if item else None
+            if self._kill_cache_s > 0:
+                with self._lock:
+                    self._kill_cache[workflow] = (time.monotonic(), switch)
+        # The switch is cached, not the verdict: expiry is judged against the caller's clock.
+        if switch is None or (switch.expires_at_ms is not None and switch.expires_at_ms <= now_ms):
+            return None
+        return switch
+
+    @staticmethod
+    def _kill_switch_from(item: Item) -> KillSwitch:
+        return KillSwitch(
+            _str(item, "workflow") or _str(item, "sk") or "",
+            _str(item, "reason") or "",
+            _str(item, "set_by") or "",
+            _int(item, "set_at_ms"),
+            _opt_int(item, "expires_at_ms"),
+        )
+
+    def session_totals(self, session_id: str) -> Totals:
+        # "#S" (counters) and "M#..." (per-request response marks) sort before "N"; the
+        # session's violations ("V#...") after it, so they are not read here.
+        totals = Totals()
+        for item in self._query(
+            "reading session counters",
+            KeyConditionExpression="pk = :pk AND sk < :n",
+            ExpressionAttributeValues={":pk": _s(f"S#{_q(session_id)}"), ":n": _s("N")},
+            ConsistentRead=True,
+        ):
+            if _str(item, "sk") == "#S":
+                marks = totals.max_tool_response_bytes
+                totals = _totals(item)
+                totals.max_tool_response_bytes = marks
+            else:
+                totals.max_tool_response_bytes = max(totals.max_tool_response_bytes, _int(item, "max_tool_response_bytes"))
+        return totals
+
+    def reserve(self, workflow: str, periods: Sequence[PeriodLimit], amount_nanos: int) -> ReserveResult:
+        return self._hold(Reservation(workflow, tuple(periods), 0), amount_nanos)
+
+    def extend_reservation(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+        return self._hold(reservation, amount_nanos)
+
+    def _budget_key(self, workflow: str, period: str) -> Item:
+        return {"pk": _s(f"B#{_q(workflow)}"), "sk": _s(period)}
+
+    def _budget_update(self, workflow: str, period: str) -> _Update:
+        update = _Update(self.table_name, self._budget_key(workflow, period))
+        update.set("workflow", _s(workflow)).set("period", _s(period))
+        update.set("gsi1pk", _s("BUDGETS")).set("gsi1sk", _s(f"{_q(workflow)}#{period}"))
+        return self._with_ttl(update)
+
+    def _committed(self, workflow: str, period: str) -> int:
+        item = self._get("reading a budget counter", f"B#{_q(workflow)}", period)
+        return _int(item, "committed") if item else 0
+
+    def _hold(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+        items: list[dict[str, Any]] = []
+        limited: list[PeriodLimit | None] = []
+        for period in reservation.periods:
+            update = self._budget_update(reservation.workflow, period.period)
+            update.add("reserved", amount_nanos).add("committed", amount_nanos)
+            if period.limit_nanos is not None:
+                room = period.limit_nanos - amount_nanos
+                if room < 0:
+                    # More than the whole limit: no counter state can make room for it.
+                    committed = self._committed(reservation.workflow, period.period)
+                    return ReserveResult(False, None, period.period, period.limit_nanos, committed)
+                c = update.name("committed")
+                update.condition = f"attribute_not_exists({c}) OR {c} <= {update.value(_n(room))}"
+                params = update.params()
+                params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+                items.append({"Update": params})
+                limited.append(period)
+            else:
+                items.append({"Update": update.params()})
+                limited.append(None)
+        if items:
+            cancelled = self._transact("reserving budget", items)
+            if cancelled is not None:
+                reasons = cancelled.response.get("CancellationReasons", [])
+                for index, reason in enumerate(reasons):
+                    period_limit = limited[index] if index < len(limited) else None
+                    if reason.get("Code") == "ConditionalCheckFailed" and period_limit is not None:
+                        old = reason.get("Item")
+                        committed = (
+                            _int(old, "committed")
+                            if old
+                            else self._committed(reservation.workflow, period_limit.period)
+                        )
+                        return ReserveResult(
+                            False, None, period_limit.period, period_limit.limit_nanos, committed
+                        )
+                raise _ledger_error(self.table_name, "reserving budget", "TransactWriteItems", cancelled)
+        reservation.amount_nanos += amount_nanos
+        return ReserveResult(True, reservation)
+
+    def _settle_items(self, reservation: Reservation, spent_nanos: int) -> list[dict[str, Any]]:
+        items = []
+        for period in reservation.periods:
+            update = self._budget_update(reservation.workflow, period.period)
+            update.add("spent", spent_nanos)
+            update.add("reserved", -reservation.amount_nanos)
+            update.add("committed", spent_nanos - reservation.amount_nanos)
+            items.append({"Update": update.params()})
+        return items
+
+    def release(self, reservation: Reservation) -> None:
+        if not reservation.amount_nanos:
+            return
+        items = self._settle_items(reservation, 0)
+        if items:
+            cancelled = self._transact("releasing a reservation", items)
+            if cancelled is not None:
+                raise _ledger_error(self.table_name, "releasing a reservation", "TransactWriteItems", cancelled)
+        reservation.amount_nanos = 0
+
+    # -- record ---------------------------------------------------------------------------------
+
+    def _request_update(self, segment: RequestSegment, new: bool) -> _Update:
+        t = segment.totals
+        update = _Update(self.table_name, {"pk": _s(f"R#{_q(segment.request_id)}"), "sk": _s("#R")})
+        for attr, value in (
+            ("request_id", segment.request_id),
+            ("workflow", segment.workflow),
+            ("session_id", segment.session_id),
+            ("operation", segment.operation),
+            ("user_id", segment.user_id),
+            ("agent_id", segment.agent_id),
+            ("agent_alias_id", segment.agent_alias_id),
+        ):
+            if value is not None:
+                update.set_if_absent(attr, _s(value))
+        update.set_if_absent("started_ms", _n(segment.started_ms))
+        update.set("ended_ms", _n(segment.ended_ms)).set("status", _s(segment.status))
+        for attr in _TOTAL_ATTRS:  # the request takes the running totals, as SQLite does
+            update.set(attr, _n(getattr(t, attr)))
+        update.add("segments", 1)
+        update.add("latency_ms", segment.latency_ms)
+        update.add("model_latency_ms", segment.model_latency_ms)
+        update.add("tool_latency_ms", segment.tool_latency_ms)
+        update.add("unknown_events", segment.unknown_events)
+        update.add("unpriced_calls", segment.unpriced_calls)
+        if segment.return_control_id is not None:
+            update.set("return_control_id", _s(segment.return_control_id))
+            update.set("gsi1pk", _s(f"RC#{_q(segment.session_id)}#{_q(segment.return_control_id)}"))
+            update.set("gsi1sk", _s(f"{_ts(segment.ended_ms)}#{_q(segment.request_id)}"))
+        else:
+            update.remove("return_control_id").remove("gsi1pk").remove("gsi1sk")
+        pk = update.name("pk")
+        update.condition = f"attribute_not_exists({pk})" if new else f"attribute_exists({pk})"
+        return self._with_ttl(update)
+
+    def _session_update(self, segment: RequestSegment, new: bool) -> _Update:
+        d = segment.delta
+        update = _Update(self.table_name, {"pk": _s(f"S#{_q(segment.session_id)}"), "sk": _s("#S")})
+        update.set_if_absent("session_id", _s(segment.session_id))
+        update.set_if_absent("workflow", _s(segment.workflow))
+        if segment.user_id is not None:
+            update.set_if_absent("user_id", _s(segment.user_id))
+        update.set_if_absent("first_ms", _n(segment.started_ms))
+        update.set("last_ms", _n(segment.ended_ms))
+        update.add("requests", 1 if new else 0)
+        for attr in _ADDITIVE_ATTRS:
+            update.add(attr, getattr(d, attr))
+        return self._with_ttl(update)
+
+    def _daily_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for m in segment.model_calls:
+            sums = groups.setdefault((day_key(m.ts_ms), m.workflow, m.base_model_id), [0] * 7)
+            for i, value in enumerate(
+                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos, 0 if m.priced else 1)
+            ):
+                sums[i] += value
+        items = []
+        for (day, workflow, model), sums in groups.items():
+            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"{_q(workflow)}#{_q(model)}")})
+            update.set("day", _s(day)).set("workflow", _s(workflow)).set("base_model_id", _s(model))
+            for attr, value in zip(
+                ("model_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos", "unpriced_calls"),
+                sums,
+                strict=True,
+            ):
+                update.add(attr, value)
+            items.append({"Update": self._with_ttl(update).params()})
+        return items
+
+    def _chunk_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
+        """Model and tool call rows packed into as few items as fit under the item size limit."""
+        rows: list[tuple[str, str]] = []
+        for m in segment.model_calls:
+            rows.append(("calls", json.dumps(
+                [m.ts_ms, m.model_id, m.base_model_id, m.step_type, m.agent, m.user_id, m.input_tokens,
+                 m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos,
+                 1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id],
+                separators=(",", ":"),
+            )))
+        for c in segment.tool_calls:
+            rows.append(("tools", json.dumps(
+                [c.ts_ms, c.kind, c.name, c.agent, c.response_bytes, c.latency_ms, c.workflow, c.session_id],
+                separators=(",", ":"),
+            )))
+        if not rows:
+            return []
+        chunks: list[dict[str, list[str]]] = [{"calls": [], "tools": []}]
+        size = 0
+        for kind, row in rows:
+            if size + len(row) > _CHUNK_BYTES and size:
+                chunks.append({"calls": [], "tools": []})
+                size = 0
+            chunks[-1][kind].append(row)
+            size += len(row) + 1
+        prefix = f"C#{_ts(segment.ended_ms)}#{_uniq()}"
+        items = []
+        for n, chunk in enumerate(chunks):
+            item: Item = {
+                "pk": _s(f"R#{_q(segment.request_id)}"),
+                "sk": _s(f"{prefix}#{n:04d}"),
+                "request_id": _s(segment.request_id),
+                "workflow": _s(segment.workflow),
+                "session_id": _s(segment.session_id),
+            }
+            for kind in ("calls", "tools"):
+                if chunk[kind]:
+                    item[kind] = _s("[" + ",".join(chunk[kind]) + "]")
+            items.append(self._put(item))
+        return items
+
+    def _violation_items(self, violations: Sequence[ViolationRecord]) -> list[dict[str, Any]]:
+        items = []
+        workflows = set()
+        for v in violations:
+            uniq = f"{_ts(v.ts_ms)}#{_uniq()}"
+            pk = f"S#{_q(v.session_id)}" if v.session_id is not None else f"VW#{_q(v.workflow)}"
+            item: Item = {
+                "pk": _s(pk),
+                "sk": _s(f"V#{uniq}"),
+                "gsi1pk": _s(f"V#{_q(v.workflow)}"),
+                "gsi1sk": _s(uniq),
+                "ts_ms": _n(v.ts_ms),
+                "workflow": _s(v.workflow),
+                "kind": _s(v.kind),
+                "rule": _s(v.rule),
+                "limit_value": _s(v.limit),
+                "observed": _s(v.observed),
+                "enforced": {"BOOL": bool(v.enforced)},
+                "detail": _s(json.dumps(v.detail, sort_keys=True, default=str)),
+            }
+            if v.session_id is not None:
+                item["session_id"] = _s(v.session_id)
+            if v.request_id is not None:
+                item["request_id"] = _s(v.request_id)
+            items.append(self._put(item))
+            workflows.add(v.workflow)
+        items.extend(self._registry_items("V", workflows))
+        return items
+
+    def _registry_items(self, kind: str, workflows: Iterable[str]) -> list[dict[str, Any]]:
+        return [
+            self._put({"pk": _s("WF"), "sk": _s(f"{kind}#{_q(w)}"), "workflow": _s(w)}, ttl=False)
+            for w in sorted(set(workflows))
+        ]
+
+    def _session_max_update(self, segment: RequestSegment) -> dict[str, Any] | None:
+        """The request's largest tool response, kept in the session's partition.
+
+        An update expression cannot take a max, and a conditional max would cancel the whole
+        transaction. A request's running max only grows and is known exactly (``totals``), so
+        each request keeps its own mark in the session partition (``M#{request}``) with a plain
+        SET, and the session's max is the largest of them, found by the read of the session.
+        """
+        value = segment.totals.max_tool_response_bytes
+        if value <= 0:
+            return None
+        update = _Update(
+            self.table_name, {"pk": _s(f"S#{_q(segment.session_id)}"), "sk": _s(f"M#{_q(segment.request_id)}")}
+        )
+        update.set("max_tool_response_bytes", _n(value))
+        return {"Update": self._with_ttl(update).params()}
+
+    def record(self, segment: RequestSegment) -> None:
+        t, d = segment.totals, segment.delta
+        counters: list[dict[str, Any]] = []
+        session_max = self._session_max_update(segment)
+        if session_max is not None:
+            counters.append(session_max)
+        if segment.reservation is not None:
+            counters.extend(self._settle_items(segment.reservation, d.cost_nanos))
+        counters.extend(self._daily_items(segment))
+        rows = self._chunk_items(segment) + self._violation_items(segment.violations)
+        fixed = len(counters) + 2  # + request and session updates
+        if fixed > _TXN_MAX_ITEMS:
+            raise LedgerError(
+                f"DynamoDB ledger table {self.table_name!r}: request {segment.request_id!r} spans "
+                f"{fixed} counters, more than one transaction can update atomically"
+            )
+        inline: list[dict[str, Any]] = []
+        size = sum(_approx_size(i) for i in counters) + 4_000
+        overflow: list[dict[str, Any]] = []
+        for row in rows:
+            row_size = _approx_size(row)
+            if fixed + len(inline) < _TXN_MAX_ITEMS and size + row_size <= _TXN_MAX_BYTES:
+                inline.append(row)
+                size += row_size
+            else:
+                overflow.append(row)
+        # Rows that do not fit go first: each is a Put under a unique key, so a retry after a
+        # failure rewrites them harmlessly, while the counters below are applied exactly once.
+        for start in range(0, len(overflow), 25):
+            batch = overflow[start : start + 25]
+            failed = self._transact("recording call rows", batch)
+            if failed is not None:
+                raise _ledger_error(self.table_name, "recording call rows", "TransactWriteItems", failed)
+        new = t == d  # a first segment's running totals are its delta
+        for _ in range(2):
+            items = [
+                {"Update": self._request_update(segment, new).params()},
+                {"Update": self._session_update(segment, new).params()},
+                *counters,
+                *inline,
+            ]
+            cancelled = self._transact("recording usage", items)
+            if cancelled is None:
+                break
+            codes = _cancel_codes(cancelled)
+            if not codes or codes[0] != "ConditionalCheckFailed":
+                raise _ledger_error(self.table_name, "recording usage", "TransactWriteItems", cancelled)
+            new = not new  # the guess about the request item was wrong; nothing was written
+        else:
+            raise LedgerError(
+                f"DynamoDB ledger table {self.table_name!r}: recording request {segment.request_id!r} "
+                "kept conflicting with a concurrent writer of the same request"
+            )
+        if segment.reservation is not None:
+            segment.reservation.amount_nanos = 0
+
+    def record_violation(self, violation: ViolationRecord) -> None:
+        cancelled = self._transact("recording a violation", self._violation_items([violation]))
+        if cancelled is not None:
+            raise _ledger_error(self.table_name, "recording a violation", "TransactWriteItems", cancelled)
+
+    def request_totals(self, request_id: str) -> Totals | None:
+        item = self._get("reading a request", f"R#{_q(request_id)}", "#R")
+        return _totals(item) if item else None
+
+    def find_return_control(self, session_id: str, invocation_id: str) -> str | None:
+        for item in self._query(
+            "looking up a return-control invocation",
+            IndexName=GSI_NAME,
+            KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues={":pk": _s(f"RC#{_q(session_id)}#{_q(invocation_id)}")},
+            ScanIndexForward=False,
+            Limit=1,
+        ):
+            return _str(item, "request_id")
+        return None
+
+    # -- administration and reads ---------------------------------------------------------------
+
+    @staticmethod
+    def _violation_from(item: Item) -> ViolationRecord:
+        return ViolationRecord(
+            _int(item, "ts_ms"),
+            _str(item, "workflow") or "",
+            _str(item, "session_id"),
+            _str(item, "request_id"),
+            _str(item, "kind") or "",
+            _str(item, "rule") or "",
+            _str(item, "limit_value") or "",
+            _str(item, "observed") or "",
+            bool(item.get("enforced", {}).get("BOOL", False)),
+            json.loads(_str(item, "detail") or "{}"),
+        )
+
+    def _session_violation_items(self, session_id: str) -> list[Item]:
+        return list(
+            self._query(
+                "reading a session's violations",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :v)",
+                ExpressionAttributeValues={":pk": _s(f"S#{_q(session_id)}"), ":v": _s("V#")},
+                ConsistentRead=True,
+                ScanIndexForward=False,
+            )
+        )
+
+    def session_usage(self, session_id: str) -> SessionUsage | None:
+        summary: Item | None = None
+        violation_items: list[Item] = []
+        largest_response = 0
+        # One Query returns the counters ("#S"), response marks ("M#...") and violations ("V#...").
+        for item in self._query(
+            "reading a session",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(f"S#{_q(session_id)}")},
+            ConsistentRead=True,
+        ):
+            sk = _str(item, "sk") or ""
+            if sk == "#S":
+                summary = item
+            elif sk.startswith("M#"):
+                largest_response = max(largest_response, _int(item, "max_tool_response_bytes"))
+            elif sk.startswith("V#"):
+                violation_items.append(item)
+        violation_items.sort(key=lambda i: _str(i, "sk") or "", reverse=True)
+        violations = [self._violation_from(i) for i in violation_items]
+        if summary is None or _str(summary, "workflow") is None:
+            if not violations:
+                return None
+            usage = SessionUsage.empty(session_id)
+            usage.workflow = violations[0].workflow
+            usage.violations = violations
+            return usage
+        return SessionUsage(
+            session_id=session_id,
+            workflow=_str(summary, "workflow"),
+            user_id=_str(summary, "user_id"),
+            requests=_int(summary, "requests"),
+            model_calls=_int(summary, "model_calls"),
+            tool_calls=_int(summary, "tool_calls"),
+            input_tokens=_int(summary, "input_tokens"),
+            output_tokens=_int(summary, "output_tokens"),
+            cache_read_tokens=_int(summary, "cache_read_tokens"),
+            cache_write_tokens=_int(summary, "cache_write_tokens"),
+            cost_usd=nanos_to_usd(_int(summary, "cost_nanos")),
+            max_tool_response_bytes=largest_response,
+            tool_response_bytes=_int(summary, "tool_response_bytes"),
+            violations=violations,
+        )
+
+    def _kill_log_item(self, workflow: str, action: str, reason: str | None, actor: str, now_ms: int) -> dict[str, Any]:
+        item: Item = {
+            "pk": _s(f"KLOG#{_q(workflow)}"),
+            "sk": _s(f"{_ts(now_ms)}#{_uniq()}"),
+            "workflow": _s(workflow),
+            "action": _s(action),
+            "actor": _s(actor),
+            "ts_ms": _n(now_ms),
+        }
+        if reason is not None:
+            item["reason"] = _s(reason)
+        return self._put(item, ttl=False)
+
+    def set_kill_switch(
+        self, workflow: str, reason: str, set_by: str, now_ms: int, expires_at_ms: int | None = None
+    ) -> KillSwitch:
+        item: Item = {
+            "pk": _s("KILL"),
+            "sk": _s(workflow),
+            "workflow": _s(workflow),
+            "reason": _s(reason),
+            "set_by": _s(set_by),
+            "set_at_ms": _n(now_ms),
+        }
+        if expires_at_ms is not None:
+            item["expires_at_ms"] = _n(expires_at_ms)
+        failed = self._transact(
+            "setting a kill switch",
+            [self._put(item, ttl=False), self._kill_log_item(workflow, "block", reason, set_by, now_ms)],
+        )
+        if failed is not None:
+            raise _ledger_error(self.table_name, "setting a kill switch", "TransactWriteItems", failed)
+        with self._lock:
+            self._kill_cache.pop(workflow, None)
+        return KillSwitch(workflow, reason, set_by, now_ms, expires_at_ms)
+
+    def clear_kill_switch(self, workflow: str, cleared_by: str, now_ms: int) -> bool:
+        with self._lock:
+            self._kill_cache.pop(workflow, None)
+        cancelled = self._transact(
+            "clearing a kill switch",
+            [
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": {"pk": _s("KILL"), "sk": _s(workflow)},
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                self._kill_log_item(workflow, "unblock", None, cleared_by, now_ms),
+            ],
+        )
+        return cancelled is None
+
+    def kill_switches(self, now_ms: int) -> list[KillSwitch]:
+        switches = [
+            self._kill_switch_from(item)
+            for item in self._query(
+                "reading kill switches",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s("KILL")},
+                ConsistentRead=True,
+            )
+        ]
+        active = [s for s in switches if s.expires_at_ms is None or s.expires_at_ms > now_ms]
+        return sorted(active, key=lambda s: s.workflow)
+
+    def kill_switch_log(self, workflow: str) -> list[tuple[str, str | None, str, int]]:
+        """``(action, reason, actor, ts_ms)`` for every block/unblock of a workflow, oldest first."""
+        return [
+            (_str(i, "action") or "", _str(i, "reason"), _str(i, "actor") or "", _int(i, "ts_ms"))
+            for i in self._query(
+                "reading the kill switch log",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"KLOG#{_q(workflow)}")},
+                ConsistentRead=True,
+            )
+        ]
+
+    def budget_counters(self, workflow: str | None = None) -> list[BudgetCounter]:
+        if workflow is not None:
+            items = self._query(
+                "reading budget counters",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"B#{_q(workflow)}")},
+                ConsistentRead=True,
+            )
+        else:
+            items = self._query(
+                "reading budget counters",
+                IndexName=GSI_NAME,
+                KeyConditionExpression="gsi1pk = :pk",
+                ExpressionAttributeValues={":pk": _s("BUDGETS")},
+            )
+        counters = [
+            BudgetCounter(_str(i, "workflow") or "", _str(i, "period") or "", _int(i, "spent"), _int(i, "reserved"))
+            for i in items
+        ]
+        return sorted(counters, key=lambda c: (c.workflow, c.period))
+
+    def _registered(self, kind: str) -> list[str]:
+        return [
+            _str(i, "workflow") or ""
+            for i in self._query(
+                "reading the workflow registry",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :k)",
+                ExpressionAttributeValues={":pk": _s("WF"), ":k": _s(f"{kind}#")},
+                ConsistentRead=True,
+            )
+        ]
+
+    def violations(
+        self, *, workflow: str | None = None, session_id: str | None = None, limit: int | None = None
+    ) -> list[ViolationRecord]:
+        if limit is not None and int(limit) <= 0:
+            return []
+        keyed: list[tuple[str, Item]] = []
+        if session_id is not None:
+            for item in self._session_violation_items(session_id):
+                if workflow is None or _str(item, "workflow") == workflow:
+                    keyed.append((_str(item, "gsi1sk") or "", item))
+        else:
+            workflows = [workflow] if workflow is not None else self._registered("V")
+            for name in workflows:
+                params: dict[str, Any] = {
+                    "IndexName": GSI_NAME,
+                    "KeyConditionExpression": "gsi1pk = :pk",
+                    "ExpressionAttributeValues": {":pk": _s(f"V#{_q(name)}")},
+                    "ScanIndexForward": False,
+                }
+                if limit is not None:
+                    params["Limit"] = int(limit)
+                keyed.extend((_str(i, "gsi1sk") or "", i) for i in self._query("reading violations", **params))
+        # gsi1sk is "{ts}#{time_ns}{random}": newest first, ties in write order, like SQLite's id.
+        keyed.sort(key=lambda pair: pair[0], reverse=True)
+        if limit is not None:
+            keyed = keyed[: int(limit)]
+        return [self._violation_from(item) for _, item in keyed]
+
+    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        day, until = _day_start(since_day), _day_start(until_day)
+        rows: list[DailyUsage] = []
+        while day < until:
+            key = day.strftime("%Y-%m-%d")
+            for i in self._query(
+                "reading daily usage",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"D#{key}")},
+                ConsistentRead=True,
+            ):
+                rows.append(
+                    DailyUsage(
+                        key,
+                        _str(i, "workflow") or "",
+                        _str(i, "base_model_id") or "",
+                        _int(i, "model_calls"),
+                        _int(i, "input_tokens"),
+                        _int(i, "output_tokens"),
+                        _int(i, "cache_read_tokens"),
+                        _int(i, "cache_write_tokens"),
+                        _int(i, "cost_nanos"),
+                        _int(i, "unpriced_calls"),
+                    )
+                )
+            day += timedelta(days=1)
+        return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id))
+
+    # -- reconciler: alert dedupe ------------------------------------------------------------------
+
+    def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
+        result = self._call(
+            "claiming an alert key",
+            "put_item",
+            tolerate=("ConditionalCheckFailedException",),
+            TableName=self.table_name,
+            Item={
+                "pk": _s("ALERT"),
+                "sk": _s(key),
+                "ts_ms": _n(now_ms),
+                "detail": _s(json.dumps(detail, sort_keys=True, default=str)),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return not isinstance(result, ClientError)
+
+    def release_alert_key(self, key: str) -> None:
+        self._call(
+            "releasing an alert key",
+            "delete_item",
+            TableName=self.table_name,
+            Key={"pk": _s("ALERT"), "sk": _s(key)},
+        )
+
+    def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
+        if prefix:
+            condition = "pk = :pk AND begins_with(sk, :prefix)"
+            values = {":pk": _s("ALERT"), ":prefix": _s(prefix)}
+        else:
+            condition, values = "pk = :pk", {":pk": _s("ALERT")}
+        keys = [
+            AlertKey(_str(i, "sk") or "", _int(i, "ts_ms"), json.loads(_str(i, "detail") or "{}"))
+            for i in self._query(
+                "reading alert keys", KeyConditionExpression=condition, ExpressionAttributeValues=values, ConsistentRead=True
+            )
+        ]
+        return sorted(keys, key=lambda k: (k.ts_ms, k.key))
+
+    # -- action guard -------------------------------------------------------------------------------
+
+    def record_action(self, record: ActionRecord) -> None:
+        item: Item = {
+            "pk": _s(f"A#{_q(record.workflow)}"),
+            "sk": _s(f"{_ts(record.ts_ms)}#{_uniq()}"),
+            "ts_ms": _n(record.ts_ms),
+            "workflow": _s(record.workflow),
+            "action": _s(record.action),
+            "bytes_before": _n(record.bytes_before),
+            "bytes_after": _n(record.bytes_after),
+            "fields_dropped": _n(record.fields_dropped),
+            "items_dropped": _n(record.items_dropped),
+            "strings_truncated": _n(record.strings_truncated),
+            "outcome": _s(record.outcome),
+        }
+        for attr in ("session_id", "request_id", "agent_id"):
+            value = getattr(record, attr)
+            if value is not None:
+                item[attr] = _s(value)
+        if record.latency_ms is not None:
+            item["latency_ms"] = _n(record.latency_ms)
+        failed = self._transact(
+            "recording an action", [self._put(item), *self._registry_items("A", [record.workflow])]
+        )
+        if failed is not None:
+            raise _ledger_error(self.table_name, "recording an action", "TransactWriteItems", failed)
+
+    def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
+        workflows = [workflow] if workflow is not None else self._registered("A")
+        keyed: list[tuple[tuple[int, str], ActionRecord]] = []
+        for name in workflows:
+            values: dict[str, AttributeValue] = {":pk": _s(f"A#{_q(name)}")}
+            condition = "pk = :pk"
+            if since_ms is not None:
+                condition += " AND sk >= :since"
+                values[":since"] = _s(_ts(since_ms))
+            for i in self._query(
+                "reading actions", KeyConditionExpression=condition, ExpressionAttributeValues=values, ConsistentRead=True
+            ):
+                record = ActionRecord(
+                    _int(i, "ts_ms"),
+                    _str(i, "workflow") or "",
+                    _str(i, "action") or "",
+                    _str(i, "session_id"),
+                    _str(i, "request_id"),
+                    _int(i, "bytes_before"),
+                    _int(i, "bytes_after"),
+                    _int(i, "fields_dropped"),
+                    _int(i, "items_dropped"),
+                    _int(i, "strings_truncated"),
+                    _str(i, "outcome") or "",
+                    _opt_int(i, "latency_ms"),
+                    _str(i, "agent_id"),
+                )
+                # sk's "{time_ns}{random}" tail orders same-millisecond records as written.
+                keyed.append(((record.ts_ms, (_str(i, "sk") or "").split("#", 1)[-1]), record))
+        keyed.sort(key=lambda pair: pair[0])
+        return [record for _, record in keyed]
+
+    @staticmethod
+    def _idempotency_from(key: str, item: Item) -> IdempotencyRecord:
+        return IdempotencyRecord(
+            key,
+            _str(item, "status") or "",
+            _int(item, "claimed_at_ms"),
+            _int(item, "expires_at_ms"),
+            _str(item, "response_sha256"),
+            _opt_int(item, "response_bytes"),
+            _opt_int(item, "completed_at_ms"),
+        )
+
+    def claim_idempotency_key(self, key: str, now_ms: int, ttl_ms: int) -> IdempotencyRecord | None:
+        expires_at_ms = now_ms + ttl_ms
+        item: Item = {
+            "pk": _s(f"I#{_q(key)}"),
+            "sk": _s("#I"),
+            "status": _s("in_progress"),
+            "claimed_at_ms": _n(now_ms),
+            "expires_at_ms": _n(expires_at_ms),
+            # DynamoDB's own TTL sweeps the key some time after it stops mattering (rounded up).
+            TTL_ATTRIBUTE: _n(-(-expires_at_ms // 1000)),
+        }
+        for _ in range(5):
+            result = self._call(
+                "claiming an idempotency key",
+                "put_item",
+                tolerate=("ConditionalCheckFailedException",),
+                TableName=self.table_name,
+                Item=item,
+                # Same rule as SQLite: a record still within its expiry wins; an expired one is replaced.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at_ms <= :now",
+                ExpressionAttributeValues={":now": _n(now_ms)},
+            )
+            if not isinstance(result, ClientError):
+                return None
+            existing = self._get("reading an idempotency key", f"I#{_q(key)}", "#I")
+            if existing is not None:
+                return self._idempotency_from(key, existing)
+            # Released between our claim and our read: try to claim it again.
+        raise LedgerError(
+            f"DynamoDB ledger table {self.table_name!r}: idempotency key {key!r} kept changing while claimed"
+        )
+
+    def complete_idempotency_key(
+        self, key: str, response_sha256: str, response_bytes: int, now_ms: int
+    ) -> None:
+        update = _Update(self.table_name, {"pk": _s(f"I#{_q(key)}"), "sk": _s("#I")})
+        update.set("status", _s("completed")).set("response_sha256", _s(response_sha256))
+        update.set("response_bytes", _n(response_bytes)).set("completed_at_ms", _n(now_ms))
+        # SQLite's UPDATE of a missing row does nothing; without the condition DynamoDB would
+        # create a half-formed record.
+        update.condition = f"attribute_exists({update.name('pk')})"
+        self._call(
+            "completing an idempotency key",
+            "update_item",
+            tolerate=("ConditionalCheckFailedException",),
+            **update.params(),
+        )
+
+    def release_idempotency_key(self, key: str) -> None:
+        self._call(
+            "releasing an idempotency key",
+            "delete_item",
+            tolerate=("ConditionalCheckFailedException",),
+            TableName=self.table_name,
+            Key={"pk": _s(f"I#{_q(key)}"), "sk": _s("#I")},
+            ConditionExpression="#status = :in_progress",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":in_progress": _s("in_progress")},
+        )
+
+
+# -- table management -----------------------------------------------------------------------------
+
+
+def _table_spec(table_name: str) -> dict[str, Any]:
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi1pk", "gsi1sk")
+        ],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": GSI_NAME,
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    }
+
+
+def _check_shape(table_name: str, table: dict[str, Any]) -> None:
+    keys = {k["AttributeName"]: k["KeyType"] for k in table.get("KeySchema", [])}
+    if keys != {"pk": "HASH", "sk": "RANGE"}:
+        raise LedgerError(
+            f"DynamoDB table {table_name!r} exists with key {keys}, not the costguard ledger's pk/sk"
+        )
+    indexes = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", []) or []}
+    if GSI_NAME not in indexes:
+        raise LedgerError(f"DynamoDB table {table_name!r} exists without the {GSI_NAME!r} index the ledger needs")
+
+
+def create_table(
+    table_name: str, *, client: Any = None, session: Any = None, wait: bool = True
+) -> dict[str, Any]:
+    """Create the ledger table (or check an existing one) with TTL and point-in-time recovery on.
+
+    Idempotent: on an existing table it checks the key shape, turns TTL and PITR on if they are
+    off, and returns its description. TTL and PITR can only be switched on once the table is
+    ACTIVE, so with ``wait=False`` a new table is returned still CREATING, without them; call
+    again (idempotent) once it is active.
+    """
+    client = client if client is not None else _make_client(session, None, None, None)
+
+    def call(operation: str, tolerate: tuple[str, ...] = (), **params: Any) -> dict[str, Any] | ClientError:
+        try:
+            result: dict[str, Any] = getattr(client, operation)(**params)
+            return result
+        except ClientError as exc:
+            if _error_code(exc) in tolerate:
+                return exc
+            raise _ledger_error(table_name, "creating the table", operation, exc) from exc
+        except BotoCoreError as exc:
+            raise _ledger_error(table_name, "creating the table", operation, exc) from exc
+
+    created = call("create_table", tolerate=("ResourceInUseException",), **_table_spec(table_name))
+    if isinstance(created, ClientError) or wait:
+        if wait:
+            try:
+                client.get_waiter("table_exists").wait(
+                    TableName=table_name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _ledger_error(table_name, "waiting for the table", "DescribeTable", exc) from exc
+        table = call("describe_table", TableName=table_name)
+        assert not isinstance(table, ClientError)
+        description: dict[str, Any] = table["Table"]
+        _check_shape(table_name, description)
+        if description.get("TableStatus") == "ACTIVE":
+            _enable_ttl_and_pitr(table_name, client, call)
+            refreshed = call("describe_table", TableName=table_name)
+            assert not isinstance(refreshed, ClientError)
+            description = refreshed["Table"]
+        return description
+    assert not isinstance(created, ClientError)
+    description = created["TableDescription"]
+    return description
+
+
+def _enable_ttl_and_pitr(table_name: str, client: Any, call: Callable[..., dict[str, Any] | ClientError]) -> None:
+    ttl = call("describe_time_to_live", TableName=table_name)
+    assert not isinstance(ttl, ClientError)
+    status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus", "DISABLED")
+    if status not in ("ENABLED", "ENABLING"):
+        call(
+            "update_time_to_live",
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    # Right after creation AWS may answer ContinuousBackupsUnavailableException for a little while.
+    for attempt in range(10):
+        backups = call(
+            "update_continuous_backups",
+            tolerate=("ContinuousBackupsUnavailableException",),
+            TableName=table_name,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        )
+        if not isinstance(backups, ClientError):
+            return
+        time.sleep(min(10.0, 0.5 * 2**attempt))
+    raise LedgerError(f"DynamoDB table {table_name!r}: point-in-time recovery could not be enabled; try again later")
