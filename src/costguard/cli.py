@@ -354,7 +354,12 @@ def report(
     budgets = _monthly_budgets(policies)
     led = _open(ledger, ctx)
     if not isinstance(led, SQLiteLedger):
-        raise _fail("report reads SQLite ledgers in this version")
+        led.close()
+        raise _fail(
+            f"report aggregates a SQLite ledger; {led.url} is not one. For the shared DynamoDB ledger "
+            "use `costguard reconcile --format csv` (per workflow and day), `costguard budget status`, "
+            "or the reports the scheduled Lambda writes to S3."
+        )
     try:
         # A million-row ledger takes seconds: show that something is happening (stderr, transient).
         with Console(stderr=True).status(f"aggregating {led.url} by {group_by}", spinner="dots") if not _state(ctx).quiet else nullcontext():

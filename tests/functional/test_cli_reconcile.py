@@ -101,3 +101,26 @@ def test_reconcile_table_and_csv(tmp_path: Path, aws: Any) -> None:
         result = runner.invoke(app, ["reconcile", "--window", "month", "--dry-run", "--format", fmt, "--ledger", ledger])
         assert result.exit_code == 0, result.output
         assert expected in result.stdout
+
+
+def test_ledger_create_table_then_use_it_from_the_cli(aws: Any) -> None:
+    runner = CliRunner()
+    # GIVEN a new table made by the CLI (twice: the second run only checks TTL and PITR)
+    for _ in range(2):
+        made = runner.invoke(app, ["ledger", "create-table", "costguard-ledger", "--region", "us-east-1"])
+        assert made.exit_code == 0, made.output
+        assert "dynamodb://costguard-ledger" in made.stdout
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    assert client.describe_time_to_live(TableName="costguard-ledger")["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    backups = client.describe_continuous_backups(TableName="costguard-ledger")["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    assert client.describe_table(TableName="costguard-ledger")["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    # WHEN a workflow is blocked through the global --ledger, THEN budget status reads it back
+    url = "dynamodb://costguard-ledger?region=us-east-1"
+    assert runner.invoke(app, ["--ledger", url, "budget", "block", "claims", "--reason", "runaway"]).exit_code == 0
+    status = runner.invoke(app, ["--ledger", url, "budget", "status", "--format", "json"])
+    assert status.exit_code == 0
+    assert json.loads(status.stdout)["budgets"][0]["block_reason"] == "runaway"
+    # AND a report on a DynamoDB ledger says what it cannot do instead of a traceback
+    report = runner.invoke(app, ["--ledger", url, "report"])
+    assert report.exit_code == 1 and "SQLite" in report.stderr
