@@ -46,10 +46,13 @@ _EXPORTS: dict[str, str] = {
     "SessionUsage": "costguard.usage",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "action_guard"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "action_guard":
+        # The submodule is itself callable as the decorator (see costguard.action_guard).
+        return importlib.import_module("costguard.action_guard")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'costguard' has no attribute {name!r}")

@@ -98,7 +98,9 @@ import logging
 import os
 import re
 import threading
+import sys
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -1073,3 +1075,15 @@ def action_guard(
         return guarded
 
     return decorate
+
+
+class _DecoratorModule(types.ModuleType):
+    """Lets ``@costguard.action_guard(...)`` work as well as ``from costguard.action_guard import
+    action_guard``: the module and the decorator share a name, and once the submodule is imported
+    Python binds ``costguard.action_guard`` to the module, so the module itself must be callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return action_guard(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _DecoratorModule

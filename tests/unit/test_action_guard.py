@@ -732,3 +732,18 @@ def test_bare_decorator_reads_policies_from_the_environment(
     guard = handler.guard  # type: ignore[attr-defined]
     assert [r.workflow for r in guard.ledger().actions()] == ["default"]
     guard.ledger().close()
+
+
+def test_costguard_action_guard_is_the_decorator_too(tmp_path: Path) -> None:
+    import costguard
+    from costguard.policy import PolicySet as Policies
+
+    policies = Policies.from_dict({"version": 1, "workflows": {"wf": {"per_request": {"max_tool_response_bytes": 100}}}})
+
+    @costguard.action_guard(policies, workflow="wf", ledger=f"sqlite:///{tmp_path}/l.db")
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"messageVersion": "1.0", "response": {"actionGroup": "g", "function": "f",
+                "functionResponse": {"responseBody": {"TEXT": {"body": "x" * 500}}}}}
+
+    out = handler({"messageVersion": "1.0", "actionGroup": "g", "function": "f", "sessionId": "s", "agent": {"id": "a"}}, None)
+    assert out["response"]["functionResponse"]["responseState"] == "REPROMPT"
