@@ -78,10 +78,16 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
+_HANDLER_NAME = "costguard.lambda.stdout"
+
+
 def _logger() -> logging.Logger:
     log = logging.getLogger(LOGGER_NAME)
-    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
+    # By name, not by class: a second import of this file (a test, a re-deployed layer) defines a
+    # second _StdoutHandler class, and two handlers would print every line twice.
+    if not any(h.get_name() == _HANDLER_NAME for h in log.handlers):
         handler = _StdoutHandler()
+        handler.set_name(_HANDLER_NAME)
         handler.setFormatter(JsonFormatter())
         log.addHandler(handler)
         log.setLevel(logging.INFO)
