@@ -15,15 +15,17 @@ import requests
 from costguard.ledger import open_ledger
 from costguard.ledger.dynamodb import create_table
 from costguard.usage import PeriodLimit, Reservation
-from tests.functional.test_lambda_handler import BUCKET, FakeContext, aws, drain, load_handler, objects  # noqa: F401
+from tests.functional import test_lambda_handler as lambda_tests
+from tests.functional.test_lambda_handler import BUCKET, FakeContext, drain, load_handler, objects
 from tests.functional.test_reconcile_aws import answer_dimension_values
 from tests.support.ledger_data import segment
 
 TAG = "costguard:workflow"
+aws = lambda_tests.aws  # the moto S3/SNS/SQS fixture, shared
 
 
 @pytest.fixture()
-def deployed(aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:  # noqa: F811
+def deployed(aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     create_table("costguard", client=aws["session"].client("dynamodb"))
     policy_file = tmp_path / "policies.yaml"
     policy_file.write_text(
