@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from costguard.errors import CostguardError, PolicyViolation
@@ -152,17 +153,15 @@ class _ReplayStream:
         self.closed = True
 
 
-class _Meta:
-    class service_model:  # noqa: N801 - mirrors botocore's attribute name
-        service_name = "bedrock-agent-runtime"
-
-    region_name = "replay"
+def _client_meta(service: str) -> Any:
+    """What ``Guard.wrap`` reads of a botocore client: ``meta.service_model.service_name``."""
+    return SimpleNamespace(service_model=SimpleNamespace(service_name=service), region_name="replay")
 
 
 class ReplayAgentClient:
     """A bedrock-agent-runtime stand-in whose ``invoke_agent`` answers with a recording."""
 
-    meta = _Meta()
+    meta = _client_meta("bedrock-agent-runtime")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
@@ -173,17 +172,10 @@ class ReplayAgentClient:
         return {"completion": self.stream, "sessionId": _.get("sessionId"), "contentType": "text/plain"}
 
 
-class _RuntimeMeta:
-    class service_model:  # noqa: N801 - mirrors botocore's attribute name
-        service_name = "bedrock-runtime"
-
-    region_name = "replay"
-
-
 class ReplayRuntimeClient:
     """A bedrock-runtime stand-in whose ``converse`` answers with one logged call's usage."""
 
-    meta = _RuntimeMeta()
+    meta = _client_meta("bedrock-runtime")
 
     def __init__(self) -> None:
         self.next_call: LoggedCall | None = None
