@@ -299,6 +299,16 @@ class Guard:
         typical = self._typical_cost.get(workflow)
         return max(self.reserve_nanos, int(typical * 1.25)) if typical else self.reserve_nanos
 
+    def smallest_useful_hold(self, workflow: str) -> int:
+        """The least room worth sending a request into: its learned typical cost (0 before any).
+
+        Shrinking a hold to the budget's last sliver is right while nothing is known, but once a
+        typical request is known to cost more than the room left, sending it would overspend by
+        almost a whole request: better refuse it before it costs anything.
+        """
+        typical = self._typical_cost.get(workflow)
+        return int(typical) if typical else 0
+
     def _learn_cost(self, workflow: str, cost_nanos: int) -> None:
         previous = self._typical_cost.get(workflow)
         self._typical_cost[workflow] = cost_nanos if previous is None else 0.8 * previous + 0.2 * cost_nanos
@@ -771,6 +781,8 @@ class _RequestMeter:
                 return result.reservation
             room = (result.limit_nanos or 0) - (result.committed_nanos or 0)
             if room <= 0 or room >= amount:
+                break
+            if existing is None and room < self.guard.smallest_useful_hold(self.binding.workflow):
                 break
             amount = room
         self._budget_violation(result.failed_period or "", result.limit_nanos or 0, (result.committed_nanos or 0) + amount)
