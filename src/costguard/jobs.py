@@ -31,7 +31,7 @@ from costguard.enforce import DEFAULT_ACTOR, EnforcementAction, Enforcer
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
-from costguard.reconcile import ReconcileResult, Window
+from costguard.reconcile import ReconcileResult, Window, parse_day
 
 
 __all__ = ["JobSummary", "default_window", "make_window", "parse_window", "run_reconciliation"]
@@ -44,9 +44,7 @@ class _Reconciles(Protocol):
 
 
 def make_window(start: date, end: date) -> Window:
-    """A reconciliation window (UTC days, ``end`` exclusive)."""
-    if end <= start:
-        raise CostguardError(f"empty window: until {end.isoformat()} is not after since {start.isoformat()}")
+    """A reconciliation window (UTC days, ``end`` exclusive); an empty one raises ``ReconcileError``."""
     return Window(start=start, end=end)
 
 
@@ -66,10 +64,8 @@ def default_window(today: date, mode: str = "recent") -> Any:
 
 
 def _day(value: Any, name: str) -> date:
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError as exc:
-        raise CostguardError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from exc
+    # An event may carry a full timestamp ("2026-11-21T00:00:00Z"): its date is the day.
+    return parse_day(str(value)[:10], name)
 
 
 def parse_window(event: Mapping[str, Any], today: date) -> Any:

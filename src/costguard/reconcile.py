@@ -58,6 +58,7 @@ __all__ = [
     "MetricSeries",
     "MetricTotals",
     "ReconcileError",
+    "parse_day",
     "ReconcileResult",
     "Reconciler",
     "Window",
@@ -178,8 +179,8 @@ class Window:
         ``end`` is the day after it. Defaults: ``since`` the first day of ``today``'s month,
         ``until`` today (so ``end`` is tomorrow).
         """
-        start = _parse_day(since, "since") if since is not None else today.replace(day=1)
-        last = _parse_day(until, "until") if until is not None else today
+        start = parse_day(since, "since") if since is not None else today.replace(day=1)
+        last = parse_day(until, "until") if until is not None else today
         if last < start:
             raise ReconcileError(f"until {last.isoformat()} is before since {start.isoformat()}")
         return cls(start, last + timedelta(days=1))
@@ -192,7 +193,8 @@ class Window:
         return {"Start": self.start.isoformat(), "End": self.end.isoformat()}
 
 
-def _parse_day(value: Any, name: str) -> date:
+def parse_day(value: Any, name: str) -> date:
+    """A ``YYYY-MM-DD`` day typed by a person or an event; ``ReconcileError`` names ``name``."""
     text = value.strip() if isinstance(value, str) else value
     if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         raise ReconcileError(f"{name} must be a date YYYY-MM-DD, got {value!r}")
