@@ -204,6 +204,14 @@ _TOTAL_COLUMNS = (
 )
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE a AND b`` of the conditions whose value is given (None means "any")."""
+    kept = [(clause, value) for clause, value in conditions if value is not None]
+    if not kept:
+        return "", []
+    return " WHERE " + " AND ".join(clause for clause, _ in kept), [value for _, value in kept]
+
+
 def _day_start_ms(day: str) -> int:
     try:
         return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
@@ -651,11 +659,8 @@ class SQLiteLedger(Ledger):
         return [KillSwitch(*row) for row in rows]
 
     def budget_counters(self, workflow: str | None = None) -> list[BudgetCounter]:
-        query = "SELECT workflow, period, spent_nanos, reserved_nanos FROM budget_counters"
-        params: tuple[str, ...] = ()
-        if workflow is not None:
-            query += " WHERE workflow = ?"
-            params = (workflow,)
+        where, params = _where(("workflow = ?", workflow))
+        query = f"SELECT workflow, period, spent_nanos, reserved_nanos FROM budget_counters{where}"
         with self._errors("reading budget counters"):
             rows = self._conn.execute(query + " ORDER BY workflow, period", params).fetchall()
         return [BudgetCounter(*row) for row in rows]
@@ -663,20 +668,11 @@ class SQLiteLedger(Ledger):
     def violations(
         self, *, workflow: str | None = None, session_id: str | None = None, limit: int | None = None
     ) -> list[ViolationRecord]:
-        clauses, params = [], []
-        if workflow is not None:
-            clauses.append("workflow = ?")
-            params.append(workflow)
-        if session_id is not None:
-            clauses.append("session_id = ?")
-            params.append(session_id)
+        where, params = _where(("workflow = ?", workflow), ("session_id = ?", session_id))
         query = (
             "SELECT ts_ms, workflow, session_id, request_id, kind, rule, limit_value, observed, "
-            "enforced, detail FROM violations"
+            f"enforced, detail FROM violations{where} ORDER BY ts_ms DESC, id DESC"
         )
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        query += " ORDER BY ts_ms DESC, id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         with self._errors("reading violations"):
@@ -750,20 +746,11 @@ class SQLiteLedger(Ledger):
             )
 
     def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if workflow is not None:
-            clauses.append("workflow = ?")
-            params.append(workflow)
-        if since_ms is not None:
-            clauses.append("ts_ms >= ?")
-            params.append(since_ms)
+        where, params = _where(("workflow = ?", workflow), ("ts_ms >= ?", since_ms))
         query = (
             "SELECT ts_ms, workflow, action, session_id, request_id, bytes_before, bytes_after, "
-            "fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions"
+            f"fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions{where}"
         )
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
         with self._errors("reading actions"):
             rows = self._conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()
         return [ActionRecord(*row) for row in rows]
