@@ -31,7 +31,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from costguard.errors import PricingError
-from costguard.pricing.catalog import ModelPrice, PriceCatalog
+from costguard.pricing.catalog import ModelPrice, PriceCatalog, default_override_path
 
 logger = logging.getLogger("costguard.pricing")
 
@@ -221,17 +221,14 @@ def build_override(
             result.incomplete.append(model_id)
             continue
         shipped = known.models[model_id]
-
-        def one(direction: str, default: Decimal | None) -> Decimal | None:
-            values = directions.get(direction)
-            return next(iter(values)) if values else default
-
+        # Each direction found has exactly one price here (ambiguous ones were refused above).
+        found_price = {direction: next(iter(values)) for direction, values in directions.items()}
         price = ModelPrice(
             model_id,
-            input=one("input", None) or shipped.input,
-            output=one("output", None) or shipped.output,
-            cache_read=one("cache_read", shipped.cache_read),
-            cache_write=one("cache_write", shipped.cache_write),
+            input=found_price["input"],
+            output=found_price["output"],
+            cache_read=found_price.get("cache_read", shipped.cache_read),
+            cache_write=found_price.get("cache_write", shipped.cache_write),
             name=shipped.name,
             provider=shipped.provider,
         )
@@ -313,16 +310,10 @@ def refresh_catalog(
             f"a known model with both input and output prices; nothing was written"
         )
     if write:
-        path = Path(output).expanduser() if output is not None else _default_path()
+        path = Path(output).expanduser() if output is not None else default_override_path()
         write_catalog(result.catalog, path)
         result.written_to = path
     return result
-
-
-def _default_path() -> Path:
-    from costguard.pricing.catalog import default_override_path
-
-    return default_override_path()
 
 
 def write_catalog(catalog: PriceCatalog, path: Path) -> None:
