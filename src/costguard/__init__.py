@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ResponseTooLarge": "costguard.errors",
     "TokenCapExceeded": "costguard.errors",
     "ToolCapExceeded": "costguard.errors",
+    "UnmeteredCallBlocked": "costguard.errors",
     "WorkflowBlocked": "costguard.errors",
     "Ledger": "costguard.ledger",
     "SQLiteLedger": "costguard.ledger",

@@ -156,6 +156,12 @@ class WorkflowBlocked(PolicyViolation):
     default_rule = "kill_switch"
 
 
+class UnmeteredCallBlocked(PolicyViolation):
+    """A cost-bearing call costguard cannot meter, refused under ``unmetered: block``."""
+
+    default_rule = "unmetered"
+
+
 def _plain(value: Any) -> Any:
     """Decimal money renders as its exact string; everything else is left as it is."""
     if isinstance(value, Decimal):

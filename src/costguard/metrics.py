@@ -80,12 +80,14 @@ TOOL_RESPONSE_BYTES: Final = "ToolResponseBytes"
 VIOLATIONS: Final = "Violations"
 THROTTLES: Final = "Throttles"
 LEDGER_ERRORS: Final = "LedgerErrors"
+UNMETERED: Final = "Unmetered"
 METRICS_DROPPED: Final = "MetricsDropped"
 
 # Dimension names.
 WORKFLOW: Final = "Workflow"
 MODEL_ID: Final = "ModelId"
 RULE: Final = "Rule"
+OPERATION: Final = "Operation"
 
 #: CloudWatch ``StandardUnit`` values (botocore's cloudwatch service model).
 STANDARD_UNITS: Final = frozenset(
@@ -643,6 +645,11 @@ def record_throttle(sink: MetricsSink, workflow: str, model_id: str | None) -> N
     sink.add(THROTTLES, 1, "Count", workflow=workflow, model_id=model_id or None)
 
 
+def record_unmetered(sink: MetricsSink, workflow: str, operation: str) -> None:
+    """One ``Unmetered`` sample: a cost-bearing call costguard cannot meter went through."""
+    sink.add(UNMETERED, 1, "Count", workflow=workflow, dimensions={OPERATION: operation})
+
+
 def record_ledger_error(sink: MetricsSink, workflow: str) -> None:
     """One ``LedgerErrors`` sample: a ledger read or write failed for ``workflow``."""
     sink.add(LEDGER_ERRORS, 1, "Count", workflow=workflow)
@@ -662,6 +669,7 @@ __all__ = [
     "metric_datum",
     "metrics_sink_from_env",
     "record_ledger_error",
+    "record_unmetered",
     "record_segment",
     "record_throttle",
     "record_violation",

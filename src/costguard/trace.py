@@ -7,7 +7,8 @@ stateful per request: a ``modelInvocationOutput`` takes its model from the prece
 matching ``invocationInput``. Unknown or malformed events become :class:`UnknownEvent` steps and
 are counted; they never raise.
 
-The functions at the bottom do the same for Converse, ConverseStream and InvokeModel.
+The runtime operations (Converse, InvokeModel, ...) are normalised by their adapters in
+:mod:`costguard.meter.operations`; they produce the same step types.
 
 Steps keep sizes and ids only: no prompt, output, rationale or tool text leaves this module.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from costguard.coerce import optional_ms, text_id, usage_counts, utf8_len
 
 #: invocationType values that are tool calls (DESIGN.md section 5).
 TOOL_KINDS = frozenset(
@@ -54,6 +57,15 @@ class ModelCall:
     trace_id: str | None = None
     agent: str | None = None
     usage_missing: bool = False
+    #: The part of ``cache_write_tokens`` written with a 1-hour TTL (priced at its own rate).
+    cache_write_1h_tokens: int = 0
+    tier: str = "standard"
+    latency_optimized: bool = False
+    #: Price flags the normaliser already knows (``usage_suspect``, ``estimated``...).
+    flags: frozenset[str] = frozenset()
+    #: True when the model was picked by AWS (a prompt router), not by the caller: the
+    #: allow-list is checked on it after the fact.
+    routed: bool = False
 
 
 @dataclass(slots=True)
@@ -128,25 +140,16 @@ Step = (
     | UnknownEvent
 )
 
+_AGENT_USAGE_FIELDS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
+_SUSPECT = frozenset({"usage_suspect"})
+_NO_FLAGS: frozenset[str] = frozenset()
+
 #: Looks up an agent's configured model when its traces name none: (agent_id, version) -> model.
 AgentModelLookup = Callable[[str, str | None], str | None]
 
 
-def _utf8_len(text: Any) -> int:
-    if isinstance(text, str):
-        # ASCII-only text (most JSON) has as many bytes as characters; skip the copy.
-        return len(text) if text.isascii() else len(text.encode("utf-8"))
-    if isinstance(text, (bytes, bytearray)):
-        return len(text)
-    return 0
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
 def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if type(value) is int and value >= 0 else None
 
 
 class AgentTraceNormalizer:
@@ -178,7 +181,7 @@ class AgentTraceNormalizer:
                 return self._trace_part(event["trace"])
             if "chunk" in event:
                 chunk = event["chunk"]
-                return AnswerChunk(_utf8_len(chunk.get("bytes")) if isinstance(chunk, dict) else 0)
+                return AnswerChunk(utf8_len(chunk.get("bytes")) if isinstance(chunk, dict) else 0)
             if "returnControl" in event:
                 payload = event["returnControl"]
                 if not isinstance(payload, dict):
@@ -227,7 +230,7 @@ class AgentTraceNormalizer:
         if "modelInvocationInput" in body:
             mii = body["modelInvocationInput"]
             trace_id = mii.get("traceId")
-            model = mii.get("foundationModel") or self._fallback_model(agent, part)
+            model = text_id(mii.get("foundationModel")) or self._fallback_model(agent, part)
             if model:
                 self._last_model_by_agent[agent] = model
             self._model_by_trace[trace_id] = model
@@ -239,18 +242,20 @@ class AgentTraceNormalizer:
             metadata = mio.get("metadata")
             usage = metadata.get("usage") if isinstance(metadata, dict) else None
             if isinstance(usage, dict):
+                i, o, cr, cw, suspect = usage_counts(usage, _AGENT_USAGE_FIELDS)
                 return ModelCall(
-                    model,
+                    text_id(model),
                     step_type,
-                    _int(usage.get("inputTokens")),
-                    _int(usage.get("outputTokens")),
-                    _int(usage.get("cacheReadInputTokens")),
-                    _int(usage.get("cacheWriteInputTokens")),
-                    _opt_int(metadata.get("totalTimeMs")),
+                    i,
+                    o,
+                    cr,
+                    cw,
+                    optional_ms(metadata.get("totalTimeMs")),
                     trace_id,
                     agent,
+                    flags=_SUSPECT if suspect else _NO_FLAGS,
                 )
-            return ModelCall(model, step_type, trace_id=trace_id, agent=agent, usage_missing=True)
+            return ModelCall(text_id(model), step_type, trace_id=trace_id, agent=agent, usage_missing=True)
         if "invocationInput" in body:
             return self._invocation_input(body["invocationInput"], agent)
         if "observation" in body:
@@ -287,6 +292,7 @@ class AgentTraceNormalizer:
             name = (ii.get("agentCollaboratorInvocationInput") or {}).get("agentCollaboratorName")
         else:
             name = "codeInterpreter"
+        name = text_id(name)
         trace_id = ii.get("traceId")
         self._tools_by_trace.setdefault(trace_id, []).append((kind, name))
         return ToolCall(kind, name, trace_id, agent)
@@ -295,29 +301,29 @@ class AgentTraceNormalizer:
         trace_id = obs.get("traceId")
         if "finalResponse" in obs:
             final = obs["finalResponse"] or {}
-            return FinalAnswer(_utf8_len(final.get("text")), trace_id, agent)
+            return FinalAnswer(utf8_len(final.get("text")), trace_id, agent)
         if "actionGroupInvocationOutput" in obs:
             out = obs["actionGroupInvocationOutput"] or {}
-            size = _utf8_len(out.get("text"))
+            size = utf8_len(out.get("text"))
             kind = "ACTION_GROUP"
         elif "knowledgeBaseLookupOutput" in obs:
             out = obs["knowledgeBaseLookupOutput"] or {}
             refs = out.get("retrievedReferences") or []
-            size = sum(_utf8_len((ref.get("content") or {}).get("text")) for ref in refs)
+            size = sum(utf8_len((ref.get("content") or {}).get("text")) for ref in refs)
             kind = "KNOWLEDGE_BASE"
         elif "agentCollaboratorInvocationOutput" in obs:
             out = obs["agentCollaboratorInvocationOutput"] or {}
-            size = _utf8_len((out.get("output") or {}).get("text"))
+            size = utf8_len((out.get("output") or {}).get("text"))
             kind = "AGENT_COLLABORATOR"
         elif "codeInterpreterInvocationOutput" in obs:
             out = obs["codeInterpreterInvocationOutput"] or {}
-            size = _utf8_len(out.get("executionOutput")) + _utf8_len(out.get("executionError"))
+            size = utf8_len(out.get("executionOutput")) + utf8_len(out.get("executionError"))
             kind = "ACTION_GROUP_CODE_INTERPRETER"
         else:
             # REPROMPT and ASK_USER observations feed nothing back from a tool.
             return None
         metadata = out.get("metadata")
-        latency = _opt_int(metadata.get("totalTimeMs")) if isinstance(metadata, dict) else None
+        latency = optional_ms(metadata.get("totalTimeMs")) if isinstance(metadata, dict) else None
         name = self._match_tool(trace_id, kind)
         return ToolResult(kind, name, size, latency, trace_id, agent)
 
@@ -347,51 +353,3 @@ def _agent_of(part: Mapping[str, Any]) -> str | None:
         if isinstance(last, dict):
             return last.get("agentAliasArn")
     return None
-
-
-# -- bedrock-runtime ----------------------------------------------------------------------------
-
-
-def converse_model_call(model_id: str, response: Mapping[str, Any]) -> ModelCall:
-    """A Converse response (or a ConverseStream ``metadata`` event body) as one model call."""
-    usage = response.get("usage")
-    metrics = response.get("metrics")
-    latency = _opt_int(metrics.get("latencyMs")) if isinstance(metrics, Mapping) else None
-    if not isinstance(usage, Mapping):
-        return ModelCall(model_id, "CONVERSE", latency_ms=latency, usage_missing=True)
-    return ModelCall(
-        model_id,
-        "CONVERSE",
-        _int(usage.get("inputTokens")),
-        _int(usage.get("outputTokens")),
-        _int(usage.get("cacheReadInputTokens")),
-        _int(usage.get("cacheWriteInputTokens")),
-        latency,
-    )
-
-
-_INVOKE_MODEL_HEADERS = (
-    "x-amzn-bedrock-input-token-count",
-    "x-amzn-bedrock-output-token-count",
-    "x-amzn-bedrock-cache-read-input-token-count",
-    "x-amzn-bedrock-cache-write-input-token-count",
-)
-
-
-def invoke_model_call(model_id: str, response: Mapping[str, Any]) -> ModelCall:
-    """An InvokeModel response: the token counts travel in HTTP headers."""
-    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    counts = []
-    for header in _INVOKE_MODEL_HEADERS:
-        raw = headers.get(header)
-        try:
-            counts.append(max(0, int(raw)) if raw is not None else 0)
-        except (TypeError, ValueError):
-            counts.append(0)
-    latency_raw = headers.get("x-amzn-bedrock-invocation-latency")
-    try:
-        latency = int(latency_raw) if latency_raw is not None else None
-    except (TypeError, ValueError):
-        latency = None
-    missing = headers.get(_INVOKE_MODEL_HEADERS[0]) is None and headers.get(_INVOKE_MODEL_HEADERS[1]) is None
-    return ModelCall(model_id, "INVOKE_MODEL", *counts, latency_ms=latency, usage_missing=missing)

@@ -62,6 +62,10 @@ class ModelCallRecord:
     latency_ms: int | None = None
     agent: str | None = None
     user_id: str | None = None
+    #: The price key the call was priced with (:meth:`costguard.pricing.key.PriceKey.label`).
+    price_key: str | None = None
+    #: Comma-separated price flags (``unpriced``, ``region_assumed``, ``estimated``...).
+    flags: str = ""
 
 
 @dataclass(slots=True)

@@ -603,8 +603,8 @@ def test_json_schema_rejects_what_the_loader_rejects() -> None:
 
 def test_rules_name_every_enforceable_rule() -> None:
     limits = [f"{scope}.{field}" for scope in ("per_request", "per_session") for field in Limits.model_fields]
-    assert set(RULES) == {*limits, "models.allow", "budget.daily_usd", "budget.monthly_usd", "kill_switch", "unpriced"}
-    assert isinstance(RULES, tuple) and len(RULES) == len(set(RULES)) == 15
+    assert set(RULES) == {*limits, "models.allow", "budget.daily_usd", "budget.monthly_usd", "kill_switch", "unpriced", "unmetered"}
+    assert isinstance(RULES, tuple) and len(RULES) == len(set(RULES)) == 16
 
 
 def test_workflow_policy_defaults_and_shadow_property() -> None:

@@ -665,7 +665,7 @@ class DynamoDBLedger(Ledger):
             rows.append(("calls", json.dumps(
                 [m.ts_ms, m.model_id, m.base_model_id, m.step_type, m.agent, m.user_id, m.input_tokens,
                  m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos,
-                 1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id],
+                 1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id, m.price_key, m.flags],
                 separators=(",", ":"),
             )))
         for c in segment.tool_calls:

@@ -38,6 +38,20 @@ from costguard.usage import (
 
 SCHEMA_VERSION = 1
 
+#: Columns added after a table was first shipped: (table, column, definition). Ledgers written by
+#: an older costguard gain them on open (SQLite's ADD COLUMN is O(1): no rewrite of the rows).
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model_calls", "price_key", "TEXT"),
+    ("model_calls", "flags", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
@@ -87,7 +101,9 @@ CREATE TABLE IF NOT EXISTS model_calls (
     cache_write_tokens INTEGER NOT NULL,
     cost_nanos INTEGER NOT NULL,
     priced INTEGER NOT NULL,
-    latency_ms INTEGER
+    latency_ms INTEGER,
+    price_key TEXT,
+    flags TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS model_calls_by_time ON model_calls (ts_ms);
 CREATE INDEX IF NOT EXISTS model_calls_by_request ON model_calls (request_id);
@@ -309,6 +325,7 @@ class SQLiteLedger(Ledger):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_missing_columns(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -456,8 +473,8 @@ class SQLiteLedger(Ledger):
                 conn.executemany(
                     "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
                     "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
-                    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (
                             m.request_id,
@@ -476,6 +493,8 @@ class SQLiteLedger(Ledger):
                             m.cost_nanos,
                             1 if m.priced else 0,
                             m.latency_ms,
+                            m.price_key,
+                            m.flags,
                         )
                         for m in segment.model_calls
                     ],

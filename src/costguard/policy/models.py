@@ -48,6 +48,7 @@ RULES: Final[tuple[str, ...]] = (
     "budget.monthly_usd",
     "kill_switch",
     "unpriced",
+    "unmetered",
 )
 
 WORKFLOW_NAME_PATTERN: Final[str] = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -171,6 +172,7 @@ ActionSelectorText = Annotated[str, Field(min_length=1), BeforeValidator(_check_
 Mode = Literal["enforce", "shadow"]
 OnLedgerError = Literal["allow", "deny"]
 Unpriced = Literal["alert", "block", "fallback"]
+Unmetered = Literal["allow", "warn", "block"]
 OnExhausted = Literal["block", "alert"]
 
 
@@ -336,6 +338,7 @@ class WorkflowPolicy(_Strict):
     mode: Mode = "enforce"
     on_ledger_error: OnLedgerError = "allow"
     unpriced: Unpriced = "alert"
+    unmetered: Unmetered = "warn"
     default_model: str | None = None
     models: ModelRules = Field(default_factory=ModelRules)
     per_request: Limits = Field(default_factory=Limits)
@@ -405,6 +408,13 @@ class _Section(_Strict):
     )
     unpriced: Unpriced | None = Field(
         default=None, description="For a model missing from the price catalog: alert, block or fallback."
+    )
+    unmetered: Unmetered | None = Field(
+        default=None,
+        description=(
+            "For a cost-bearing call costguard cannot meter (e.g. retrieve, rerank): allow (counted), "
+            "warn (counted, logged, Unmetered metric) or block (refused before it is sent)."
+        ),
     )
     default_model: ModelPattern | None = Field(
         default=None, description="Model id to price agent steps whose trace names no model."

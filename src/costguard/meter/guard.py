@@ -1,0 +1,368 @@
+"""The ``Guard``: policies, ledger, prices and metrics shared by every client it wraps."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from costguard.errors import LedgerError, PolicyError, PolicyViolation, PricingError
+from costguard.ledger import Ledger, open_ledger
+from costguard.meter.request import Binding, RequestMeter
+from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
+from costguard.policy import PolicySet, WorkflowPolicy, load_policies
+from costguard.pricing import InferenceProfileResolver, PriceCatalog
+from costguard.usage import KillSwitch, PeriodLimit, SessionUsage, Totals, usd_to_nanos
+
+if TYPE_CHECKING:
+    from costguard.meter.client import GuardedClient
+    from costguard.pricing.catalog import RateCard
+
+logger = logging.getLogger("costguard")
+
+
+class AgentModelResolver:
+    """The model an agent is configured with, from bedrock-agent ``GetAgent``/``GetAgentVersion``.
+
+    Used only when traces name no model. Answers (and failures) are cached per agent and version,
+    so a missing permission costs one call, not one per step.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._cache: dict[tuple[str, str | None], str | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, agent_id: str, version: str | None) -> str | None:
+        key = (agent_id, version)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        model: str | None = None
+        try:
+            if version and version != "DRAFT":
+                answer = self._client.get_agent_version(agentId=agent_id, agentVersion=version)
+                model = answer.get("agentVersion", {}).get("foundationModel")
+            else:
+                answer = self._client.get_agent(agentId=agent_id)
+                model = answer.get("agent", {}).get("foundationModel")
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("cannot read the model of agent %s version %s: %s", agent_id, version, exc)
+        with self._lock:
+            self._cache[key] = model
+        return model
+
+
+class Guard:
+    """Meters and caps Bedrock calls made through the clients it wraps.
+
+    ``policies``: a :class:`PolicySet`, or a path to a policy file or directory (None = no limits,
+    metering only). ``ledger``: a URL (``sqlite:///costguard.db``) or a :class:`Ledger` (None =
+    ``$COSTGUARD_LEDGER`` or the embedded default). ``agent_client``: a bedrock-agent client, used
+    to look up an agent's model when traces name none. ``bedrock_client``: a bedrock client, used
+    to resolve application inference profile ARNs to their model for pricing. ``user_id_key``:
+    when set (or ``$COSTGUARD_USER_KEY``), user ids are stored as keyed hashes. ``metrics``: a
+    :class:`~costguard.metrics.MetricsSink` for costguard's own CloudWatch metrics (None = off;
+    :func:`~costguard.metrics.metrics_sink_from_env` picks one from the environment).
+    """
+
+    def __init__(
+        self,
+        policies: PolicySet | str | os.PathLike[str] | None = None,
+        ledger: Ledger | str | None = None,
+        *,
+        pricing: PriceCatalog | None = None,
+        agent_client: Any = None,
+        bedrock_client: Any = None,
+        user_id_key: str | bytes | None = None,
+        reserve_usd: Decimal | str = Decimal("0.05"),
+        kill_switch_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        if policies is None:
+            policies = PolicySet.empty()
+        elif isinstance(policies, (str, Path, os.PathLike)):
+            policies = load_policies(policies)
+        elif not isinstance(policies, PolicySet):
+            raise PolicyError(
+                f"policies must be a PolicySet or a path, not {type(policies).__name__}"
+            )
+        self.policies: PolicySet = policies
+        self.ledger: Ledger = open_ledger(ledger)
+        self.pricing: PriceCatalog = pricing if pricing is not None else PriceCatalog.load()
+        self.agent_models = AgentModelResolver(agent_client) if agent_client is not None else None
+        self._profiles = (
+            InferenceProfileResolver(client=bedrock_client) if bedrock_client is not None else None
+        )
+        key = user_id_key if user_id_key is not None else os.environ.get("COSTGUARD_USER_KEY")
+        self._user_key: bytes | None = key.encode() if isinstance(key, str) else key
+        self.reserve_nanos = usd_to_nanos(Decimal(reserve_usd))
+        self.kill_switch_ttl_s = kill_switch_ttl_s
+        self._clock = clock
+        self._cards: dict[tuple[str, str, str, bool], RateCard] = {}
+        self._typical_cost: dict[str, float] = {}
+        self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
+        self._open_requests: dict[tuple[str, str], RequestMeter] = {}
+        self._lock = threading.Lock()
+        #: Ledger operations that failed under ``on_ledger_error: allow`` (usage not recorded).
+        self.ledger_gaps = 0
+        self.metrics: MetricsSink = metrics if metrics is not None else NullMetricsSink()
+        #: Metrics that could not be recorded because the sink raised (the calls went on).
+        self.metrics_errors = 0
+        #: Calls to cost-bearing methods costguard does not meter (see ``unmetered`` policy).
+        self.unmetered_calls = 0
+        #: Errors inside costguard's own code that were contained (the caller's call went on).
+        self.internal_errors = 0
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def wrap(
+        self,
+        client: Any,
+        *,
+        workflow: str,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> GuardedClient:
+        """A proxy of ``client`` whose Bedrock calls are metered and capped for ``workflow``."""
+        from costguard.meter.client import GuardedClient
+        from costguard.meter.operations import METERED_SERVICES
+
+        if not workflow or not isinstance(workflow, str):
+            raise PolicyError("wrap() needs a workflow name")
+        service = _service_name(client)
+        if service not in METERED_SERVICES:
+            raise PolicyError(
+                f"cannot wrap a {service!r} client: costguard meters "
+                + " and ".join(sorted(METERED_SERVICES))
+            )
+        region = _region_name(client)
+        binding = Binding(workflow, self._user_ref(user_id), session_id, region)
+        return GuardedClient(self, client, service, binding)
+
+    def session_usage(self, session_id: str) -> SessionUsage:
+        """What the ledger holds for ``session_id`` (zeros for a session never seen)."""
+        usage = self.ledger.session_usage(session_id)
+        return usage if usage is not None else SessionUsage.empty(session_id)
+
+    def policy_for(self, workflow: str) -> WorkflowPolicy:
+        return self.policies.for_workflow(workflow)
+
+    def flush_metrics(self) -> None:
+        """Publish buffered metrics now (a Lambda handler calls this before it returns)."""
+        self.publish_metrics(lambda sink: sink.flush())
+
+    def close(self) -> None:
+        self.flush_metrics()
+        self.ledger.close()
+
+    def publish_metrics(self, publish: Callable[[MetricsSink], None]) -> None:
+        """Hand ``publish`` the metrics sink; whatever the sink does, the agent call goes on."""
+        sink = self.metrics
+        if type(sink) is NullMetricsSink:
+            return
+        try:
+            publish(sink)
+        except Exception:  # noqa: BLE001 - a sink is pluggable code doing I/O, and telemetry must
+            # never break (or change the outcome of) an agent call, including one already raising
+            # a violation or an AWS error.
+            self.metrics_errors += 1
+            logger.warning("metrics sink %s failed; metrics lost, call unaffected", type(sink).__name__, exc_info=True)
+
+    def contain(self, where: str, exc: BaseException) -> None:
+        """Count and log an error inside costguard's own code that must not reach the caller."""
+        self.internal_errors += 1
+        logger.error("costguard internal error in %s (the call goes on): %r", where, exc, exc_info=exc)
+
+    # -- pricing and models ---------------------------------------------------------------------
+
+    def rate_card(
+        self, model_id: str, region: str, tier: str = "standard", latency_optimized: bool = False
+    ) -> RateCard:
+        """How calls to ``model_id`` from ``region`` are priced (memoised: the meter's hot path)."""
+        key = (model_id, region, tier, latency_optimized)
+        card = self._cards.get(key)
+        if card is not None:
+            return card
+        lookup_id = model_id
+        if ":application-inference-profile/" in model_id and self._profiles is not None:
+            try:
+                lookup_id = self._profiles.resolve(model_id)
+            except PricingError as exc:
+                logger.warning("%s", exc)
+        if hasattr(self.pricing, "rate_card"):
+            card = self.pricing.rate_card(lookup_id, region=region, tier=tier, latency_optimized=latency_optimized)
+        else:
+            from costguard.meter._pricing_bridge import LegacyRateCard
+
+            card = LegacyRateCard(self.pricing, lookup_id, region)  # type: ignore[assignment]
+        self._cards[key] = card
+        return card
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def reservation_estimate(self, workflow: str) -> int:
+        """What to hold before a request: the workflow's typical request cost, learned here.
+
+        Starting from ``reserve_usd`` and following a moving average of what requests really
+        cost means a long agent loop usually settles within its first hold instead of extending
+        it step after step.
+        """
+        typical = self._typical_cost.get(workflow)
+        return max(self.reserve_nanos, int(typical * 1.25)) if typical else self.reserve_nanos
+
+    def smallest_useful_hold(self, workflow: str) -> int:
+        """The least room worth sending a request into: its learned typical cost (0 before any).
+
+        Shrinking a hold to the budget's last sliver is right while nothing is known, but once a
+        typical request is known to cost more than the room left, sending it would overspend by
+        almost a whole request: better refuse it before it costs anything.
+        """
+        typical = self._typical_cost.get(workflow)
+        return int(typical) if typical else 0
+
+    def learn_cost(self, workflow: str, cost_nanos: int) -> None:
+        previous = self._typical_cost.get(workflow)
+        self._typical_cost[workflow] = cost_nanos if previous is None else 0.8 * previous + 0.2 * cost_nanos
+
+    def _user_ref(self, user_id: str | None) -> str | None:
+        if user_id is None or self._user_key is None:
+            return user_id
+        digest = hmac.new(self._user_key, user_id.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+        return "h:" + digest[:32]
+
+    # -- ledger access that honours on_ledger_error ---------------------------------------------
+
+    def ledger_call(self, policy: WorkflowPolicy, what: str, fn: Callable[[], Any], default: Any) -> Any:
+        try:
+            return fn()
+        except LedgerError as exc:
+            self.publish_metrics(lambda sink: record_ledger_error(sink, policy.name))
+            if policy.on_ledger_error == "deny":
+                raise
+            self.ledger_gaps += 1
+            logger.error("ledger unavailable (%s), failing open for workflow %s: %s", what, policy.name, exc)
+            return default
+
+    def kill_switch(self, policy: WorkflowPolicy, workflow: str) -> KillSwitch | None:
+        now = self._clock()
+        cached = self._kill_cache.get(workflow)
+        if cached is not None and now - cached[0] < self.kill_switch_ttl_s:
+            switch = cached[1]
+        else:
+            switch = self.ledger_call(
+                policy, "kill switch", lambda: self.ledger.kill_switch(workflow, int(now * 1000)), None
+            )
+            self._kill_cache[workflow] = (now, switch)
+        if switch is not None and switch.expires_at_ms is not None and switch.expires_at_ms <= now * 1000:
+            return None
+        return switch
+
+    def period_limits(self, policy: WorkflowPolicy, ts_ms: int) -> tuple[PeriodLimit, ...]:
+        moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
+        budget = policy.budget
+        daily = usd_to_nanos(budget.daily_usd) if budget and budget.daily_usd is not None else None
+        monthly = usd_to_nanos(budget.monthly_usd) if budget and budget.monthly_usd is not None else None
+        return (
+            PeriodLimit("day:" + moment.strftime("%Y-%m-%d"), daily),
+            PeriodLimit("month:" + moment.strftime("%Y-%m"), monthly),
+        )
+
+    # -- request lifecycle ----------------------------------------------------------------------
+
+    def start_request(
+        self,
+        binding: Binding,
+        operation: str,
+        session_id: str,
+        *,
+        agent_id: str | None = None,
+        agent_alias_id: str | None = None,
+        model_id: str | None = None,
+        continuation_of: str | None = None,
+        previous: Totals | None = None,
+    ) -> RequestMeter:
+        """Pre-call checks; returns the request's meter or raises before anything is sent."""
+        policy = self.policies.for_workflow(binding.workflow)
+        started_ms = self.now_ms()
+        request_id = continuation_of or uuid.uuid4().hex
+        if continuation_of is not None and previous is None:
+            previous = self.ledger_call(
+                policy, "request totals", lambda: self.ledger.request_totals(continuation_of), None
+            )
+        session_base = self.ledger_call(
+            policy, "session counters", lambda: self.ledger.session_totals(session_id), Totals()
+        )
+        meter = RequestMeter(
+            self,
+            policy,
+            binding,
+            operation,
+            request_id,
+            session_id,
+            started_ms,
+            previous or Totals(),
+            session_base,
+            agent_id,
+            agent_alias_id,
+        )
+        try:
+            meter.check_before_call(model_id)
+        except PolicyViolation:
+            meter.finish("blocked", write_usage=False)
+            raise
+        return meter
+
+    def remember_return_control(self, session_id: str, invocation_id: str, meter: RequestMeter) -> None:
+        with self._lock:
+            self._open_requests[(session_id, invocation_id)] = meter
+
+    def continued_request(
+        self, session_id: str, session_state: Any
+    ) -> tuple[str | None, Totals | None]:
+        """The request a returnControl continuation belongs to (and its totals when known here).
+
+        ``(None, None)`` for a new request. A request paused in this process is continued from
+        memory; one paused elsewhere is found in the ledger, and its totals read from there.
+        """
+        if not isinstance(session_state, Mapping) or not session_state.get("returnControlInvocationResults"):
+            return None, None
+        invocation_id = session_state.get("invocationId")
+        if not invocation_id or not isinstance(invocation_id, str):
+            return None, None
+        with self._lock:
+            paused = self._open_requests.pop((session_id, invocation_id), None)
+        if paused is not None:
+            return paused.request_id, paused.totals.copy()
+        request_id = self.ledger_call(
+            self.policies.defaults,
+            "return-control lookup",
+            lambda: self.ledger.find_return_control(session_id, invocation_id),
+            None,
+        )
+        return request_id, None
+
+
+def _service_name(client: Any) -> str:
+    try:
+        return str(client.meta.service_model.service_name)
+    except AttributeError as exc:
+        raise PolicyError(f"guard.wrap() needs a boto3 client, not {type(client).__name__}") from exc
+
+
+def _region_name(client: Any) -> str:
+    region = getattr(getattr(client, "meta", None), "region_name", None)
+    return region if isinstance(region, str) and region else "us-east-1"

@@ -1,0 +1,611 @@
+"""One request's running counters, the checks made on every step, and its settlement."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from costguard.errors import (
+    BudgetExceeded,
+    CostCapExceeded,
+    LedgerError,
+    LoopCapExceeded,
+    ModelNotAllowed,
+    PolicyViolation,
+    ResponseTooLarge,
+    TokenCapExceeded,
+    ToolCapExceeded,
+    WorkflowBlocked,
+)
+from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
+from costguard.pricing.key import CallUsage
+from costguard.trace import ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
+from costguard.usage import (
+    ModelCallRecord,
+    PeriodLimit,
+    RequestSegment,
+    Reservation,
+    ToolCallRecord,
+    Totals,
+    ViolationRecord,
+    nanos_to_usd,
+    usd_to_nanos,
+)
+
+if TYPE_CHECKING:
+    from costguard.meter.guard import Guard
+    from costguard.policy import Limits, WorkflowPolicy
+    from costguard.pricing.catalog import RateCard
+
+logger = logging.getLogger("costguard")
+
+UNKNOWN_MODEL = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a wrapped client attributes its calls to."""
+
+    workflow: str
+    user_id: str | None
+    session_id: str | None
+    region: str = "us-east-1"
+
+
+@dataclass(slots=True)
+class GuardrailUsage:
+    """Guardrail policy units processed (ApplyGuardrail, or a Converse guardrail assessment)."""
+
+    units: Mapping[str, int]
+    flags: frozenset[str] = frozenset()
+
+
+class RequestMeter:
+    """One request's running counters and the checks made on every step."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        policy: WorkflowPolicy,
+        binding: Binding,
+        operation: str,
+        request_id: str,
+        session_id: str,
+        started_ms: int,
+        previous: Totals,
+        session_base: Totals,
+        agent_id: str | None,
+        agent_alias_id: str | None,
+    ) -> None:
+        self.guard = guard
+        self.policy = policy
+        self.binding = binding
+        self.region = binding.region
+        self.operation = operation
+        self.request_id = request_id
+        self.session_id = session_id
+        self.started_ms = started_ms
+        self.started_monotonic = time.monotonic()
+        self.agent_id = agent_id
+        self.agent_alias_id = agent_alias_id
+        self.totals = previous.copy()
+        self.segment_start = previous.copy()
+        self.session_base = session_base
+        self.per_request: Limits = policy.per_request
+        self.per_session: Limits = policy.per_session
+        self.shadow = policy.mode == "shadow"
+        self.model_rows: list[ModelCallRecord] = []
+        self.tool_rows: list[ToolCallRecord] = []
+        self.violation_rows: list[ViolationRecord] = []
+        self.violated: set[str] = set()
+        self.model_latency_ms = 0
+        self.tool_latency_ms = 0
+        self.unknown_events = 0
+        self.unpriced_calls = 0
+        self.calls_started = 0
+        self.return_control_id: str | None = None
+        self.reservation: Reservation | None = None
+        self.periods: tuple[PeriodLimit, ...] = ()
+        self.requested_model: str | None = None
+        self.finished = False
+
+    # -- before the call ------------------------------------------------------------------------
+
+    def check_before_call(self, model_id: str | None) -> None:
+        guard, policy = self.guard, self.policy
+        self.requested_model = model_id
+        switch = guard.kill_switch(policy, self.binding.workflow)
+        if switch is not None:
+            self.violate(
+                WorkflowBlocked,
+                "kill_switch",
+                "set",
+                "blocked",
+                reason=switch.reason,
+                set_by=switch.set_by,
+            )
+        if model_id and not _is_router(model_id):
+            # A prompt router picks the model itself: its choice is checked when it is known.
+            self.check_model(model_id)
+        # A session that has reached a cap cannot make another call without crossing it.
+        s, cap = self.session_base, self.per_session
+        if cap.max_model_calls is not None and s.model_calls + 1 > cap.max_model_calls:
+            self.violate(LoopCapExceeded, "per_session.max_model_calls", cap.max_model_calls, s.model_calls + 1)
+        if cap.max_tokens is not None and s.tokens >= cap.max_tokens:
+            self.violate(TokenCapExceeded, "per_session.max_tokens", cap.max_tokens, s.tokens)
+        if cap.max_cost_usd is not None and s.cost_nanos >= usd_to_nanos(cap.max_cost_usd):
+            self.violate(
+                CostCapExceeded, "per_session.max_cost_usd", cap.max_cost_usd, _usd(s.cost_nanos)
+            )
+        if self.per_request.max_model_calls == 0:
+            self.violate(LoopCapExceeded, "per_request.max_model_calls", 0, 1)
+        self._reserve()
+
+    def _reserve(self) -> None:
+        self.periods = self.guard.period_limits(self.policy, self.started_ms)
+        if all(p.limit_nanos is None for p in self.periods):
+            # Nothing limits spend: count it at settle time without a reservation round trip.
+            self.reservation = Reservation(self.binding.workflow, self.periods, 0)
+            return
+        amount = self.guard.reservation_estimate(self.binding.workflow)
+        cap = self.per_request.max_cost_usd
+        if cap is not None:
+            amount = min(amount, usd_to_nanos(cap))
+        self.reservation = self._hold(None, amount)
+        if self.reservation is None:
+            # No room: the budget violation was recorded (shadow / alert) or raised; in the
+            # non-enforcing case count spend without holding money.
+            self.reservation = Reservation(self.binding.workflow, self.periods, 0)
+
+    def _hold(self, existing: Reservation | None, amount: int) -> Reservation | None:
+        """Reserve ``amount``, or what room is left when less than that; None when none is."""
+        ledger = self.guard.ledger
+        for _ in range(3):
+            if existing is None:
+                result = self.guard.ledger_call(
+                    self.policy,
+                    "budget reservation",
+                    lambda: ledger.reserve(self.binding.workflow, self.periods, amount),
+                    None,
+                )
+            else:
+                result = self.guard.ledger_call(
+                    self.policy,
+                    "budget reservation",
+                    lambda: ledger.extend_reservation(existing, amount),
+                    None,
+                )
+            if result is None:
+                return existing  # ledger down and failing open: go on unreserved
+            if result.ok:
+                return result.reservation
+            room = (result.limit_nanos or 0) - (result.committed_nanos or 0)
+            if room <= 0 or room >= amount:
+                break
+            if existing is None and room < self.guard.smallest_useful_hold(self.binding.workflow):
+                break
+            amount = room
+        self._budget_violation(result.failed_period or "", result.limit_nanos or 0, (result.committed_nanos or 0) + amount)
+        return None
+
+    def _budget_violation(self, period: str, limit_nanos: int, observed_nanos: int) -> None:
+        rule = "budget.daily_usd" if period.startswith("day:") else "budget.monthly_usd"
+        budget = self.policy.budget
+        enforce = budget is None or budget.on_exhausted == "block"
+        self.violate(
+            BudgetExceeded,
+            rule,
+            _usd(limit_nanos),
+            _usd(observed_nanos),
+            enforce=enforce,
+            period=period.split(":", 1)[-1],
+        )
+
+    def check_model(self, model_id: str) -> RateCard:
+        """The allow-list and the ``unpriced`` policy, for ``model_id``; its standard rate card."""
+        card = self.guard.rate_card(model_id, self.region)
+        models = self.policy.models
+        if models.allow is not None and not models.allows(model_id, card.base_model_id):
+            self.violate(ModelNotAllowed, "models.allow", list(models.allow), model_id, model=model_id)
+        if not card.priced:
+            unpriced = self.policy.unpriced
+            if unpriced == "block":
+                self.violate(ModelNotAllowed, "unpriced", "priced model", model_id, model=model_id)
+            elif unpriced == "alert":
+                self.violate(
+                    ModelNotAllowed,
+                    "unpriced",
+                    "priced model",
+                    model_id,
+                    enforce=False,
+                    model=model_id,
+                    fallback_model=card.base_model_id,
+                )
+        return card
+
+    # -- per step -------------------------------------------------------------------------------
+
+    def on_step(self, step: object) -> None:
+        kind = type(step)
+        if kind is ModelCall:
+            self._model_call(step)  # type: ignore[arg-type]
+        elif kind is ModelCallStarted:
+            self._model_started(step)  # type: ignore[arg-type]
+        elif kind is ToolCall:
+            self._tool_call(step)  # type: ignore[arg-type]
+        elif kind is ToolResult:
+            self._tool_result(step)  # type: ignore[arg-type]
+        elif kind is ReturnControl:
+            self.return_control_id = step.invocation_id  # type: ignore[attr-defined]
+        elif kind is GuardrailUsage:
+            self._guardrail(step)  # type: ignore[arg-type]
+
+    def run_steps(self, steps: Iterable[object]) -> None:
+        """Meter a single-response call's steps and settle the request (status ok or violation)."""
+        status = "violation"
+        try:
+            for step in steps:
+                self.on_step(step)
+            status = "ok"
+        finally:
+            self.finish(status)
+
+    def _model_started(self, step: ModelCallStarted) -> None:
+        self.calls_started += 1
+        if step.model_id:
+            self.check_model(step.model_id)
+        started = max(self.calls_started, self.totals.model_calls - self.segment_start.model_calls + 1)
+        self._check_calls(self.segment_start.model_calls + started)
+
+    def _check_calls(self, request_calls: int) -> None:
+        cap = self.per_request.max_model_calls
+        if cap is not None and request_calls > cap:
+            self.violate(LoopCapExceeded, "per_request.max_model_calls", cap, request_calls)
+        cap = self.per_session.max_model_calls
+        if cap is not None:
+            session_calls = self.session_base.model_calls + request_calls - self.segment_start.model_calls
+            if session_calls > cap:
+                self.violate(LoopCapExceeded, "per_session.max_model_calls", cap, session_calls)
+
+    def _model_call(self, step: ModelCall) -> None:
+        model_id = step.model_id or self.policy.default_model or UNKNOWN_MODEL
+        if step.model_id is None or step.routed:
+            self.check_model(model_id)
+        card = self.guard.rate_card(model_id, self.region, step.tier, step.latency_optimized)
+        cw_1h = min(step.cache_write_1h_tokens, step.cache_write_tokens)
+        priced = card.price(
+            CallUsage(
+                step.input_tokens,
+                step.output_tokens,
+                step.cache_read_tokens,
+                step.cache_write_tokens - cw_1h,
+                cw_1h,
+            ),
+            step.flags,
+        )
+        cost_nanos = priced.cost_nanos
+        t = self.totals
+        t.model_calls += 1
+        t.input_tokens += step.input_tokens
+        t.output_tokens += step.output_tokens
+        t.cache_read_tokens += step.cache_read_tokens
+        t.cache_write_tokens += step.cache_write_tokens
+        t.cost_nanos += cost_nanos
+        if not card.priced:
+            self.unpriced_calls += 1
+        if step.latency_ms:
+            self.model_latency_ms += step.latency_ms
+        self.model_rows.append(
+            ModelCallRecord(
+                self.request_id,
+                self.binding.workflow,
+                self.session_id,
+                self.guard.now_ms(),
+                model_id,
+                card.base_model_id,
+                step.step_type,
+                step.input_tokens,
+                step.output_tokens,
+                step.cache_read_tokens,
+                step.cache_write_tokens,
+                cost_nanos,
+                card.priced,
+                step.latency_ms,
+                step.agent,
+                self.binding.user_id,
+                priced.key.label(),
+                ",".join(sorted(priced.flags)),
+            )
+        )
+        self._check_calls(t.model_calls)
+        self._check_tokens_and_cost()
+        self._check_budget()
+
+    def _guardrail(self, step: GuardrailUsage) -> None:
+        """Guardrail text units cost money of their own: counted in cost, not as a model call."""
+        pricing = self.guard.pricing
+        if hasattr(pricing, "guardrail_card"):
+            card = pricing.guardrail_card(self.region)
+        else:
+            from costguard.meter._pricing_bridge import LegacyGuardrailCard
+
+            card = LegacyGuardrailCard(self.region)
+        priced = card.price(step.units)
+        if not priced.cost_nanos:
+            return
+        self.totals.cost_nanos += priced.cost_nanos
+        self.model_rows.append(
+            ModelCallRecord(
+                self.request_id,
+                self.binding.workflow,
+                self.session_id,
+                self.guard.now_ms(),
+                "guardrail",
+                "guardrail",
+                "GUARDRAIL",
+                0,
+                0,
+                0,
+                0,
+                priced.cost_nanos,
+                priced.priced,
+                None,
+                None,
+                self.binding.user_id,
+                priced.key.label(),
+                ",".join(sorted(priced.flags | step.flags)),
+            )
+        )
+        self._check_tokens_and_cost()
+        self._check_budget()
+
+    def _check_tokens_and_cost(self) -> None:
+        t, start, base = self.totals, self.segment_start, self.session_base
+        req, ses = self.per_request, self.per_session
+        if req.max_tokens is not None and t.tokens > req.max_tokens:
+            self.violate(TokenCapExceeded, "per_request.max_tokens", req.max_tokens, t.tokens)
+        if ses.max_tokens is not None:
+            tokens = base.tokens + t.tokens - start.tokens
+            if tokens > ses.max_tokens:
+                self.violate(TokenCapExceeded, "per_session.max_tokens", ses.max_tokens, tokens)
+        if req.max_cost_usd is not None and t.cost_nanos > usd_to_nanos(req.max_cost_usd):
+            self.violate(CostCapExceeded, "per_request.max_cost_usd", req.max_cost_usd, _usd(t.cost_nanos))
+        if ses.max_cost_usd is not None:
+            cost = base.cost_nanos + t.cost_nanos - start.cost_nanos
+            if cost > usd_to_nanos(ses.max_cost_usd):
+                self.violate(CostCapExceeded, "per_session.max_cost_usd", ses.max_cost_usd, _usd(cost))
+
+    def _check_budget(self) -> None:
+        reservation = self.reservation
+        if reservation is None or all(p.limit_nanos is None for p in reservation.periods):
+            return
+        spent = self.totals.cost_nanos - self.segment_start.cost_nanos
+        shortfall = spent - reservation.amount_nanos
+        if shortfall <= 0 or "budget" in self.violated:
+            return
+        # Grow the hold geometrically (at least doubling it) so a long loop costs a handful of
+        # ledger writes, not one per step; the surplus goes back when the request settles.
+        held = self._hold(reservation, max(shortfall, self.guard.reserve_nanos, reservation.amount_nanos))
+        if held is None:
+            self.violated.add("budget")
+
+    def _tool_call(self, step: ToolCall) -> None:
+        t = self.totals
+        t.tool_calls += 1
+        self.tool_rows.append(
+            ToolCallRecord(
+                self.request_id,
+                self.binding.workflow,
+                self.session_id,
+                self.guard.now_ms(),
+                step.kind,
+                step.name,
+                None,
+                None,
+                step.agent,
+            )
+        )
+        cap = self.per_request.max_tool_calls
+        if cap is not None and t.tool_calls > cap:
+            self.violate(ToolCapExceeded, "per_request.max_tool_calls", cap, t.tool_calls, tool=step.name)
+        cap = self.per_session.max_tool_calls
+        if cap is not None:
+            calls = self.session_base.tool_calls + t.tool_calls - self.segment_start.tool_calls
+            if calls > cap:
+                self.violate(ToolCapExceeded, "per_session.max_tool_calls", cap, calls, tool=step.name)
+
+    def _tool_result(self, step: ToolResult) -> None:
+        size = step.response_bytes
+        t = self.totals
+        t.tool_response_bytes += size
+        if size > t.max_tool_response_bytes:
+            t.max_tool_response_bytes = size
+        if step.latency_ms:
+            self.tool_latency_ms += step.latency_ms
+        row = self._pending_tool_row(step)
+        if row is None:
+            # An observation whose invocationInput never came: still a tool response to count.
+            t.tool_calls += 1
+            row = ToolCallRecord(
+                self.request_id,
+                self.binding.workflow,
+                self.session_id,
+                self.guard.now_ms(),
+                step.kind,
+                step.name,
+                None,
+                None,
+                step.agent,
+            )
+            self.tool_rows.append(row)
+        row.response_bytes = size
+        row.latency_ms = step.latency_ms
+        for scope, limits in (("per_request", self.per_request), ("per_session", self.per_session)):
+            cap = limits.max_tool_response_bytes
+            if cap is not None and size > cap:
+                self.violate(
+                    ResponseTooLarge,
+                    f"{scope}.max_tool_response_bytes",
+                    cap,
+                    size,
+                    tool=step.name,
+                    tool_kind=step.kind,
+                )
+
+    def _pending_tool_row(self, step: ToolResult) -> ToolCallRecord | None:
+        for row in reversed(self.tool_rows):
+            if row.response_bytes is None and row.kind == step.kind and (
+                step.name is None or row.name == step.name
+            ):
+                return row
+        return None
+
+    # -- violations -----------------------------------------------------------------------------
+
+    def violate(
+        self,
+        cls: type[PolicyViolation],
+        rule: str,
+        limit: Any,
+        observed: Any,
+        *,
+        enforce: bool = True,
+        **detail: Any,
+    ) -> None:
+        """Record a violation once per rule per request; raise it unless shadow or non-enforcing."""
+        enforced = enforce and not self.shadow
+        if rule in self.violated and not enforced:
+            return
+        self.violated.add(rule)
+        violation = cls(
+            rule=rule,
+            limit=limit,
+            observed=observed,
+            workflow=self.binding.workflow,
+            session_id=self.session_id,
+            request_id=self.request_id,
+            enforced=enforced,
+            detail=detail,
+        )
+        self.violation_rows.append(
+            ViolationRecord(
+                self.guard.now_ms(),
+                self.binding.workflow,
+                self.session_id,
+                self.request_id,
+                violation.kind,
+                rule,
+                _text(limit),
+                _text(observed),
+                enforced,
+                {k: _text(v) for k, v in detail.items()},
+            )
+        )
+        if enforced:
+            raise violation
+        logger.warning("shadow violation: %s", violation.message)
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def finish(self, status: str, *, write_usage: bool = True) -> None:
+        """Write this segment (usage, violations, settlement) once; safe to call again."""
+        if self.finished:
+            return
+        self.finished = True
+        guard = self.guard
+        if status == "ok" and self.return_control_id:
+            status = "return_control"
+            guard.remember_return_control(self.session_id, self.return_control_id, self)
+        ended_ms = guard.now_ms()
+        if status == "throttled":
+            guard.publish_metrics(self._record_throttle)
+        if not write_usage:
+            try:
+                self._finish_without_usage()
+            finally:
+                guard.publish_metrics(self._record_violations)
+            return
+        delta = self.totals.minus(self.segment_start)
+        if status == "ok":
+            guard.learn_cost(self.binding.workflow, delta.cost_nanos)
+        segment = RequestSegment(
+            request_id=self.request_id,
+            workflow=self.binding.workflow,
+            session_id=self.session_id,
+            user_id=self.binding.user_id,
+            operation=self.operation,
+            agent_id=self.agent_id,
+            agent_alias_id=self.agent_alias_id,
+            started_ms=self.started_ms,
+            ended_ms=ended_ms,
+            status=status,
+            totals=self.totals,
+            delta=delta,
+            latency_ms=int((time.monotonic() - self.started_monotonic) * 1000),
+            model_latency_ms=self.model_latency_ms,
+            tool_latency_ms=self.tool_latency_ms,
+            unknown_events=self.unknown_events,
+            unpriced_calls=self.unpriced_calls,
+            return_control_id=self.return_control_id,
+            model_calls=self.model_rows,
+            tool_calls=self.tool_rows,
+            violations=self.violation_rows,
+            reservation=self.reservation,
+        )
+        quiet = status not in ("ok", "return_control")
+        try:
+            self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
+        finally:
+            # Recorded or not (ledger down), the segment happened: its metrics are published.
+            guard.publish_metrics(lambda sink: record_segment(sink, segment))
+
+    def _record_violations(self, sink: MetricsSink) -> None:
+        for violation in self.violation_rows:
+            record_violation(sink, violation)
+
+    def _record_throttle(self, sink: MetricsSink) -> None:
+        # The model is known for Converse/InvokeModel; an agent's throttle is the workflow's.
+        model = self.requested_model
+        base = self.guard.rate_card(model, self.region).base_model_id if model else None
+        record_throttle(sink, self.binding.workflow, base)
+
+    def _finish_without_usage(self) -> None:
+        ledger = self.guard.ledger
+        if self.reservation is not None and self.reservation.amount_nanos:
+            reservation = self.reservation
+            self._write(lambda: ledger.release(reservation), "releasing a reservation", quiet=True)
+        for violation in self.violation_rows:
+            self._write(
+                lambda v=violation: ledger.record_violation(v), "recording a violation", quiet=True
+            )
+
+    def _write(self, fn: Callable[[], None], what: str, *, quiet: bool) -> None:
+        """A ledger write under ``on_ledger_error``; ``quiet`` while another error propagates."""
+        try:
+            self.guard.ledger_call(self.policy, what, fn, None)
+        except LedgerError:
+            if not quiet:
+                raise
+            # Under on_ledger_error: deny a failed write is an error, but not one that may hide
+            # the violation or AWS error already on its way to the caller.
+            logger.error("ledger write failed (%s) while another error was being raised", what)
+
+
+def _usd(nanos: int) -> Decimal:
+    return nanos_to_usd(nanos)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _is_router(model_id: str) -> bool:
+    return "prompt-router/" in model_id
