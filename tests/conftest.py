@@ -25,3 +25,6 @@ def fake() -> Iterator[object]:
 
     with FakeBedrock() as server:
         yield server
+        # A request nothing was scripted for means the test exercised something else than it
+        # meant to (a retry, a rewritten path): fail loudly instead of passing on an accident.
+        assert not server.unscripted, f"unscripted requests reached the endpoint: {server.unscripted}"

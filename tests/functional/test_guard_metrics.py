@@ -105,10 +105,10 @@ def test_a_call_blocked_before_sending_still_counts_its_violation(fake: FakeBedr
 def test_throttles_are_counted_for_converse_and_agent_streams(fake: FakeBedrock, tmp_path: Path) -> None:
     guard, stream = guard_with_emf(tmp_path)
     runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="triage", session_id="c-1")
-    for _ in range(2):  # the client's one retry of a throttled call is throttled too
-        fake.queue_error(429, "ThrottlingException", "slow down")
-    with pytest.raises(ClientError):
+    fake.queue_error(429, "ThrottlingException", "slow down", operation="Converse")
+    with pytest.raises(ClientError) as info:
         runtime.converse(modelId=f"us.{NOVA_MICRO}", messages=MESSAGES)
+    assert info.value.response["Error"]["Code"] == "ThrottlingException"
     loop = agent_loop(4)
     fake.queue_agent_response(loop.events, exception_after=6)
     agents = guard.wrap(fake.client("bedrock-agent-runtime"), workflow="triage")

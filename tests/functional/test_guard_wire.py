@@ -227,9 +227,11 @@ def test_converse_stream_and_invoke_model_are_metered(fake: FakeBedrock, tmp_pat
 def test_aws_error_before_the_stream_releases_the_reservation(fake: FakeBedrock, tmp_path: Path) -> None:
     guard = guard_for(tmp_path, "budget: {daily_usd: 5}")
     agents = guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
-    fake.queue_error(429, "ThrottlingException", "slow down")
-    with pytest.raises(ClientError):
+    fake.queue_error(429, "ThrottlingException", "slow down", operation="InvokeAgent")
+    with pytest.raises(ClientError) as info:
         invoke(agents)
+    assert info.value.response["Error"]["Code"] == "ThrottlingException"
+    assert len(fake.requests) == 1
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
 
 

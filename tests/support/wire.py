@@ -1,9 +1,16 @@
 """A local Bedrock endpoint that speaks the real wire formats, for stock boto3 clients.
 
-InvokeAgent answers in the AWS event-stream binary framing (prelude with total and header
-lengths and a CRC32, string headers, JSON payload, message CRC32); Converse in JSON; InvokeModel
-with the token-count headers. Streams are written event by event with chunked transfer
-encoding, and the server notices when the client hangs up early.
+InvokeAgent, InvokeInlineAgent, ConverseStream, InvokeModelWithResponseStream, InvokeFlow and
+RetrieveAndGenerateStream answer in the AWS event-stream binary framing (prelude with total and
+header lengths and a CRC32, string headers, JSON payload, message CRC32); Converse,
+RetrieveAndGenerate and ApplyGuardrail in JSON; InvokeModel with the token-count headers. Streams
+are written event by event with chunked transfer encoding, and the server notices when the
+client hangs up early.
+
+Every response is scripted for one operation's path (``queue_*``). Each request is recorded
+(path, the headers that matter, decoded body) in :attr:`FakeBedrock.requests`; a request that does
+not match the next scripted path, or arrives when nothing is queued, is answered with an error
+and recorded in :attr:`FakeBedrock.unscripted`, which the ``fake`` fixture requires to be empty.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import select
 import socket
 import struct
@@ -20,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
@@ -74,13 +83,35 @@ class StreamRecord:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+#: Request paths of each operation, from botocore's service models (``http.requestUri``).
+PATHS: dict[str, str] = {
+    "InvokeAgent": r"/agents/[^/]+/agentAliases/[^/]+/sessions/[^/]+/text",
+    "InvokeInlineAgent": r"/agents/[^/]+",
+    "Converse": r"/model/[^/]+/converse",
+    "ConverseStream": r"/model/[^/]+/converse-stream",
+    "InvokeModel": r"/model/[^/]+/invoke",
+    "InvokeModelWithResponseStream": r"/model/[^/]+/invoke-with-response-stream",
+    "ApplyGuardrail": r"/guardrail/[^/]+/version/[^/]+/apply",
+    "InvokeFlow": r"/flows/[^/]+/aliases/[^/]+",
+    "RetrieveAndGenerate": r"/retrieveAndGenerate",
+    "RetrieveAndGenerateStream": r"/retrieveAndGenerateStream",
+}
+#: Request headers worth asserting on (the rest is signing and transport).
+RECORDED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-trace", "x-amzn-bedrock-service-tier",
+                    "x-amzn-bedrock-performanceconfig-latency", "x-amzn-bedrock-guardrailidentifier")
+
+
 @dataclass
 class _Scripted:
-    kind: str  # "agent" | "json" | "error"
+    kind: str  # "stream" | "json" | "error"
+    path: str | None  # a PATHS pattern; None: any path (errors scripted for "whatever comes next")
     events: list[bytes] = field(default_factory=list)
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or re.fullmatch(self.path, path.split("?", 1)[0]) is not None
 
 
 class FakeBedrock:
@@ -89,12 +120,20 @@ class FakeBedrock:
     def __init__(self, pace_seconds: float = 0.002) -> None:
         self.pace_seconds = pace_seconds
         self.requests: list[dict[str, Any]] = []
+        #: Requests nothing was scripted for (wrong path, or nothing queued): a test that sees one
+        #: is not testing what it thinks it is.
+        self.unscripted: list[dict[str, Any]] = []
         self.streams: list[StreamRecord] = []
         self._queue: deque[_Scripted] = deque()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     # -- scripting ------------------------------------------------------------------------------
+
+    def _push(self, item: _Scripted, repeat: int = 1) -> None:
+        with self._lock:
+            for _ in range(repeat):
+                self._queue.append(item)
 
     def queue_agent_response(
         self,
@@ -103,47 +142,91 @@ class FakeBedrock:
         exception_after: int | None = None,
         exception: tuple[str, str] = ("throttlingException", "Rate exceeded"),
         repeat: int = 1,
+        operation: str = "InvokeAgent",
     ) -> None:
+        self.queue_stream(operation, events, exception_after=exception_after, exception=exception, repeat=repeat)
+
+    def queue_stream(
+        self,
+        operation: str,
+        events: list[dict[str, Any]],
+        *,
+        exception_after: int | None = None,
+        exception: tuple[str, str] = ("throttlingException", "Rate exceeded"),
+        repeat: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A response of ``operation`` as an event stream of boto3-shaped ``events``."""
         wire = [encode_event(e) for e in events]
         if exception_after is not None:
             wire = wire[:exception_after] + [encode_exception(*exception)]
-        with self._lock:
-            for _ in range(repeat):
-                self._queue.append(_Scripted("agent", events=wire))
+        self._push(_Scripted("stream", PATHS[operation], events=wire, headers=dict(headers or {})), repeat)
 
-    def queue_converse(self, input_tokens: int, output_tokens: int, *, cache_read: int = 0, cache_write: int = 0, text: str = "ok") -> None:
+    def queue_json(self, operation: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._push(_Scripted("json", PATHS[operation], body=body, headers=dict(headers or {})))
+
+    def queue_converse(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        text: str = "ok",
+        extra: dict[str, Any] | None = None,
+        usage_extra: dict[str, Any] | None = None,
+        content: list[dict[str, Any]] | None = None,
+        stop_reason: str = "end_turn",
+    ) -> None:
         body = {
-            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-            "stopReason": "end_turn",
+            "output": {"message": {"role": "assistant", "content": content if content is not None else [{"text": text}]}},
+            "stopReason": stop_reason,
             "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens,
                       "totalTokens": input_tokens + output_tokens + cache_read + cache_write,
-                      "cacheReadInputTokens": cache_read, "cacheWriteInputTokens": cache_write},
+                      "cacheReadInputTokens": cache_read, "cacheWriteInputTokens": cache_write,
+                      **(usage_extra or {})},
             "metrics": {"latencyMs": 250},
+            **(extra or {}),
         }
-        with self._lock:
-            self._queue.append(_Scripted("json", body=body))
+        self.queue_json("Converse", body)
 
-    def queue_converse_stream(self, input_tokens: int, output_tokens: int) -> None:
+    def queue_converse_stream(self, input_tokens: int, output_tokens: int, *, metadata_extra: dict[str, Any] | None = None) -> None:
         events = [
             {"messageStart": {"role": "assistant"}},
             {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "hello"}}},
             {"contentBlockStop": {"contentBlockIndex": 0}},
             {"messageStop": {"stopReason": "end_turn"}},
-            {"metadata": {"usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}, "metrics": {"latencyMs": 300}}},
+            {"metadata": {"usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
+                          "metrics": {"latencyMs": 300}, **(metadata_extra or {})}},
         ]
-        with self._lock:
-            self._queue.append(_Scripted("agent", events=[encode_event(e) for e in events]))
+        self.queue_stream("ConverseStream", events)
 
-    def queue_invoke_model(self, body: dict[str, Any], input_tokens: int, output_tokens: int) -> None:
-        headers = {"x-amzn-bedrock-input-token-count": str(input_tokens),
-                   "x-amzn-bedrock-output-token-count": str(output_tokens),
-                   "x-amzn-bedrock-invocation-latency": "123"}
-        with self._lock:
-            self._queue.append(_Scripted("json", body=body, headers=headers))
+    def queue_invoke_model(self, body: dict[str, Any], input_tokens: int, output_tokens: int, headers: dict[str, str] | None = None) -> None:
+        all_headers = {"x-amzn-bedrock-input-token-count": str(input_tokens),
+                       "x-amzn-bedrock-output-token-count": str(output_tokens),
+                       "x-amzn-bedrock-invocation-latency": "123", **(headers or {})}
+        self.queue_json("InvokeModel", body, all_headers)
 
-    def queue_error(self, status: int, error_type: str, message: str) -> None:
-        with self._lock:
-            self._queue.append(_Scripted("error", body={"message": message}, headers={"x-amzn-errortype": error_type}, status=status))
+    def queue_invoke_model_stream(
+        self,
+        chunks: list[dict[str, Any]],
+        metrics: dict[str, Any] | None,
+        *,
+        headers: dict[str, str] | None = None,
+        exception_after: int | None = None,
+    ) -> None:
+        """InvokeModelWithResponseStream: each chunk's model JSON travels base64 in ``bytes``;
+        ``metrics`` (``amazon-bedrock-invocationMetrics``) rides in the last chunk, as Bedrock does."""
+        bodies = [dict(c) for c in chunks]
+        if metrics is not None:
+            bodies[-1]["amazon-bedrock-invocationMetrics"] = metrics
+        events = [{"chunk": {"bytes": json.dumps(b).encode()}} for b in bodies]
+        self.queue_stream("InvokeModelWithResponseStream", events, exception_after=exception_after,
+                          headers={"x-amzn-bedrock-content-type": "application/json", **(headers or {})})
+
+    def queue_error(self, status: int, error_type: str, message: str, *, operation: str | None = None) -> None:
+        self._push(_Scripted("error", PATHS[operation] if operation else None, body={"message": message},
+                             headers={"x-amzn-errortype": error_type}, status=status))
 
     def wait_for_stream_end(self, index: int = -1, timeout: float = 5.0) -> StreamRecord:
         deadline = time.monotonic() + timeout
@@ -168,7 +251,8 @@ class FakeBedrock:
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-            config=Config(retries={"max_attempts": 1}, read_timeout=10, connect_timeout=5),
+            # One attempt, no retries: every request the endpoint sees is one the test scripted.
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=10, connect_timeout=5),
         )
 
     def __enter__(self) -> FakeBedrock:
@@ -187,13 +271,25 @@ class FakeBedrock:
                     body = json.loads(raw) if raw else {}
                 except json.JSONDecodeError:
                     body = {"_raw": raw.decode(errors="replace")}
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = {
+                    "path": self.path,
+                    "model": unquote(self.path.split("/")[2]) if self.path.startswith("/model/") else None,
+                    "headers": {k: headers[k] for k in RECORDED_HEADERS if k in headers},
+                    "body": body,
+                }
                 with fake._lock:
-                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    scripted = fake._queue.popleft() if fake._queue else None
+                    fake.requests.append(request)
+                    scripted = fake._queue[0] if fake._queue else None
+                    if scripted is not None and scripted.matches(self.path):
+                        fake._queue.popleft()
+                    else:
+                        fake.unscripted.append(request)
+                        scripted = None
                 if scripted is None:
-                    self._json(500, {"message": "FakeBedrock: nothing queued for " + self.path}, {"x-amzn-errortype": "InternalServerException"})
-                elif scripted.kind == "agent":
-                    self._stream(scripted.events)
+                    self._json(400, {"message": "FakeBedrock: nothing scripted for " + self.path}, {"x-amzn-errortype": "ValidationException"})
+                elif scripted.kind == "stream":
+                    self._stream(scripted.events, scripted.headers)
                 elif scripted.kind == "json":
                     self._json(200, scripted.body, scripted.headers)
                 else:
@@ -209,7 +305,7 @@ class FakeBedrock:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, events: list[bytes]) -> None:
+            def _stream(self, events: list[bytes], headers: dict[str, str]) -> None:
                 record = StreamRecord(events_total=len(events))
                 with fake._lock:
                     fake.streams.append(record)
@@ -217,6 +313,8 @@ class FakeBedrock:
                 self.send_header("Content-Type", "application/vnd.amazon.eventstream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.send_header("x-amzn-bedrock-agent-content-type", "application/json")
+                for k, v in headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 sock = self.connection
                 try:
