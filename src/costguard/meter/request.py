@@ -273,8 +273,6 @@ class RequestMeter:
 
     def _model_call(self, step: ModelCall) -> None:
         model_id = step.model_id or self.policy.default_model or UNKNOWN_MODEL
-        if step.model_id is None or step.routed:
-            self.check_model(model_id)
         card = self.guard.rate_card(model_id, self.region, step.tier, step.latency_optimized)
         cw_1h = min(step.cache_write_1h_tokens, step.cache_write_tokens)
         priced = card.price(
@@ -321,6 +319,10 @@ class RequestMeter:
                 ",".join(sorted(priced.flags)),
             )
         )
+        if step.model_id is None or step.routed:
+            # The call has happened (and is recorded above): a model nobody chose before it was
+            # sent (a default, or a prompt router's pick) is checked now, to stop what follows.
+            self.check_model(model_id)
         self._check_calls(t.model_calls)
         self._check_tokens_and_cost()
         self._check_budget()
