@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
 import costguard
+from costguard.metrics import EMFMetricsSink
 from costguard.policy import PolicySet
 from tests.support.traces import SONNET, Loop, agent_loop
 from tests.support.wire import FakeBedrock
@@ -225,12 +228,26 @@ def test_converse_stream_and_invoke_model_are_metered(fake: FakeBedrock, tmp_pat
 
 
 def test_aws_error_before_the_stream_releases_the_reservation(fake: FakeBedrock, tmp_path: Path) -> None:
-    guard = guard_for(tmp_path, "budget: {daily_usd: 5}")
+    # GIVEN a budgeted workflow whose agent is throttled before any event is streamed
+    stream = io.StringIO()
+    guard = costguard.Guard(policies("budget: {daily_usd: 5}"), ledger=f"sqlite:///{tmp_path}/ledger.db",
+                            metrics=EMFMetricsSink(stream=stream))
     agents = guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
-    fake.queue_error(429, "ThrottlingException", "slow down")
-    with pytest.raises(ClientError):
+    for _ in range(2):  # the stock client retries a throttled call once: both attempts are throttled
+        fake.queue_error(429, "ThrottlingException", "slow down")
+    # WHEN the caller invokes the agent
+    with pytest.raises(ClientError) as caught:
         invoke(agents)
-    assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
+    # THEN it is the throttle that stopped it, after exactly the two attempts the client makes
+    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 1
+    assert [r["path"] for r in fake.requests] == ["/agents/AGENT1/agentAliases/ALIAS1/sessions/s-1/text"] * 2
+    # AND the meter ended the request as throttled (one Throttles count for the workflow) ...
+    guard.flush_metrics()
+    throttles = [line for line in map(json.loads, stream.getvalue().splitlines()) if "Throttles" in line]
+    assert [(t["Workflow"], t["Throttles"]) for t in throttles] == [("wf", 1)]
+    # ... and released what it held
+    assert [(c.reserved_nanos, c.spent_nanos) for c in guard.ledger.budget_counters("wf")] == [(0, 0), (0, 0)]
 
 
 def test_other_methods_pass_through(fake: FakeBedrock, tmp_path: Path) -> None:
