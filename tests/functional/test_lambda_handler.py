@@ -25,7 +25,7 @@ from costguard.ledger import SQLiteLedger
 from costguard.policy import PolicySet
 from costguard.s3reports import FOCUS_COLUMNS, write_reports
 from costguard.usage import PeriodLimit, Reservation
-from tests.unit.test_alerts import POLICIES, make_result, sample_result
+from tests.unit.test_alerts import POLICIES, SAMPLE_ALERT_KEYS, make_result, sample_result
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "reconcile_handler.py"
 BUCKET = "costguard-reports"
@@ -174,24 +174,6 @@ def test_window_parsing() -> None:
         make_window(date(2026, 11, 2), date(2026, 11, 1))
 
 
-# What sample_result() and POLICIES raise, in the order they are sent: claims-intake's day and
-# month thresholds and forecast, triage's drift, throttling, threshold and forecast, and the
-# account-wide throttling, unmetered Haiku usage and the unpriced model.
-ALERT_KEYS = [
-    "claims-intake|budget_threshold|80|day:2026-11-21",
-    "claims-intake|budget_threshold|100|day:2026-11-22",
-    "triage|drift|10|day:2026-11-22",
-    "triage|throttling|10|day:2026-11-22",
-    "claims-intake|budget_threshold|80|month:2026-11",
-    "claims-intake|forecast_over_budget|1000|month:2026-11",
-    "triage|budget_threshold|80|month:2026-11",
-    "triage|forecast_over_budget|500|month:2026-11",
-    "(account)|throttling|10|day:2026-11-22|amazon.nova-lite-v1:0",
-    "(account)|unmetered_usage|1000|day:2026-11-22|anthropic.claude-3-haiku-20240307-v1:0",
-    "(account)|unpriced_model|any|month:2026-11|acme.mystery-v1",
-]
-
-
 def test_job_blocks_alerts_and_reports_once(aws: dict[str, Any], tmp_path: Path) -> None:
     now = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
     with SQLiteLedger(tmp_path / "l.db") as ledger:
@@ -202,7 +184,7 @@ def test_job_blocks_alerts_and_reports_once(aws: dict[str, Any], tmp_path: Path)
         second = run_reconciliation(reconciler, ledger, POLICIES, make_window(date(2026, 11, 21), date(2026, 11, 24)), **kwargs)
         switch = ledger.kill_switch("claims-intake", int(now.timestamp() * 1000))
     assert first.blocks == 1 and second.blocks == 0 and switch is not None
-    assert first.publish.sent == ALERT_KEYS and first.alerts_evaluated == 11 and second.publish.sent == []
+    assert first.publish.sent == SAMPLE_ALERT_KEYS and first.alerts_evaluated == 11 and second.publish.sent == []
     assert len(drain(aws)) == first.alerts_evaluated
     assert first.report_keys == second.report_keys and len(objects(aws)) == 4
     json.dumps(first.to_dict())  # JSON-ready
@@ -298,7 +280,7 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert [(w.start, w.end) for w in handler_env["stub"].windows] == [(date(2026, 11, 21), date(2026, 11, 24))] * 2
     # AND alerts went out once, reports were written once and are identical
     assert first["status"] == "ok" and first["alerts"]["sent"] == 11 and second["alerts"]["sent"] == 0
-    assert first["alerts"]["sent_keys"] == ALERT_KEYS
+    assert first["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert second["alerts"]["skipped_duplicates"] == first["alerts"]["sent"]
     notes = drain(handler_env)
     assert Counter(json.loads(n["Message"])["key"] for n in notes) == Counter(first["alerts"]["sent_keys"])
@@ -321,7 +303,7 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
 
 def test_handler_dry_run_from_event_sends_and_writes_nothing(handler_env: dict[str, Any]) -> None:
     summary = handler_env["module"].handler({"dry_run": True}, FakeContext())
-    assert summary["dry_run"] and summary["alerts"]["sent"] == 11 and summary["alerts"]["sent_keys"] == ALERT_KEYS
+    assert summary["dry_run"] and summary["alerts"]["sent"] == 11 and summary["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert drain(handler_env) == [] and objects(handler_env) == {}
     with SQLiteLedger(handler_env["db"]) as ledger:
         assert ledger.alert_keys() == []
