@@ -195,8 +195,13 @@ def test_daily_budget_exhausted_by_one_session_blocks_the_next(fake: FakeBedrock
     # WHEN the first session runs, it is stopped when its spend crosses the budget
     with pytest.raises(costguard.BudgetExceeded):
         invoke(agents, session="first")
+    # The 7th model call takes the spend over $0.10: pre-processing (800 in, 40 out), then calls
+    # of 100 out on a context starting at 3,000 input tokens and growing 1,100 a step
+    calls = [(800, 40)] + [(3000 + 1100 * step, 100) for step in range(6)]
+    expected = sum((sonnet_cost(i, o) for i, o in calls), Decimal(0))
+    assert expected == Decimal("0.1155")
     spent = guard.ledger.budget_counters("wf")[0]
-    assert spent.reserved_nanos == 0 and spent.spent_usd == guard.session_usage("first").cost_usd
+    assert (spent.reserved_nanos, spent.spent_usd, guard.session_usage("first").cost_usd) == (0, expected, expected)
     # AND the next session is refused before anything is sent
     with pytest.raises(costguard.BudgetExceeded) as caught:
         invoke(agents, session="second")
