@@ -47,6 +47,7 @@ from botocore.config import Config  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 import costguard  # noqa: E402
+from bench.guarded_workflow import POLICY  # noqa: E402
 from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
 from costguard.policy import PolicySet  # noqa: E402
 from tests.support.ledger_data import moto_dynamodb_like_aws  # noqa: E402
@@ -58,14 +59,6 @@ WCU_TARGET = 4.0
 WRITES = {"TransactWriteItems", "UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem"}
 NOVA_MICRO = "amazon.nova-micro-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
-POLICY = """
-version: 1
-workflows:
-  bench:
-    per_request: {max_model_calls: 500, max_tool_calls: 500, max_tokens: 1000000000, max_cost_usd: 100000}
-    per_session: {max_model_calls: 100000000}
-    budget: {daily_usd: 1000000, monthly_usd: 10000000}
-"""
 
 
 # -- write units ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import costguard  # noqa: E402
+from bench.guarded_workflow import POLICY  # noqa: E402
 from costguard.policy import PolicySet  # noqa: E402
 from tests.support.traces import agent_loop  # noqa: E402
 from tests.support.wire import FakeBedrock  # noqa: E402
@@ -39,14 +40,6 @@ from tests.support.wire import FakeBedrock  # noqa: E402
 TARGETS = {"InvokeAgent": 1.05, "Converse": 1.10}
 NOVA_MICRO = "amazon.nova-micro-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
-POLICY = """
-version: 1
-workflows:
-  bench:
-    per_request: {max_model_calls: 500, max_tool_calls: 500, max_tokens: 1000000000, max_cost_usd: 100000, max_tool_response_bytes: 1000000}
-    per_session: {max_model_calls: 100000000}
-    budget: {daily_usd: 1000000, monthly_usd: 10000000}
-"""
 
 
 def serve(api: str, steps: int, total: int, conn: Connection) -> None:
