@@ -25,7 +25,7 @@ from costguard.ledger import SQLiteLedger
 from costguard.policy import PolicySet
 from costguard.s3reports import FOCUS_COLUMNS, write_reports
 from costguard.usage import PeriodLimit, Reservation
-from tests.unit.test_alerts import POLICIES, make_result, sample_result
+from tests.unit.test_alerts import POLICIES, SAMPLE_ALERT_KEYS, make_result, sample_result
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "reconcile_handler.py"
 BUCKET = "costguard-reports"
@@ -184,7 +184,7 @@ def test_job_blocks_alerts_and_reports_once(aws: dict[str, Any], tmp_path: Path)
         second = run_reconciliation(reconciler, ledger, POLICIES, make_window(date(2026, 11, 21), date(2026, 11, 24)), **kwargs)
         switch = ledger.kill_switch("claims-intake", int(now.timestamp() * 1000))
     assert first.blocks == 1 and second.blocks == 0 and switch is not None
-    assert len(first.publish.sent) == first.alerts_evaluated > 0 and second.publish.sent == []
+    assert first.publish.sent == SAMPLE_ALERT_KEYS and first.alerts_evaluated == 11 and second.publish.sent == []
     assert len(drain(aws)) == first.alerts_evaluated
     assert first.report_keys == second.report_keys and len(objects(aws)) == 4
     json.dumps(first.to_dict())  # JSON-ready
@@ -279,7 +279,8 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert len(handler_env["built"]) == 1
     assert [(w.start, w.end) for w in handler_env["stub"].windows] == [(date(2026, 11, 21), date(2026, 11, 24))] * 2
     # AND alerts went out once, reports were written once and are identical
-    assert first["status"] == "ok" and first["alerts"]["sent"] > 0 and second["alerts"]["sent"] == 0
+    assert first["status"] == "ok" and first["alerts"]["sent"] == 11 and second["alerts"]["sent"] == 0
+    assert first["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert second["alerts"]["skipped_duplicates"] == first["alerts"]["sent"]
     notes = drain(handler_env)
     assert Counter(json.loads(n["Message"])["key"] for n in notes) == Counter(first["alerts"]["sent_keys"])
@@ -302,7 +303,7 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
 
 def test_handler_dry_run_from_event_sends_and_writes_nothing(handler_env: dict[str, Any]) -> None:
     summary = handler_env["module"].handler({"dry_run": True}, FakeContext())
-    assert summary["dry_run"] and summary["alerts"]["sent"] > 0
+    assert summary["dry_run"] and summary["alerts"]["sent"] == 11 and summary["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert drain(handler_env) == [] and objects(handler_env) == {}
     with SQLiteLedger(handler_env["db"]) as ledger:
         assert ledger.alert_keys() == []
@@ -310,7 +311,7 @@ def test_handler_dry_run_from_event_sends_and_writes_nothing(handler_env: dict[s
 
 def test_handler_near_deadline_defers_alerts(handler_env: dict[str, Any]) -> None:
     summary = handler_env["module"].handler({}, FakeContext(remaining_ms=5_000))
-    assert summary["alerts"]["sent"] == 0 and summary["alerts"]["deferred"] > 0
+    assert summary["alerts"]["sent"] == 0 and summary["alerts"]["deferred"] == 11
     later = handler_env["module"].handler({}, FakeContext())
     assert later["alerts"]["sent"] == summary["alerts"]["deferred"]
 

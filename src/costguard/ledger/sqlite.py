@@ -506,7 +506,7 @@ class SQLiteLedger(Ledger):
         reservation.lease_id = None
 
     @classmethod
-    def _settle(cls, conn: sqlite3.Connection, reservation: Reservation, spent_nanos: int, *, keep: bool, now_ms: int) -> None:
+    def _settle(cls, conn: sqlite3.Connection, reservation: Reservation, spent_nanos: int, *, keep: bool = False, now_ms: int = 0) -> None:
         """Count ``spent_nanos`` and give back the lease's hold (all of it, or with ``keep`` only
         what was spent, renewing the rest). A lease already reclaimed holds nothing to give back."""
         held = 0
