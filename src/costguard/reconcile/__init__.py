@@ -15,6 +15,8 @@ from costguard.reconcile.billing import (
     BilledCosts,
     billed_by_model,
     billed_by_workflow,
+    billed_summary_frame,
+    billed_usage_frame,
     parse_cost_pages,
 )
 from costguard.reconcile.reconciler import (
@@ -63,6 +65,8 @@ __all__ = [
     "Window",
     "billed_by_model",
     "billed_by_workflow",
+    "billed_summary_frame",
+    "billed_usage_frame",
     "build_agents",
     "build_frame",
     "build_kinds",
