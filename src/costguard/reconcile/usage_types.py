@@ -42,6 +42,10 @@ Sources:
   long-context and cross-region products, and their ``unit`` (``1K tokens`` / ``1M tokens``).
 * AWS re:Invent 2025 COP401, ``BedrockCostAllocation.sql`` (github.com/awssteph/reinvent25-cop401):
   CUR 2.0 query noting Marketplace usage types such as ``USW2-MP:USW2_InputTokenCount-Units``.
+* Cloud Intelligence Dashboards, CUDOS 5.3 changelog (github.com/aws-samples/
+  aws-cudos-framework-deployment): "Amazon Bedrock spend per UsageType Group" splits Bedrock
+  spend into image generation, input tokens, output tokens, model units (provisioned
+  throughput) and model customization, the non-token columns below.
 
 Anything the tables below do not recognise is ``unclassified``: it is reported with its cost,
 never dropped and never compared with metered spend.
@@ -79,6 +83,7 @@ NON_TOKEN_CATEGORIES: Final[tuple[str, ...]] = (
     "flows",
     "customization",
     "embeddings",
+    "images",
 )
 
 FIRST_PARTY_TOKENS_PER_UNIT: Final = 1_000  # Price List unit "1K tokens" (AmazonBedrock)
@@ -156,6 +161,10 @@ _MARKETPLACE_KINDS: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("cache", "read", "input", "tokens"), "cache_read"),
     (("input", "tokens"), "input"),
     (("output", "tokens"), "output"),
+    (("response", "token", "count"), "output"),
+    (("cache", "write", "1h", "tokens"), "cache_write_1h"),
+    (("cache", "write", "tokens"), "cache_write_5m"),
+    (("cache", "read", "tokens"), "cache_read"),
     (("million", "batch", "input", "tokens"), "input"),
     (("million", "batch", "output", "tokens"), "output"),
 )
@@ -171,6 +180,7 @@ _CATEGORY_PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
                 r"|automated-?reasoning", re.I), "guardrails"),
     (re.compile(r"flows?\b|flow-|node-?transition", re.I), "flows"),
     (re.compile(r"embed", re.I), "embeddings"),
+    (re.compile(r"image|canvas|reel|video", re.I), "images"),
 )
 _EMBEDDING_MODEL_RE: Final = re.compile(r"embed", re.I)
 _CAMEL_RE: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
