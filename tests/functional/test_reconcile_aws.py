@@ -29,10 +29,11 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from costguard.alerts import evaluate_alerts
+from costguard.jobs import run_reconciliation
 from costguard.ledger.sqlite import SQLiteLedger
 from costguard.policy import PolicySet
 from costguard.reconcile import UNTAGGED, Reconciler, ReconcileError, Window
-from costguard.usage import PeriodLimit
+from costguard.usage import ModelCallRecord, PeriodLimit, RequestSegment, Totals
 from tests.support.ledger_data import segment
 
 TAG = "costguard:workflow"
@@ -420,3 +421,241 @@ def test_agent_metrics_read_the_documented_dimension_sets_without_double_countin
     assert rec[("2026-11-21", alias)]["throttles"] == 2
     # one listing of the namespace, filtered on AgentAliasArn: not one per metric name
     assert result.api_calls["cloudwatch:ListMetrics"] == plain.api_calls["cloudwatch:ListMetrics"] + 1
+
+
+# -- acceptance: recorded-shape bills with the usage types AWS emits ------------------------------------
+
+HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"
+SONNET_4 = "anthropic.claude-sonnet-4-20250514-v1:0"
+HAIKU_35_EDITION = "Claude 3.5 Haiku (Amazon Bedrock Edition)"
+AGENTCORE_SERVICE = "Amazon Bedrock AgentCore"
+IAM_TAG = "iamPrincipal/team"
+# Published on-demand prices, USD per 1M tokens (aws.amazon.com/bedrock/pricing, us-east-1), as
+# the test's own figures: Claude 3.5 Haiku input 0.80, output 4.00, cache read 0.08, cache write
+# (5 min) 1.00; Nova Lite input 0.06, output 0.24. Long-context Claude Sonnet 4 input is billed at
+# twice its 3.00 input price; a 1-hour cache write at twice the input price.
+M = Decimal(1_000_000)
+
+
+def usd(tokens: int, per_million: str) -> Decimal:
+    return tokens * Decimal(per_million) / M
+
+
+def nanos(amount: Decimal) -> int:
+    return int(amount * 1_000_000_000)
+
+
+def meter_call(ledger: SQLiteLedger, workflow: str, day: str, model: str, *, inp: int, out: int, cache_read: int = 0,
+               cache_write: int = 0, cost: Decimal) -> None:
+    """One metered model call with its token counts and its exact cost."""
+    rid, ts = f"r{next(_ids)}", ms(day)
+    call = ModelCallRecord(rid, workflow, f"s-{rid}", ts, f"us.{model}", model, "ORCHESTRATION", inp, out,
+                           cache_read, cache_write, nanos(cost), True)
+    totals = Totals(model_calls=1, input_tokens=inp, output_tokens=out, cache_read_tokens=cache_read,
+                    cache_write_tokens=cache_write, cost_nanos=nanos(cost))
+    ledger.record(RequestSegment(rid, workflow, f"s-{rid}", None, "Converse", None, None, ts, ts + 1, "ok", totals,
+                                 totals.copy(), 1, 1, 0, 0, 0, None, [call], [], []))
+
+
+def test_real_usage_types_reconcile_kind_by_kind_per_model_and_workflow(aws: None, ledger: SQLiteLedger) -> None:
+    d20, d21 = "2026-11-20", "2026-11-21"
+    # GIVEN what the meter priced on the 20th: claims-intake (an application inference profile
+    # tagged costguard:workflow) on Claude 3.5 Haiku with prompt caching, search (an IAM role
+    # tagged team=search) and triage (plain model id, no tag anywhere) on Nova Lite
+    haiku_cost = usd(1_000_000, "0.80") + usd(100_000, "4.00") + usd(2_000_000, "0.08") + usd(200_000, "1.00")
+    assert haiku_cost == Decimal("1.56")
+    meter_call(ledger, "claims-intake", d20, HAIKU_35, inp=1_000_000, out=100_000, cache_read=2_000_000,
+               cache_write=200_000, cost=haiku_cost)
+    meter_call(ledger, "search", d20, NOVA_LITE, inp=500_000, out=50_000,
+               cost=usd(500_000, "0.06") + usd(50_000, "0.24"))
+    meter_call(ledger, "triage", d20, NOVA_LITE, inp=100_000, out=10_000,
+               cost=usd(100_000, "0.06") + usd(10_000, "0.24"))
+    meter_call(ledger, "claims-intake", d21, HAIKU_35, inp=500_000, out=0, cost=usd(500_000, "0.80"))
+
+    # AND the bill as Cost Explorer pages it. Marketplace usage types (quantities in millions of
+    # tokens): Haiku's cache writes split 150K at the 5-minute price, 50K at the 1-hour price
+    haiku_lines = [
+        ("USE1-MP:USE1_InputTokenCount-Units", "0.80", "1"),
+        ("USE1-MP:USE1_OutputTokenCount-Units", "0.40", "0.1"),
+        ("USE1-MP:USE1_CacheReadInputTokenCount_Global-Units", "0.16", "2"),
+        ("USE1-MP:USE1_CacheWriteInputTokenCount-Units", "0.15", "0.15"),
+        ("USE1-MP:USE1_CacheWrite1hInputTokenCount_Global-Units", "0.10", "0.05"),
+    ]
+    # first-party usage types (quantities in thousands of tokens)
+    search_lines = [("USE1-NovaLite-input-tokens", "0.03", "500"), ("USE1-NovaLite-output-tokens", "0.012", "50")]
+    triage_lines = [("USE1-NovaLite-input-tokens", "0.006", "100"), ("USE1-NovaLite-output-tokens", "0.0024", "10")]
+    unmetered_lines = [
+        ("USE1-NovaLite-input-tokens-batch", "0.03", "1000"),  # a batch job: the meter never sees batch
+        ("USE1-Claude4Sonnet-input-tokens-long-context-cross-region-global", "0.06", "10"),
+        ("USE1-Nova2.0Lite-input-tokens-cross-region-geo", "0.0015", "5"),
+        ("USE1-Claude4Sonnet-reserved-1-month-input-tokens-per-minute-cross-region-global", "5.00", "1"),
+    ]
+    agentcore_line = ("USE1-AgentCore-Runtime-vCPU-Hours", "2.00", "10")
+
+    def groups(key: str, lines: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        return [service_group(key, u, a, q) for u, a, q in lines]
+
+    by_service = {"ResultsByTime": [
+        ce_day(d20, groups(HAIKU_35_EDITION, haiku_lines)
+               + groups("Amazon Bedrock", [("USE1-NovaLite-input-tokens", "0.036", "600"),
+                                           ("USE1-NovaLite-output-tokens", "0.0144", "60"), *unmetered_lines])
+               + groups(AGENTCORE_SERVICE, [agentcore_line])),
+        ce_day(d21, groups(HAIKU_35_EDITION, [("USE1-MP:USE1_InputTokenCount-Units", "0.40", "0.5")]),
+               estimated=True),
+    ]}
+    by_workflow_tag = {"ResultsByTime": [
+        ce_day(d20, groups(f"{TAG}$claims-intake", haiku_lines)
+               + groups(f"{TAG}$", [*search_lines, *triage_lines, *unmetered_lines, agentcore_line])),
+        ce_day(d21, groups(f"{TAG}$claims-intake", [("USE1-MP:USE1_InputTokenCount-Units", "0.40", "0.5")]),
+               estimated=True),
+    ]}
+    by_iam_tag = {"ResultsByTime": [
+        ce_day(d20, groups(f"{IAM_TAG}$search", search_lines)
+               + groups(f"{IAM_TAG}$", [*triage_lines, *unmetered_lines, agentcore_line])),
+        ce_day(d21, [], estimated=True),
+    ]}
+    seed_ce([by_service, by_workflow_tag, by_iam_tag])
+    ce = boto3.client("ce", region_name="us-east-1")
+    answer_dimension_values(ce, ["Amazon Bedrock", HAIKU_35_EDITION, AGENTCORE_SERVICE])
+    ce_requests = capture(ce, "GetCostAndUsage")
+
+    # AND CloudWatch: Bedrock saw 95,500 more cache-read tokens on Haiku than the meter did
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    for metric, value in (("InputTokenCount", 1_000_000), ("OutputTokenCount", 100_000),
+                          ("CacheReadInputTokenCount", 2_095_500), ("CacheWriteInputTokenCount", 200_000)):
+        put(cw, "AWS/Bedrock", metric, {"ModelId": f"us.{HAIKU_35}"}, d20, value)
+    cw_requests = capture(cw, "ListMetrics")
+
+    # WHEN the reconciler runs with both tag keys, the profile tag first
+    result = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=cw, clock=lambda: NOW,
+                        tag_key=[TAG, IAM_TAG]).run(WINDOW)
+
+    # THEN Cost Explorer was asked three queries, the IAM one without what the first key attributed
+    assert result.api_calls["ce:GetCostAndUsage"] == 3
+    services = {"Dimensions": {"Key": "SERVICE", "Values": sorted(["Amazon Bedrock", HAIKU_35_EDITION,
+                                                                   AGENTCORE_SERVICE])}}
+    assert [r["GroupBy"][0] for r in ce_requests] == [{"Type": "DIMENSION", "Key": "SERVICE"},
+                                                     {"Type": "TAG", "Key": TAG}, {"Type": "TAG", "Key": IAM_TAG}]
+    assert ce_requests[1]["Filter"] == services
+    assert ce_requests[2]["Filter"] == {"And": [services, {"Tags": {"Key": TAG, "MatchOptions": ["ABSENT"]}}]}
+    # AND CloudWatch was listed once per namespace, filtered on the dimension its series carry
+    assert sorted((r["Namespace"], r["Dimensions"][0]["Name"]) for r in cw_requests) == [
+        ("AWS/Bedrock", "ModelId"), ("Costguard", "Workflow")]
+
+    # AND per model and day: token spend compared with what the meter priced, kind by kind
+    models = {(r["day"], r["model_id"]): r for r in result.models.to_dict("records")}
+    h = models[(d20, HAIKU_35)]
+    assert h["billed_cost_usd"] == Decimal("1.61") and h["metered_cost_usd"] == Decimal("1.56")
+    assert h["drift_usd"] == Decimal("0.05") and h["drift_pct"] == Decimal("3.11") and not h["estimated"]
+    assert (h["billed_input_tokens"], h["billed_output_tokens"]) == (1_000_000, 100_000)
+    assert (h["billed_cache_read_tokens"], h["billed_cache_write_tokens"]) == (2_000_000, 200_000)
+    assert (h["bedrock_cache_read_tokens"], h["metered_cache_read_tokens"]) == (2_095_500, 2_000_000)
+    assert (h["unmetered_cache_read_tokens"], h["unmetered_cache_write_tokens"]) == (95_500, 0)
+    lite = models[(d20, NOVA_LITE)]  # search and triage together, tagged or not
+    assert lite["billed_cost_usd"] == Decimal("0.0504") and lite["metered_cost_usd"] == Decimal("0.0504")
+    assert lite["drift_usd"] == Decimal(0) and lite["drift_pct"] == Decimal("0.00")
+    assert (lite["billed_input_tokens"], lite["billed_output_tokens"]) == (600_000, 60_000)
+    sonnet = models[(d20, SONNET_4)]  # long-context tokens nobody metered
+    assert sonnet["billed_cost_usd"] == Decimal("0.06") and sonnet["billed_input_tokens"] == 10_000
+    assert sonnet["metered_cost_usd"] == Decimal(0)
+    assert models[(d20, "billing:Nova2.0Lite")]["billed_cost_usd"] == Decimal("0.0015")
+    assert models[(d21, HAIKU_35)]["estimated"]
+
+    kinds = {(r["level"], r["key"], r["day"], r["kind"]): r for r in result.kinds.to_dict("records")}
+    cw_kind = kinds[("model", HAIKU_35, d20, "cache_write")]  # 5-minute and 1-hour writes together
+    assert (cw_kind["billed_usd"], cw_kind["metered_usd"], cw_kind["drift_usd"]) == (
+        Decimal("0.25"), usd(200_000, "1.00"), Decimal("0.05"))
+    assert (cw_kind["billed_tokens"], cw_kind["metered_tokens"]) == (200_000, 200_000)
+    for kind, billed, metered in (("input", "0.80", usd(1_000_000, "0.80")), ("output", "0.40", usd(100_000, "4.00")),
+                                  ("cache_read", "0.16", usd(2_000_000, "0.08"))):
+        row = kinds[("model", HAIKU_35, d20, kind)]
+        assert (row["billed_usd"], row["metered_usd"]) == (Decimal(billed), metered)
+    assert kinds[("workflow", "search", d20, "input")]["billed_usd"] == Decimal("0.03")
+    assert kinds[("workflow", "search", d20, "input")]["metered_usd"] == usd(500_000, "0.06")
+    assert not any(k[1] in ("triage", UNTAGGED) for k in kinds)  # only tag-attributed workflows
+
+    # AND per workflow where a tag names it, the meter's attribution elsewhere, labelled
+    rec = {(r["workflow"], r["day"]): r for r in result.frame.to_dict("records")}
+    c = rec[("claims-intake", d20)]
+    assert c["attribution"] == f"tag:{TAG}"
+    assert (c["billed_cost_usd"], c["metered_cost_usd"], c["drift_usd"], c["drift_pct"]) == (
+        Decimal("1.61"), Decimal("1.56"), Decimal("0.05"), Decimal("3.11"))
+    s = rec[("search", d20)]
+    assert s["attribution"] == f"tag:{IAM_TAG}"
+    assert (s["billed_cost_usd"], s["metered_cost_usd"], s["drift_usd"]) == (Decimal("0.042"), Decimal("0.042"),
+                                                                            Decimal(0))
+    t = rec[("triage", d20)]
+    assert t["attribution"] == "meter" and t["billed_cost_usd"] is None and t["drift_usd"] is None
+    assert t["metered_cost_usd"] == Decimal("0.0084")
+    u = rec[(UNTAGGED, d20)]
+    assert u["billed_cost_usd"] == Decimal("0.0699")  # Nova Lite of triage, Sonnet 4 long context, Nova 2.0 Lite
+    assert u["billed_non_token_usd"] == Decimal("5.03")  # batch 0.03 + provisioned 5.00
+    assert u["billed_agentcore_usd"] == Decimal("2.00") and u["billed_unclassified_usd"] == Decimal(0)
+    assert u["drift_usd"] is None and u["drift_pct"] is None
+    assert rec[("claims-intake", d21)]["estimated"]
+
+    # AND the whole bill of the day, token spend beside every other column
+    summary = {r["day"]: r for r in result.billed_summary.to_dict("records")}[d20]
+    assert summary["token_usd"] == Decimal("1.7219")
+    assert (summary["batch_usd"], summary["provisioned_usd"], summary["agentcore_usd"]) == (
+        Decimal("0.03"), Decimal("5.00"), Decimal("2.00"))
+    assert summary["total_usd"] == Decimal("8.7519") and summary["unclassified_usd"] == Decimal(0)
+    usage_rows = result.billed_usage
+    one_hour = usage_rows[usage_rows["usage_type"] == "USE1-MP:USE1_CacheWrite1hInputTokenCount_Global-Units"]
+    assert one_hour[["workflow", "kind", "scope", "tokens"]].values.tolist() == [
+        ["claims-intake", "cache_write_1h", "global", 50_000]]
+
+    # AND the alerts: drift per workflow and per model where it crosses the line, unmetered cache
+    # tokens like input tokens, the attribution advice for triage; nothing for (untagged)
+    alerts = evaluate_alerts(result, POLICIES, drift_pct_threshold=Decimal("3"))
+    keys = sorted(a.key for a in alerts)
+    assert keys == sorted([
+        f"claims-intake|drift|3|day:{d20}",
+        f"(account)|drift|3|day:{d20}|{HAIKU_35}",
+        f"(account)|unmetered_usage|1000|day:{d20}|{HAIKU_35}",
+        "(account)|attribution_advice|any|once",
+    ])
+    unmetered = next(a for a in alerts if a.kind == "unmetered_usage")
+    assert unmetered.observed == "95500" and unmetered.message["detail"]["unmetered_cache_read_tokens"] == 95_500
+    advice = next(a for a in alerts if a.kind == "attribution_advice")
+    assert advice.message["detail"]["workflows"] == ["triage"]
+    assert advice.message["detail"]["tag_keys"] == [TAG, IAM_TAG]
+    assert "docs/tagging.md" in advice.message["detail"]["how"]
+
+
+def test_spend_from_plain_model_ids_sends_no_drift_alert_and_the_advice_once(aws: None, ledger: SQLiteLedger) -> None:
+    d20 = "2026-11-20"
+    # GIVEN two workflows calling Nova Lite by its plain model id: nothing in the bill is tagged
+    meter_call(ledger, "claims", d20, NOVA_LITE, inp=300_000, out=20_000, cost=usd(300_000, "0.06") + usd(20_000, "0.24"))
+    meter_call(ledger, "triage", d20, NOVA_LITE, inp=100_000, out=5_000, cost=usd(100_000, "0.06") + usd(5_000, "0.24"))
+    lines = [("USE1-NovaLite-input-tokens", "0.024", "400"), ("USE1-NovaLite-output-tokens", "0.006", "25")]
+    seed_ce([
+        {"ResultsByTime": [ce_day(d20, [service_group("Amazon Bedrock", u, a, q) for u, a, q in lines])]},
+        {"ResultsByTime": [ce_day(d20, [service_group(f"{TAG}$", u, a, q) for u, a, q in lines])]},
+    ])
+    ce = boto3.client("ce", region_name="us-east-1")
+    answer_dimension_values(ce, ["Amazon Bedrock"])
+    sns = boto3.client("sns", region_name="us-east-1")
+    topic = sns.create_topic(Name="costguard-alerts")["TopicArn"]
+    reconciler = Reconciler(ledger, POLICIES, ce_client=ce, cloudwatch_client=boto3.client("cloudwatch"),
+                            clock=lambda: NOW)
+
+    # WHEN the scheduled job runs, and runs again
+    first = run_reconciliation(reconciler, ledger, POLICIES, WINDOW, topic_arn=topic, sns_client=sns,
+                               clock=lambda: NOW)
+    again = run_reconciliation(reconciler, ledger, POLICIES, WINDOW, topic_arn=topic, sns_client=sns,
+                               clock=lambda: NOW)
+
+    # THEN per model the bill matches the meter, per workflow nothing is compared
+    models = {(r["day"], r["model_id"]): r for r in first.result.models.to_dict("records")}
+    assert models[(d20, NOVA_LITE)]["billed_cost_usd"] == Decimal("0.030")
+    assert models[(d20, NOVA_LITE)]["drift_usd"] == Decimal(0)
+    rec = {(r["workflow"], r["day"]): r for r in first.result.frame.to_dict("records")}
+    assert rec[(UNTAGGED, d20)]["billed_cost_usd"] == Decimal("0.030") and rec[(UNTAGGED, d20)]["drift_pct"] is None
+    assert rec[("claims", d20)]["attribution"] == "meter" and rec[("claims", d20)]["drift_pct"] is None
+    # AND no drift alert was sent, the advice was, once, and not again on the re-run
+    assert first.publish.sent == ["(account)|attribution_advice|any|once"]
+    assert [a.kind for a in first.alerts] == ["attribution_advice"]
+    assert first.alerts[0].message["detail"]["workflows"] == ["claims", "triage"]
+    assert again.publish.sent == [] and again.publish.skipped_duplicates == ["(account)|attribution_advice|any|once"]
+    assert first.errors == [] and again.errors == []

@@ -303,6 +303,10 @@ def billed_by_model(costs: BilledCosts, names: ModelNames) -> Billed:
     billed = Billed(days=set(costs.days), estimated=set(costs.estimated))
     for (service, day, usage_type), (cost, quantity) in sorted(costs.usage.items()):
         cls = classify(usage_type)
+        if AGENTCORE in service.lower().replace(" ", ""):
+            # "Amazon Bedrock AgentCore" is its own service: its spend is AgentCore's, whatever
+            # its usage types say (they name runtimes, gateways and memory, not models)
+            cls = UsageClass(usage_type, AGENTCORE)
         key = model_of(service, cls, names)
         billed.sources.setdefault(key, "usage type")
         billed._add(key, day, cls, cost, quantity)
