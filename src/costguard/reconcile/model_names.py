@@ -3,7 +3,8 @@
 Cost Explorer names a model two ways, neither of them a model id:
 
 * first-party usage types carry a billing name (``NovaLite``, ``Claude3.5SonnetV2``,
-  ``Llama4-Maverick-17B``) or, for the newer endpoint, a model id (``openai.gpt-oss-120b``);
+  ``Llama4-Maverick-17B``) or, for the newer endpoint, a model id (``openai.gpt-oss-120b``),
+  which is normalised like the meter's ids;
 * Marketplace editions are billed under a service named ``<model> (Amazon Bedrock Edition)``
   (``Claude 3 Haiku (Amazon Bedrock Edition)``).
 
@@ -63,9 +64,9 @@ class ModelNames:
         return found
 
     def _resolve(self, billing_name: str) -> str:
-        if "." in billing_name.split("-")[0]:  # an id such as openai.gpt-oss-120b
-            quote = self._catalog.quote(billing_name)
-            if quote.priced:
-                return quote.base_model_id
+        if "." in billing_name.split("-")[0]:
+            # a model id (openai.gpt-oss-120b): normalised exactly as the meter's ids are, so
+            # billed and metered meet even for a model the catalog does not price
+            return self._catalog.quote(billing_name).base_model_id
         model_id = self._by_words.get(name_words(billing_name))
         return model_id if model_id is not None else f"{UNMATCHED_PREFIX}{billing_name.removesuffix(MARKETPLACE_SUFFIX)}"

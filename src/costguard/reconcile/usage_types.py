@@ -241,7 +241,7 @@ def _marketplace(usage_type: str, match: re.Match[str]) -> UsageClass | None:
     return None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16_384)
 def classify(usage_type: str) -> UsageClass:
     """Classify one Cost Explorer usage type (pure, cached: a run sees each string many times)."""
     text = usage_type.strip()
