@@ -114,6 +114,10 @@ def test_billing_names_match_catalog_names_by_their_words() -> None:
     assert names.resolve("Claude4Sonnet") == "anthropic.claude-sonnet-4-20250514-v1:0"
     assert names.resolve("Claude3.5SonnetV2") == "anthropic.claude-3-5-sonnet-20241022-v2:0"
     assert names.resolve("Claude 3 Haiku (Amazon Bedrock Edition)") == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert names.resolve("Claude 3.5 Haiku (Amazon Bedrock Edition)") == "anthropic.claude-3-5-haiku-20241022-v1:0"
+    # model ids in usage types are normalised as the meter normalises them, priced or not
+    assert names.resolve("openai.gpt-oss-120b") == "openai.gpt-oss-120b"
+    assert names.resolve("amazon.nova-lite-v1:0") == "amazon.nova-lite-v1:0"
     assert names.resolve("Claude Sonnet 4.5 (Amazon Bedrock Edition)") == "anthropic.claude-sonnet-4-5-20250929-v1:0"
     # a name the catalog does not know is kept as it is billed, never merged into another model
     assert names.resolve("Nova2.0Lite") == "billing:Nova2.0Lite"

@@ -30,6 +30,8 @@ UNMATCHED_PREFIX: Final = "billing:"
 
 _CAMEL_RE: Final = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[0-9])(?=[A-Za-z])|(?<=[A-Za-z])(?=[0-9])")
 _WORD_RE: Final = re.compile(r"[a-z]+|[0-9]+(?:\.[0-9]+)?")
+# vendor.model as Bedrock spells ids: lower case, no spaces (not "Claude 3.5 Haiku")
+_MODEL_ID_RE: Final = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9][a-z0-9.:-]*$")
 
 
 def name_words(name: str) -> tuple[str, ...]:
@@ -64,7 +66,7 @@ class ModelNames:
         return found
 
     def _resolve(self, billing_name: str) -> str:
-        if "." in billing_name.split("-")[0]:
+        if _MODEL_ID_RE.match(billing_name):
             # a model id (openai.gpt-oss-120b): normalised exactly as the meter's ids are, so
             # billed and metered meet even for a model the catalog does not price
             return self._catalog.quote(billing_name).base_model_id
