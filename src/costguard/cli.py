@@ -539,7 +539,7 @@ def reconcile_command(
 
     from costguard.jobs import parse_window, run_reconciliation
     from costguard.policy import PolicySet
-    from costguard.reconcile import Reconciler
+    from costguard.reconcile import Reconciler, tag_keys_of
 
     _check_format(fmt, ("table", "json", "csv"))
     event: dict[str, Any] = {"window": window}
@@ -551,11 +551,14 @@ def reconcile_command(
         span = parse_window(event, datetime.now(UTC).date())
     except CostguardError as exc:
         raise _fail(str(exc), 2) from exc
+    try:
+        tag_keys = tag_keys_of(tag_key or ["costguard:workflow"])
+    except CostguardError as exc:
+        raise _fail(str(exc), 2) from exc
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
     session = _aws_session(profile)
     led = _open(ledger, ctx)
     try:
-        tag_keys = tag_key or ["costguard:workflow"]
         reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_keys, region_name=region)
         with Console(stderr=True).status("reconciling", spinner="dots") if not _state(ctx).quiet else nullcontext():
             summary = run_reconciliation(reconciler, led, policy_set, span, topic_arn=topic_arn, bucket=bucket,

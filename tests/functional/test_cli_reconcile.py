@@ -95,6 +95,11 @@ def test_reconcile_bad_dates_are_invalid_input(tmp_path: Path) -> None:
     assert runner.invoke(app, ["reconcile", "--since", "2026-13-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
     assert runner.invoke(app, ["reconcile", "--since", "2026-11-05", "--until", "2026-11-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
     assert runner.invoke(app, ["reconcile", "--format", "xml"]).exit_code == 2
+    bad_key = runner.invoke(app, ["reconcile", "--tag-key", "team$x", "--ledger", f"sqlite:///{tmp_path}/l.db"])
+    assert bad_key.exit_code == 2 and "invalid cost allocation tag key 'team$x'" in bad_key.output
+    assert "Traceback" not in bad_key.output
+    twice = runner.invoke(app, ["reconcile", "--tag-key", "a", "--tag-key", "a", "--ledger", f"sqlite:///{tmp_path}/l.db"])
+    assert twice.exit_code == 2 and "repeat" in twice.output
 
 
 def test_reconcile_table_and_csv(tmp_path: Path, aws: Any) -> None:

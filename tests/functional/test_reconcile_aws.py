@@ -591,6 +591,7 @@ def test_real_usage_types_reconcile_kind_by_kind_per_model_and_workflow(aws: Non
     assert u["billed_cost_usd"] == Decimal("0.0699")  # Nova Lite of triage, Sonnet 4 long context, Nova 2.0 Lite
     assert u["billed_non_token_usd"] == Decimal("5.03")  # batch 0.03 + provisioned 5.00
     assert u["billed_agentcore_usd"] == Decimal("2.00") and u["billed_unclassified_usd"] == Decimal(0)
+    assert u["billed_total_usd"] == Decimal("7.0999") and c["billed_total_usd"] == Decimal("1.61")
     assert u["drift_usd"] is None and u["drift_pct"] is None
     assert rec[("claims-intake", d21)]["estimated"]
 

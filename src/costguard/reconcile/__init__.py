@@ -37,6 +37,7 @@ from costguard.reconcile.reconciler import (
     build_kinds,
     build_models,
     collect_metric_results,
+    tag_keys_of,
 )
 from costguard.reconcile.usage_types import UsageClass, classify
 
@@ -75,4 +76,5 @@ __all__ = [
     "collect_metric_results",
     "parse_cost_pages",
     "parse_day",
+    "tag_keys_of",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "billed_usage_frame",
     "compared_kind",
     "parse_cost_pages",
+    "page_error",
     "parse_tag_key",
 ]
 
@@ -67,6 +68,10 @@ BILLED_USAGE_COLUMNS: Final[tuple[str, ...]] = (
 BILLED_SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
     "day", "estimated", "token_usd", *(f"{c}_usd" for c in OTHER_CATEGORIES), "total_usd",
 )
+
+
+# Categories whose lines belong to a model (the rest belong to their service).
+_MODEL_CATEGORIES: Final = frozenset({TOKEN, "batch", "embeddings"})
 
 
 def compared_kind(kind: str) -> str:
@@ -88,13 +93,13 @@ class BilledCosts:
 
 
 
-def _page_error(page_no: int, where: str, message: str) -> ReconcileError:
+def page_error(page_no: int, where: str, message: str) -> ReconcileError:
     return ReconcileError(f"malformed Cost Explorer page {page_no}: {where}: {message}")
 
 
 def _amount(value: Any, page_no: int, where: str) -> Decimal:
     if isinstance(value, bool) or value is None:
-        raise _page_error(page_no, where, f"not a number: {value!r}")
+        raise page_error(page_no, where, f"not a number: {value!r}")
     try:
         if isinstance(value, float):
             number = Decimal(repr(value))
@@ -105,20 +110,20 @@ def _amount(value: Any, page_no: int, where: str) -> Decimal:
         else:
             raise InvalidOperation
     except InvalidOperation:
-        raise _page_error(page_no, where, f"not a number: {value!r}") from None
+        raise page_error(page_no, where, f"not a number: {value!r}") from None
     if not number.is_finite():
-        raise _page_error(page_no, where, f"not a finite number: {value!r}")
+        raise page_error(page_no, where, f"not a finite number: {value!r}")
     return number
 
 
 def _get(mapping: Any, key: str, page_no: int, where: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(mapping, Mapping):
-        raise _page_error(page_no, where, f"expected an object, got {type(mapping).__name__}")
+        raise page_error(page_no, where, f"expected an object, got {type(mapping).__name__}")
     if key not in mapping:
-        raise _page_error(page_no, f"{where}.{key}" if where else key, "missing")
+        raise page_error(page_no, f"{where}.{key}" if where else key, "missing")
     value = mapping[key]
     if not isinstance(value, kind):
-        raise _page_error(page_no, f"{where}.{key}" if where else key, f"unexpected {type(value).__name__}")
+        raise page_error(page_no, f"{where}.{key}" if where else key, f"unexpected {type(value).__name__}")
     return value
 
 
@@ -154,27 +159,27 @@ def parse_cost_pages(
             try:
                 day = date.fromisoformat(start[:10])
             except ValueError:
-                raise _page_error(page_no, f"{where}.TimePeriod.Start", f"not a date: {start!r}") from None
+                raise page_error(page_no, f"{where}.TimePeriod.Start", f"not a date: {start!r}") from None
             if window is not None and not window.start <= day < window.end:
                 continue
             day_key = day.isoformat()
             estimated = entry.get("Estimated", False)
             if not isinstance(estimated, bool):
-                raise _page_error(page_no, f"{where}.Estimated", f"not a boolean: {estimated!r}")
+                raise page_error(page_no, f"{where}.Estimated", f"not a boolean: {estimated!r}")
             billed.days.add(day_key)
             if estimated:
                 billed.estimated.add(day_key)
             groups = entry.get("Groups", [])
             if not isinstance(groups, list):
-                raise _page_error(page_no, f"{where}.Groups", f"expected a list, got {type(groups).__name__}")
+                raise page_error(page_no, f"{where}.Groups", f"expected a list, got {type(groups).__name__}")
             for j, group in enumerate(groups):
                 gwhere = f"{where}.Groups[{j}]"
                 keys = _get(group, "Keys", page_no, gwhere, list)
                 if not keys or not all(isinstance(k, str) for k in keys):
-                    raise _page_error(page_no, f"{gwhere}.Keys", f"expected a list of strings, got {keys!r}")
+                    raise page_error(page_no, f"{gwhere}.Keys", f"expected a list of strings, got {keys!r}")
                 workflow = keys[0] if tag_key is None else parse_tag_key(keys[0], tag_key)
                 if workflow is None:
-                    raise _page_error(
+                    raise page_error(
                         page_no, f"{gwhere}.Keys[0]", f"{keys[0]!r} is not a '{tag_key}$<value>' tag group"
                     )
                 usage_type = keys[1] if len(keys) > 1 else ""
@@ -187,7 +192,7 @@ def parse_cost_pages(
                 )
                 unit = cost.get("Unit", "USD")
                 if unit != "USD":
-                    raise _page_error(page_no, f"{gwhere}.Metrics.UnblendedCost.Unit", f"expected USD, got {unit!r}")
+                    raise page_error(page_no, f"{gwhere}.Metrics.UnblendedCost.Unit", f"expected USD, got {unit!r}")
                 quantity = Decimal(0)
                 usage_metric = metrics.get("UsageQuantity")
                 if usage_metric is not None:
@@ -203,7 +208,7 @@ def parse_cost_pages(
                 billed.usage[ukey] = (old_cost + amount, old_qty + quantity)
         token = page.get("NextPageToken")
         if token is not None and not isinstance(token, str):
-            raise _page_error(page_no, "NextPageToken", f"expected a string, got {type(token).__name__}")
+            raise page_error(page_no, "NextPageToken", f"expected a string, got {type(token).__name__}")
     return billed
 
 
@@ -236,6 +241,11 @@ class BilledCell:
     @property
     def non_token_total(self) -> Decimal:
         return sum((self.other(c) for c in NON_TOKEN_CATEGORIES), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        """Everything billed: token spend plus every other column."""
+        return self.token_total + sum(self.other_usd.values(), Decimal(0))
 
 
 def usage_tokens(cls: UsageClass, quantity: Decimal) -> int:
@@ -291,7 +301,7 @@ def billed_by_workflow(results: Sequence[tuple[str, BilledCosts]]) -> Billed:
 
 def model_of(service: str, cls: UsageClass, names: ModelNames) -> str:
     """The model a service-grouped line belongs to; the service itself for non-model spend."""
-    if cls.category != TOKEN and cls.category != "batch" and cls.category != "embeddings":
+    if cls.category not in _MODEL_CATEGORIES:
         return service
     if cls.marketplace:
         return names.resolve(service)

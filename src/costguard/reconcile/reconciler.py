@@ -63,7 +63,7 @@ from costguard.reconcile.billing import (
     COMPARED_KINDS,
     Billed,
     BilledCosts,
-    _page_error,
+    page_error,
     billed_by_model,
     billed_by_workflow,
     billed_summary_frame,
@@ -92,6 +92,7 @@ __all__ = [
     "build_kinds",
     "build_models",
     "collect_metric_results",
+    "tag_keys_of",
 ]
 
 logger = logging.getLogger("costguard.reconcile")
@@ -117,6 +118,7 @@ FRAME_COLUMNS: Final[tuple[str, ...]] = (
     "billed_non_token_usd",
     "billed_agentcore_usd",
     "billed_unclassified_usd",
+    "billed_total_usd",
     "metered_model_calls",
     "metered_input_tokens",
     "metered_output_tokens",
@@ -207,6 +209,20 @@ _AGENT_METRICS: Final = {
 }
 _AGENT_DIMENSIONS: Final = frozenset({"Operation", "AgentAliasArn", "ModelId"})
 _COSTGUARD_METRICS: Final = {"ModelCalls": "costguard_model_calls", "Throttles": "throttles"}
+
+
+def tag_keys_of(tag_key: str | Sequence[str]) -> list[str]:
+    """One cost allocation tag key or several, checked: ``ReconcileError`` names the bad one."""
+    tag_keys = [tag_key] if isinstance(tag_key, str) else list(tag_key)
+    if not tag_keys:
+        raise ReconcileError("at least one cost allocation tag key is needed")
+    for key in tag_keys:
+        # Cost Explorer answers "<key>$<value>": a "$" in the key would make that ambiguous
+        if not isinstance(key, str) or not key.strip() or "$" in key:
+            raise ReconcileError(f"invalid cost allocation tag key {key!r}")
+    if len(set(tag_keys)) != len(tag_keys):
+        raise ReconcileError(f"cost allocation tag keys repeat: {tag_keys!r}")
+    return tag_keys
 
 
 # -- the result -------------------------------------------------------------------------------------
@@ -390,20 +406,20 @@ def _month_to_date(
     out: dict[tuple[str, str], int] = {}
     for workflow in workflows:
         running, current = 0, ""
-        day = first
-        while day < window.end:
-            key = day.isoformat()
+        cursor = first
+        while cursor < window.end:
+            key = cursor.isoformat()
             if key[:7] != current:
                 running, current = 0, key[:7]
             spend = day_counter.get((workflow, key))
             running += spend if spend is not None else usage_by_day.get((workflow, key), 0)
-            if day >= window.start:
+            if cursor >= window.start:
                 mtd = running
                 month = month_counter.get((workflow, current))
                 if month is not None and key >= last_data_day.get((workflow, current), ""):
                     mtd = max(mtd, month)
                 out[(workflow, key)] = mtd
-            day += timedelta(days=1)
+            cursor += timedelta(days=1)
     return out
 
 
@@ -485,6 +501,7 @@ def build_frame(
                     "billed_agentcore_usd": (spend.other("agentcore") if spend else Decimal(0)) if known else None,
                     "billed_unclassified_usd": (spend.other("unclassified") if spend else Decimal(0))
                     if known else None,
+                    "billed_total_usd": (spend.total if spend else Decimal(0)) if known else None,
                     "metered_model_calls": cell[1],
                     "metered_input_tokens": cell[2],
                     "metered_output_tokens": cell[3],
@@ -685,14 +702,7 @@ class Reconciler:
         include_agents: bool = False,
         metrics_namespace: str = COSTGUARD_NAMESPACE,
     ) -> None:
-        tag_keys = [tag_key] if isinstance(tag_key, str) else list(tag_key)
-        if not tag_keys:
-            raise ReconcileError("at least one cost allocation tag key is needed")
-        for key in tag_keys:
-            if not isinstance(key, str) or not key or "$" in key:
-                raise ReconcileError(f"invalid cost allocation tag key {key!r}")
-        if len(set(tag_keys)) != len(tag_keys):
-            raise ReconcileError(f"cost allocation tag keys repeat: {tag_keys!r}")
+        tag_keys = tag_keys_of(tag_key)
         if max_attempts < 1:
             raise ReconcileError("max_attempts must be at least 1")
         self.ledger = ledger
@@ -940,15 +950,15 @@ class Reconciler:
         while True:
             page = self._call(self.ce, "get_cost_and_usage", **params)
             if not isinstance(page, Mapping):
-                raise _page_error(len(pages) + 1, "response", "not an object")
+                raise page_error(len(pages) + 1, "response", "not an object")
             pages.append(page)
             token = page.get("NextPageToken")
             if not token:
                 return pages
             if not isinstance(token, str):
-                raise _page_error(len(pages), "NextPageToken", f"expected a string, got {type(token).__name__}")
+                raise page_error(len(pages), "NextPageToken", f"expected a string, got {type(token).__name__}")
             if token in seen_tokens:
-                raise _page_error(len(pages), "NextPageToken", f"token {token!r} repeated: pagination loops")
+                raise page_error(len(pages), "NextPageToken", f"token {token!r} repeated: pagination loops")
             seen_tokens.add(token)
             params["NextPageToken"] = token
 
@@ -962,7 +972,7 @@ class Reconciler:
         seen: set[str] = set()
         while True:
             page = self._call(self.cloudwatch, "list_metrics", **params)
-            found.extend(m for m in page.get("Metrics") or [] if isinstance(m, Mapping))
+            found.extend(dict(m) for m in page.get("Metrics") or [] if isinstance(m, Mapping))
             token = page.get("NextToken")
             if not token or token in seen:
                 return found
