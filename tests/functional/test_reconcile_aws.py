@@ -514,6 +514,12 @@ def test_real_usage_types_reconcile_kind_by_kind_per_model_and_workflow(aws: Non
                + groups(f"{IAM_TAG}$", [*triage_lines, *unmetered_lines, agentcore_line])),
         ce_day(d21, [], estimated=True),
     ]}
+    # as Cost Explorer returns them: the grouping named on every page
+    usage_type_dim = {"Type": "DIMENSION", "Key": "USAGE_TYPE"}
+    for page, first in ((by_service, {"Type": "DIMENSION", "Key": "SERVICE"}), (by_workflow_tag, {"Type": "TAG", "Key": TAG}),
+                        (by_iam_tag, {"Type": "TAG", "Key": IAM_TAG})):
+        page["GroupDefinitions"] = [first, usage_type_dim]
+        page["DimensionValueAttributes"] = []
     seed_ce([by_service, by_workflow_tag, by_iam_tag])
     ce = boto3.client("ce", region_name="us-east-1")
     answer_dimension_values(ce, ["Amazon Bedrock", HAIKU_35_EDITION, AGENTCORE_SERVICE])

@@ -91,6 +91,11 @@ def test_token_usage_types(usage_type: str, category: str, kind: str, marketplac
         ("USE1-NovaLite-input-tokens-wormhole", UNCLASSIFIED),  # an unknown qualifier: never guessed
         ("USE1-MP:USE1_SomethingNew-Units", UNCLASSIFIED),
         ("", UNCLASSIFIED),
+        ("USE1-MP:", UNCLASSIFIED),
+        ("USE1-MP:USE1_-Units", UNCLASSIFIED),
+        ("-input-tokens", UNCLASSIFIED),
+        ("USE1-Növa\u202eLite-input-tokens-\x00", UNCLASSIFIED),
+        ("USE1-" + "x" * 10_000, UNCLASSIFIED),
     ],
 )
 def test_non_token_and_unclassified_usage_types(usage_type: str, category: str) -> None:

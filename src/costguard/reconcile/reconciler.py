@@ -79,9 +79,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AGENT_COLUMNS",
     "BEDROCK_SERVICE",
+    "DEFAULT_TAG_KEY",
     "FRAME_COLUMNS",
     "KIND_COLUMNS",
     "MAX_QUERIES_PER_REQUEST",
+    "METER_ATTRIBUTION",
     "MODEL_COLUMNS",
     "MetricSeries",
     "MetricTotals",
