@@ -260,11 +260,14 @@ class ReconcileResult:
     unclassified_usage: dict[str, Decimal] = field(default_factory=dict)
 
     def unattributed_workflows(self) -> list[str]:
-        """Workflows with metered spend in the window that no tag key attributes in the bill."""
+        """Workflows with metered spend that no tag key attributes in the bill, on days Cost
+        Explorer has figures for (a workflow whose first tagged spend has not reached the bill
+        yet is not one)."""
         if len(self.frame) == 0 or "attribution" not in self.frame.columns:
             return []
-        rows = self.frame[(self.frame["attribution"] == METER_ATTRIBUTION)]
-        return sorted({str(r["workflow"]) for r in rows.to_dict("records") if r["metered_cost_usd"]})
+        billed_days = {str(d) for d in self.billed_summary["day"]} if len(self.billed_summary) else set()
+        rows = self.frame[(self.frame["attribution"] == METER_ATTRIBUTION)].to_dict("records")
+        return sorted({str(r["workflow"]) for r in rows if r["metered_cost_usd"] and str(r["day"]) in billed_days})
 
 
 # -- CloudWatch series ----------------------------------------------------------------------------
