@@ -38,12 +38,16 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
 from costguard.usage import BudgetCounter, DailyUsage, nanos_to_usd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 if TYPE_CHECKING:
     from costguard.pricing.catalog import InferenceProfileResolver, PriceCatalog

@@ -75,11 +75,12 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     with SQLiteLedger(tmp_path / "l.db") as ledger:
         keys = write_reports(result, ledger, POLICIES, BUCKET, "costguard/reports/", session=aws["session"])
     folder = "costguard/reports/date=2026-11-23/"
-    assert keys == [folder + n for n in ("reconcile.csv", "reconcile.parquet", "report.html", "focus.csv")]
+    parquet_key = "costguard/reports/parquet/date=2026-11-23/reconcile.parquet"  # alone: Athena's table reads it
+    assert keys == [folder + "reconcile.csv", parquet_key, folder + "report.html", folder + "focus.csv"]
     stored = objects(aws)
     assert sorted(stored) == sorted(keys)
     assert stored[folder + "reconcile.csv"][1] == "text/csv; charset=utf-8"
-    assert stored[folder + "reconcile.parquet"][1] == "application/vnd.apache.parquet"
+    assert stored[parquet_key][1] == "application/vnd.apache.parquet"
     assert stored[folder + "report.html"][1] == "text/html; charset=utf-8"
 
     # CSV: exact money strings, rows sorted by workflow then day
@@ -89,7 +90,7 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     assert rows[0]["metered_cost_usd"] == "85" and rows[0]["billed_cost_usd"] == "86" and rows[0]["estimated"] == "false"
 
     # Parquet: same rows; money as strings, counts as int64, the flag as bool
-    frame = pd.read_parquet(io.BytesIO(stored[folder + "reconcile.parquet"][0]))
+    frame = pd.read_parquet(io.BytesIO(stored[parquet_key][0]))
     assert list(frame["workflow"]) == [r["workflow"] for r in rows]
     assert frame["metered_cost_usd"].tolist() == [r["metered_cost_usd"] for r in rows]
     assert str(frame["metered_model_calls"].dtype) == "int64" and str(frame["estimated"].dtype) == "bool"
