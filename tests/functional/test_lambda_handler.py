@@ -294,6 +294,8 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert {"Rows", "AlertsSent", "AlertsSkipped", "Blocks", "Unblocks", "ApiCalls"} <= metric_names
     assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Costguard"
     assert emf[0]["Rows"] == 4 and emf[0]["AlertsSent"] == first["alerts"]["sent"] and emf[1]["AlertsSent"] == 0
+    # The template's alarms read these: AlertsFailed and Succeeded (dimension Job=reconcile)
+    assert (emf[0]["AlertsFailed"], emf[0]["Succeeded"], emf[0]["Job"]) == (0, 1, "reconcile")
     logs = [line for line in lines if line.get("logger") == "costguard.lambda"]
     assert [line["message"] for line in logs] == ["reconciliation started", "reconciliation finished"] * 2
     assert logs[1]["summary"]["rows"] == 4 and logs[0]["request_id"] == "req-1"
