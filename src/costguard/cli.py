@@ -638,4 +638,5 @@ def main() -> None:
     try:
         app()
     except MissingExtraError as exc:  # e.g. `report` on a core install: what to install, not a traceback
-        raise SystemExit(_fail(str(exc)).exit_code) from exc
+        typer.echo(f"error: {exc}", err=True)  # plain: rich would read "[reports]" as markup
+        raise SystemExit(1) from exc
