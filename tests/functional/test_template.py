@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,57 @@ def test_named_query_reads_the_table_once_per_workflow_and_day(template: dict[st
     columns = {c["Name"] for c in _glue_table(template)["StorageDescriptor"]["Columns"]}
     for used in re.findall(r"\b(?:sum|bool_or)\((?:CAST\()?(\w+)", sql):
         assert used in columns
+
+
+class _BoolOr:
+    """Trino's bool_or, for running the named query on SQLite."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def step(self, flag: int | None) -> None:
+        self.value = self.value or bool(flag)
+
+    def finalize(self) -> int:
+        return int(self.value)
+
+
+def test_named_query_counts_each_workflow_day_once_from_its_latest_report(template: dict[str, Any]) -> None:
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    from costguard.s3reports import reconcile_parquet
+    from tests.unit.test_alerts import make_result, row
+
+    # GIVEN two overlapping windows' reports: the later one has the final figure for 2026-11-22
+    reports = {
+        "2026-11-22": make_result([row("claims", "2026-11-21", "85"), row("claims", "2026-11-22", "120", estimated=True)],
+                                  start=date(2026, 11, 21), end=date(2026, 11, 23)),
+        "2026-11-23": make_result([row("claims", "2026-11-22", "130", billed="131"), row("triage", "2026-11-23", "40"),
+                                   row("claims", "2026-12-01", "7")],
+                                  start=date(2026, 11, 22), end=date(2026, 11, 24)),
+    }
+    db = sqlite3.connect(":memory:")
+    db.create_aggregate("bool_or", 1, _BoolOr)  # type: ignore[arg-type]
+    columns = [c["Name"] for c in _glue_table(template)["StorageDescriptor"]["Columns"]]
+    db.execute(f"CREATE TABLE reconcile ({', '.join(columns)}, date)")
+    for partition, result in reports.items():
+        for record in pq.read_table(io.BytesIO(reconcile_parquet(result))).to_pylist():
+            db.execute(f"INSERT INTO reconcile VALUES ({', '.join('?' * (len(columns) + 1))})",
+                       [record[c] for c in columns] + [partition])
+    sql = template["Resources"]["SpendByWorkflowAndMonthQuery"]["Properties"]["QueryString"]["Fn::Sub"]
+    sql = sql.replace('"${ReportDatabase}"."${ReconcileTable}"', '"main"."reconcile"')
+    # WHEN the named query runs
+    got = db.execute(sql).fetchall()
+    # THEN 2026-11-22 counts once, with its latest (final, no longer estimated) figure: 85 + 130 for
+    # claims in November, not 85 + 120 + 130
+    assert [(w, m, float(metered), None if billed is None else float(billed), calls, estimated)
+            for w, m, metered, billed, calls, _, _, estimated in got] == [
+        ("claims", "2026-12", 7.0, None, 10, 0),
+        ("claims", "2026-11", 215.0, 131.0, 20, 0),
+        ("triage", "2026-11", 40.0, None, 10, 0),
+    ]
 
 
 # -- checkov ------------------------------------------------------------------------------------------
