@@ -387,7 +387,7 @@ def test_named_query_counts_each_workflow_day_once_from_its_latest_report(templa
     reports = {
         "2026-11-22": make_result([row("claims", "2026-11-21", "85"), row("claims", "2026-11-22", "120", estimated=True)],
                                   start=date(2026, 11, 21), end=date(2026, 11, 23)),
-        "2026-11-23": make_result([row("claims", "2026-11-22", "130", billed="131"), row("triage", "2026-11-23", "40"),
+        "2026-11-23": make_result([row("claims", "2026-11-22", "130", billed="131"), row("triage", "2026-11-23", "40", estimated=True),
                                    row("claims", "2026-12-01", "7")],
                                   start=date(2026, 11, 22), end=date(2026, 11, 24)),
     }
@@ -409,7 +409,7 @@ def test_named_query_counts_each_workflow_day_once_from_its_latest_report(templa
             for w, m, metered, billed, calls, _, _, estimated in got] == [
         ("claims", "2026-12", 7.0, None, 10, 0),
         ("claims", "2026-11", 215.0, 131.0, 20, 0),
-        ("triage", "2026-11", 40.0, None, 10, 0),
+        ("triage", "2026-11", 40.0, None, 10, 1),
     ]
 
 
