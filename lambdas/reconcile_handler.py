@@ -193,7 +193,13 @@ def reset_dependencies() -> None:
 
 
 def _emit_metrics(summary: dict[str, Any], duration_ms: int) -> None:
-    """One EMF line with the run's metrics (CloudWatch Logs turns it into metrics; no API call)."""
+    """One EMF line with the run's metrics (CloudWatch Logs turns it into metrics; no API call).
+
+    ``Succeeded`` is 1 for a run without errors and 0 for a partial one: the template's
+    "no successful run" alarm sums it (a crashed run writes no line at all, which also counts).
+    """
+    from costguard.metrics import EMFMetricsSink
+
     values = {
         "Rows": summary["rows"],
         "AlertsSent": summary["alerts"]["sent"],
@@ -202,26 +208,8 @@ def _emit_metrics(summary: dict[str, Any], duration_ms: int) -> None:
         "Blocks": summary["blocks"],
         "Unblocks": summary["unblocks"],
         "ApiCalls": sum(int(v) for v in summary["api_calls"].values()),
+        "Succeeded": 0 if summary["errors"] else 1,
     }
-    try:
-        from costguard.metrics import EMFMetricsSink
-    except ImportError:  # older costguard without the metrics module: write the line ourselves
-        document: dict[str, Any] = {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["Job"]],
-                    "Metrics": [{"Name": n, "Unit": "Count"} for n in values] + [{"Name": "DurationMs", "Unit": "Milliseconds"}],
-                }],
-            },
-            "Job": "reconcile",
-            **values,
-            "DurationMs": duration_ms,
-        }
-        sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-        return
     sink = EMFMetricsSink(namespace=NAMESPACE)
     for name, value in values.items():
         sink.add(name, value, "Count", dimensions={"Job": "reconcile"})

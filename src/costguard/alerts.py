@@ -29,11 +29,15 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 if TYPE_CHECKING:  # the reconciler is only needed for type checking here
     from costguard.reconcile import ReconcileResult

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from costguard.errors import CostguardError, PolicyError
+from costguard.errors import CostguardError, MissingExtraError, PolicyError
 
 app = typer.Typer(
     help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
@@ -639,4 +639,8 @@ def ledger_create_table(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtraError as exc:  # e.g. `report` on a core install: what to install, not a traceback
+        typer.echo(f"error: {exc}", err=True)  # plain: rich would read "[reports]" as markup
+        raise SystemExit(1) from exc

@@ -75,11 +75,12 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     with SQLiteLedger(tmp_path / "l.db") as ledger:
         keys = write_reports(result, ledger, POLICIES, BUCKET, "costguard/reports/", session=aws["session"])
     folder = "costguard/reports/date=2026-11-23/"
-    assert keys == [folder + n for n in ("reconcile.csv", "reconcile.parquet", "report.html", "focus.csv")]
+    parquet_key = "costguard/reports/parquet/date=2026-11-23/reconcile.parquet"  # alone: Athena's table reads it
+    assert keys == [folder + "reconcile.csv", parquet_key, folder + "report.html", folder + "focus.csv"]
     stored = objects(aws)
     assert sorted(stored) == sorted(keys)
     assert stored[folder + "reconcile.csv"][1] == "text/csv; charset=utf-8"
-    assert stored[folder + "reconcile.parquet"][1] == "application/vnd.apache.parquet"
+    assert stored[parquet_key][1] == "application/vnd.apache.parquet"
     assert stored[folder + "report.html"][1] == "text/html; charset=utf-8"
 
     # CSV: exact money strings, rows sorted by workflow then day
@@ -89,7 +90,7 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     assert rows[0]["metered_cost_usd"] == "85" and rows[0]["billed_cost_usd"] == "86" and rows[0]["estimated"] == "false"
 
     # Parquet: same rows; money as strings, counts as int64, the flag as bool
-    frame = pd.read_parquet(io.BytesIO(stored[folder + "reconcile.parquet"][0]))
+    frame = pd.read_parquet(io.BytesIO(stored[parquet_key][0]))
     assert list(frame["workflow"]) == [r["workflow"] for r in rows]
     assert frame["metered_cost_usd"].tolist() == [r["metered_cost_usd"] for r in rows]
     assert str(frame["metered_model_calls"].dtype) == "int64" and str(frame["estimated"].dtype) == "bool"
@@ -294,6 +295,8 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert {"Rows", "AlertsSent", "AlertsSkipped", "Blocks", "Unblocks", "ApiCalls"} <= metric_names
     assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Costguard"
     assert emf[0]["Rows"] == 4 and emf[0]["AlertsSent"] == first["alerts"]["sent"] and emf[1]["AlertsSent"] == 0
+    # The template's alarms read these: AlertsFailed and Succeeded (dimension Job=reconcile)
+    assert (emf[0]["AlertsFailed"], emf[0]["Succeeded"], emf[0]["Job"]) == (0, 1, "reconcile")
     logs = [line for line in lines if line.get("logger") == "costguard.lambda"]
     assert [line["message"] for line in logs] == ["reconciliation started", "reconciliation finished"] * 2
     assert logs[1]["summary"]["rows"] == 4 and logs[0]["request_id"] == "req-1"

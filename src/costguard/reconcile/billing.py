@@ -23,10 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.reconcile.base import UNTAGGED, ReconcileError, Window
 from costguard.reconcile.model_names import ModelNames
 from costguard.reconcile.usage_types import (
@@ -37,6 +36,11 @@ from costguard.reconcile.usage_types import (
     UsageClass,
     classify,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 __all__ = [
     "BILLED_SUMMARY_COLUMNS",

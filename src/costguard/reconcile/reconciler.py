@@ -51,8 +51,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
@@ -74,7 +73,11 @@ from costguard.reconcile.model_names import ModelNames
 from costguard.usage import BudgetCounter, DailyUsage, nanos_to_usd
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from costguard.pricing.catalog import InferenceProfileResolver, ModelPrice, PriceCatalog
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 __all__ = [
     "AGENT_COLUMNS",
