@@ -77,7 +77,7 @@ def test_design_prices_are_shipped_exactly(
 
 def test_every_shipped_model_has_a_sane_price(shipped: PriceCatalog) -> None:
     assert len(shipped.models) >= 40
-    assert shipped.region == "us-east-1" and shipped.retrieved == "2026-11-01"
+    assert shipped.region == "us-east-1" and shipped.retrieved == "2026-12-01"
     assert "aws.amazon.com/bedrock/pricing" in shipped.source
     for model_id, price in shipped.models.items():
         assert price.model_id == model_id
@@ -234,7 +234,7 @@ def test_to_dict_round_trips(shipped: PriceCatalog) -> None:
     assert again.models == shipped.models
     assert (again.source, again.retrieved, again.region) == (shipped.source, shipped.retrieved, shipped.region)
     assert again.to_dict() == data
-    assert data["models"]["amazon.nova-micro-v1:0"]["input"] == "0.035"
+    assert data["models"]["amazon.nova-micro-v1:0"]["rates"]["standard"]["input"] == "0.035"
 
 
 def test_shipped_file_matches_to_dict(shipped: PriceCatalog) -> None:
