@@ -857,13 +857,18 @@ def _rate_set(raw: Any, where: str) -> RateSet:
     for required in ("input", "output"):
         if required not in raw:
             raise PricingError(f"{where}: {required}: missing")
-    return RateSet(
+    rates = RateSet(
         _price(raw["input"], f"{where}.input"),
         _price(raw["output"], f"{where}.output"),
         _optional_price(raw, "cache_read", where),
         _optional_price(raw, "cache_write_5m", where),
         _optional_price(raw, "cache_write_1h", where),
     )
+    try:
+        rates.units()  # refuse here what could not be priced exactly later
+    except PricingError as exc:
+        raise PricingError(f"{where}: {exc}") from None
+    return rates
 
 
 def _guardrail_prices(raw: Any, where: str) -> GuardrailPrices:
