@@ -226,8 +226,10 @@ def pricing_refresh(
 ) -> None:
     """Read current Bedrock prices from the AWS Price List API into the local override catalog.
 
-    Needs pricing:GetProducts. On any failure nothing is written and the catalog in use (the
-    shipped one, or the last successful refresh) stays in use.
+    Needs pricing:GetProducts, and bedrock:ListFoundationModels and bedrock:ListInferenceProfiles
+    in --region to find models the shipped catalog does not know. On any Price List failure
+    nothing is written and the catalog in use (the shipped one, or the last successful refresh)
+    stays in use.
     """
     from costguard.pricing import PriceCatalog
     from costguard.pricing.refresh import refresh_catalog
@@ -267,8 +269,13 @@ def pricing_refresh(
         table.caption = "no price differs from the shipped catalog"
     _console().print(table)
     summary = (f"{len(result.updated)} models priced from {result.products_seen} products in {result.requests} requests; "
-               f"{len(result.unmatched_names)} product names match no known model; {len(result.incomplete)} models incomplete")
+               f"{len(result.new_models)} not in the shipped catalog; "
+               f"{len(result.unmatched_names)} product names match no Bedrock model; {len(result.incomplete)} models incomplete")
     typer.echo(summary, err=True)
+    if result.new_models:
+        typer.echo("new: " + ", ".join(result.new_models), err=True)
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     if result.unmatched_names:
         typer.echo("unmatched: " + ", ".join(result.unmatched_names[:20]) + (" ..." if len(result.unmatched_names) > 20 else ""), err=True)
     typer.echo("dry run: nothing written" if dry_run else f"wrote {result.written_to}", err=True)

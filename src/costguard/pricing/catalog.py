@@ -220,6 +220,26 @@ class ModelEntry:
         regional["standard"] = new
         return replace(self, regions={**self.regions, region: regional}, name=name, provider=provider)
 
+    def merged(self, newer: ModelEntry, region: str, home_region: str) -> ModelEntry:
+        """This entry updated by ``newer``'s rate sets for ``region`` and its lifecycle and names."""
+        if region == home_region:
+            rates, regions = {**self.rates, **newer.rates}, self.regions
+        else:
+            rates = self.rates
+            regions = {**self.regions, region: {**(self.regions.get(region) or {}), **newer.rates}}
+        return replace(
+            self,
+            rates=rates,
+            regions=regions,
+            name=newer.name or self.name,
+            provider=newer.provider or self.provider,
+            status=newer.status,
+            end_of_life=newer.end_of_life or self.end_of_life,
+            long_context_threshold=newer.long_context_threshold or self.long_context_threshold,
+            sources=self.sources + tuple(s for s in newer.sources if s not in self.sources),
+            notes=self.notes + tuple(n for n in newer.notes if n not in self.notes),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "provider": self.provider, "status": self.status}
         if self.end_of_life is not None:
@@ -498,15 +518,20 @@ class PriceCatalog:
     def layered(self, override: PriceCatalog) -> PriceCatalog:
         """A new catalog: this one's models with ``override``'s models replacing or adding to them.
 
-        A format-2 override model replaces the whole entry; a format-1 one replaces the standard
-        in-region rates of the override's region and keeps every other dimension.
+        An override model's rate sets replace the same-named sets of its region (a format-1 model
+        has only the standard in-region set) and every other dimension is kept; its lifecycle and
+        names replace the shipped ones. A model new to this catalog is taken as the override
+        gives it.
         """
         entries = dict(self._entries)
         for key, entry in override._entries.items():
-            if override.format_version == 1 and key in entries:
-                entries[key] = entries[key].with_standard(override._models[key], override.region, self.region)
-            else:
+            base = entries.get(key)
+            if base is None:
                 entries[key] = entry
+            elif override.format_version == 1:
+                entries[key] = base.with_standard(override._models[key], override.region, self.region)
+            else:
+                entries[key] = base.merged(entry, override.region, self.region)
         fallback: ModelPrice | None = None
         if override._explicit_fallback:
             fallback = override.fallback
