@@ -777,15 +777,21 @@ def _required_str(data: Mapping[str, Any], key: str, origin: str) -> str:
     return value
 
 
-def _model_price(model_id: str, entry: Any, where: str) -> ModelPrice:
-    if not isinstance(entry, Mapping):
-        raise PricingError(f"{where}: expected an object with input/output prices, got {entry!r}")
-    unknown = sorted(set(entry) - _MODEL_FIELDS)
+def _prices_object(raw: Any, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+    """``raw`` as an object with input and output prices and no field outside ``allowed``."""
+    if not isinstance(raw, Mapping):
+        raise PricingError(f"{where}: expected an object with input/output prices, got {raw!r}")
+    unknown = sorted(set(raw) - allowed)
     if unknown:
         raise PricingError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
     for required in ("input", "output"):
-        if required not in entry:
+        if required not in raw:
             raise PricingError(f"{where}: {required}: missing")
+    return raw
+
+
+def _model_price(model_id: str, entry: Any, where: str) -> ModelPrice:
+    entry = _prices_object(entry, _MODEL_FIELDS, where)
     name = entry.get("name")
     provider = entry.get("provider")
     for label, value in (("name", name), ("provider", provider)):
@@ -874,14 +880,7 @@ def _valid_set_name(name: str) -> bool:
 
 
 def _rate_set(raw: Any, where: str) -> RateSet:
-    if not isinstance(raw, Mapping):
-        raise PricingError(f"{where}: expected an object with input/output prices, got {raw!r}")
-    unknown = sorted(set(raw) - _RATE_FIELDS)
-    if unknown:
-        raise PricingError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
-    for required in ("input", "output"):
-        if required not in raw:
-            raise PricingError(f"{where}: {required}: missing")
+    raw = _prices_object(raw, _RATE_FIELDS, where)
     rates = RateSet(
         _price(raw["input"], f"{where}.input"),
         _price(raw["output"], f"{where}.output"),
