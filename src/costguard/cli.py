@@ -198,8 +198,9 @@ def pricing_show(
         typer.echo(json.dumps({**header, "models": rows}, indent=2))
         return
     table = Table(title=f"Bedrock models priced by costguard ({catalog.retrieved})" + (f", {region}, USD per 1M tokens" if region else ""))
-    columns = ["model", "name", "provider", "status", "dimensions"] + (["input", "output"] if region else ["regions"])
-    for column in columns:
+    # An id is what a user copies into `pricing show MODEL`: never cut it, let the other columns wrap.
+    table.add_column("model", no_wrap=True, min_width=max(len(row["model_id"]) for row in rows))
+    for column in ["name", "provider", "status", "dimensions"] + (["input", "output"] if region else ["regions"]):
         table.add_column(column, justify="right" if column in ("input", "output") else "left")
     for row in rows:
         status = row["status"] + (f" {row['end_of_life']}" if row["end_of_life"] else "")

@@ -219,7 +219,9 @@ class RateCard:
             rates, keys, card_flags = self._long_units, self._long_keys, self.long_flags
         else:
             rates, keys, card_flags = self._units, self._keys, self.flags
-        total = i * rates[0] + usage.output_tokens * rates[1] + read * rates[2] + write_5m * rates[3] + write_1h * rates[4]
+        total = (
+            i * rates[0] + usage.output_tokens * rates[1] + read * rates[2] + write_5m * rates[3] + write_1h * rates[4]
+        )
         key = keys[2] if write_1h else keys[1] if write_5m else keys[0]
         return PricedCall(_round_div(total, _PER_MILLION), key, card_flags | flags if flags else card_flags)
 
