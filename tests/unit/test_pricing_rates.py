@@ -225,6 +225,15 @@ def test_estimate_uses_the_band_the_input_alone_reaches(shipped: PriceCatalog) -
     assert card.estimate_nanos(300_000, 1000) == nanos((300_000, "6.60"), (1000, "24.75"))
 
 
+def test_a_first_version_suffix_finds_the_unversioned_id(shipped: PriceCatalog) -> None:
+    # Sources list some models without Bedrock's `-v1:0` suffix; callers may send either form.
+    for sent in ("qwen.qwen3-vl-235b-a22b", "qwen.qwen3-vl-235b-a22b-v1:0", "us.qwen.qwen3-vl-235b-a22b-v1:0"):
+        card = shipped.rate_card(sent, region="us-east-1")
+        assert card.priced and card.base_model_id == "qwen.qwen3-vl-235b-a22b", sent
+        assert card.price(U(1000, 1000)).cost_nanos == nanos((1000, "0.53"), (1000, "2.66"))
+    assert not shipped.rate_card("qwen.qwen3-vl-235b-a22b-v2:0", region="us-east-1").priced
+
+
 def test_scope_and_router_detection() -> None:
     assert scope_of("global.anthropic.claude-sonnet-4-6") == "global"
     assert scope_of("us-gov.anthropic.claude-sonnet-4-6") == "geo"

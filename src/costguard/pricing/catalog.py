@@ -570,7 +570,7 @@ class PriceCatalog:
             return card
         try:
             card = self._build_card(model_id, region, tier, bool(latency_optimized))
-        except Exception:  # noqa: BLE001 - a price lookup must never fail a caller's model call
+        except Exception:  # a price lookup must never fail a caller's model call
             logger.exception("pricing %r failed; using the fallback rates", model_id)
             card = self._fallback_card(str(model_id), self.region, "in_region", "standard", False, {"region_assumed"})
         if len(self._cards) >= _MAX_CARDS:
@@ -689,6 +689,12 @@ class PriceCatalog:
         family = _DATED_VERSION_RE.match(stem)
         if family:
             return self._by_family.get(family.group("family"))
+        # Newer ids are listed both with and without Bedrock's first-version suffix
+        # (`qwen.qwen3-vl-235b-a22b` and `qwen.qwen3-vl-235b-a22b-v1:0`): a `-v1` names the only
+        # version there is. `-v2` and later never fall back, for the reason above.
+        unversioned = stem.removesuffix("-v1")
+        if unversioned != stem and unversioned in self._models:
+            return unversioned
         return None
 
     def cost(
