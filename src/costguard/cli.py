@@ -158,31 +158,61 @@ def policy_schema() -> None:
 @pricing_app.command("show")
 def pricing_show(
     model: Annotated[str | None, typer.Argument(help="A model id, profile id or ARN; all models when omitted.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Show the rates of this region (default: the catalog's).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
-    """Prices in USD per 1M tokens (input, output, cache read, cache write)."""
+    """Bedrock prices in USD per 1M tokens: every model's dimensions, or all of one model's rates."""
     _check_format(fmt)
     from costguard.pricing import PriceCatalog
+    from costguard.pricing.listing import describe_set, model_detail, model_rows
 
     try:
         catalog = PriceCatalog.load()
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
+    header = {"source": catalog.source, "retrieved": catalog.retrieved, "region": region or catalog.region}
     if model:
-        quote = catalog.quote(model)
-        rows = [(quote.base_model_id if quote.priced else model, quote.price, quote.priced)]
-    else:
-        rows = [(model_id, price, True) for model_id, price in sorted(catalog.models.items())]
-    if fmt == "json":
-        typer.echo(json.dumps({"source": catalog.source, "retrieved": catalog.retrieved, "region": catalog.region,
-                               "models": [{"model_id": m, "priced": ok, **p.to_dict()} for m, p, ok in rows]}, indent=2))
+        detail = model_detail(catalog, model, region)
+        if fmt == "json":
+            typer.echo(json.dumps({**header, "models": [detail]}, indent=2))
+            return
+        title = detail.get("name") or detail["model_id"]
+        if not detail["priced"]:
+            title = f"{model} (not in catalog: fallback price)"
+        table = Table(title=f"{title}, {detail['region']}, USD per 1M tokens ({catalog.retrieved})")
+        for column in ("rates", "input", "output", "cache read", "cache write 5m", "cache write 1h"):
+            table.add_column(column, justify="left" if column == "rates" else "right")
+        for name, rates in detail["rates"].items():
+            table.add_row(describe_set(name), rates["input"], rates["output"], rates.get("cache_read", "-"),
+                          rates.get("cache_write_5m", "-"), rates.get("cache_write_1h", "-"))
+        notes = [f"flags: {', '.join(detail['flags'])}"] if detail["flags"] else []
+        if detail.get("long_context_threshold"):
+            notes.append(f"long context above {detail['long_context_threshold']:,} input+cache tokens")
+        if detail.get("status"):
+            notes.append(f"status: {detail['status']}" + (f" (end of life {detail['end_of_life']})" if detail.get("end_of_life") else ""))
+        table.caption = "; ".join(notes) or None
+        _console().print(table)
         return
-    table = Table(title=f"Bedrock on-demand prices, {catalog.region}, USD per 1M tokens ({catalog.retrieved})")
-    for column in ("model", "input", "output", "cache read", "cache write"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for model_id, price, priced in rows:
-        label = model_id if priced else f"{model_id} (not in catalog: fallback price)"
-        table.add_row(label, str(price.input), str(price.output), str(price.cache_read or "-"), str(price.cache_write or "-"))
+    rows = model_rows(catalog, region)
+    if fmt == "json":
+        typer.echo(json.dumps({**header, "models": rows}, indent=2))
+        return
+    table = Table(title=f"Bedrock models priced by costguard ({catalog.retrieved})" + (f", {region}, USD per 1M tokens" if region else ""))
+    # An id is what a user copies into `pricing show MODEL`: never cut it, let the other columns wrap.
+    table.add_column("model", no_wrap=True, min_width=max(len(row["model_id"]) for row in rows))
+    for column in ["name", "provider", "status", "dimensions"] + (["input", "output"] if region else ["regions"]):
+        table.add_column(column, justify="right" if column in ("input", "output") else "left")
+    for row in rows:
+        status = row["status"] + (f" {row['end_of_life']}" if row["end_of_life"] else "")
+        cells = [row["model_id"], row["name"] or "-", row["provider"] or "-", status, ", ".join(row["dimensions"][2:]) or "-"]
+        if region:
+            assumed = " *" if row["region_assumed"] else ""
+            cells += [row["input"] + assumed, row["output"] + assumed]
+        else:
+            cells.append(", ".join(row["regions"]))
+        table.add_row(*cells)
+    if region:
+        table.caption = f"* no published {region} figure: priced at the {catalog.region} figure (region_assumed)"
     _console().print(table)
 
 
@@ -197,8 +227,10 @@ def pricing_refresh(
 ) -> None:
     """Read current Bedrock prices from the AWS Price List API into the local override catalog.
 
-    Needs pricing:GetProducts. On any failure nothing is written and the catalog in use (the
-    shipped one, or the last successful refresh) stays in use.
+    Needs pricing:GetProducts, and bedrock:ListFoundationModels and bedrock:ListInferenceProfiles
+    in --region to find models the shipped catalog does not know. On any Price List failure
+    nothing is written and the catalog in use (the shipped one, or the last successful refresh)
+    stays in use.
     """
     from costguard.pricing import PriceCatalog
     from costguard.pricing.refresh import refresh_catalog
@@ -238,8 +270,13 @@ def pricing_refresh(
         table.caption = "no price differs from the shipped catalog"
     _console().print(table)
     summary = (f"{len(result.updated)} models priced from {result.products_seen} products in {result.requests} requests; "
-               f"{len(result.unmatched_names)} product names match no known model; {len(result.incomplete)} models incomplete")
+               f"{len(result.new_models)} not in the shipped catalog; "
+               f"{len(result.unmatched_names)} product names match no Bedrock model; {len(result.incomplete)} models incomplete")
     typer.echo(summary, err=True)
+    if result.new_models:
+        typer.echo("new: " + ", ".join(result.new_models), err=True)
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     if result.unmatched_names:
         typer.echo("unmatched: " + ", ".join(result.unmatched_names[:20]) + (" ..." if len(result.unmatched_names) > 20 else ""), err=True)
     typer.echo("dry run: nothing written" if dry_run else f"wrote {result.written_to}", err=True)

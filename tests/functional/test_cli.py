@@ -148,7 +148,7 @@ def test_simulate_errors(tmp_path: Path) -> None:
 
 def test_pricing_and_budget(tmp_path: Path) -> None:
     code, out, _ = run("pricing", "show", "us.anthropic.claude-3-5-sonnet-20240620-v1:0", "--format", "json")
-    assert code == 0 and json.loads(out)["models"][0]["input"] == "3.00"
+    assert code == 0 and Decimal(json.loads(out)["models"][0]["input"]) == Decimal("3.00")
     code, out, _ = run("pricing", "show", "acme.unknown-model", "--format", "json")
     assert code == 0 and json.loads(out)["models"][0]["priced"] is False
     ledger = f"sqlite:///{tmp_path}/l.db"

@@ -47,8 +47,8 @@ def test_unpriced_model_alert_prices_at_fallback_and_records(fake: FakeBedrock, 
     guard = costguard.Guard(policy("unpriced: alert"), ledger=f"sqlite:///{tmp_path}/l.db")
     invoke(guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))
     usage = guard.session_usage("s-1")
-    # The fallback is the catalog's dearest prices (Claude Opus 4: $15.00 in, $75.00 out per 1M)
-    assert usage.cost_usd == 1000 * Decimal("15.00") / 10**6 + 100 * Decimal("75.00") / 10**6 == Decimal("0.0225")
+    # The fallback is the catalog's dearest prices (Claude Mythos Preview: $27.50 in, $137.50 out per 1M)
+    assert usage.cost_usd == 1000 * Decimal("27.50") / 10**6 + 100 * Decimal("137.50") / 10**6 == Decimal("0.04125")
     assert [(v.rule, v.enforced) for v in usage.violations] == [("unpriced", False)]
 
 

@@ -52,7 +52,6 @@ def rows(guard: costguard.Guard) -> list[dict[str, Any]]:
 MESSAGES = [{"role": "user", "content": [{"text": "hello"}]}]
 
 
-@pytest.mark.xfail(strict=True, reason="PENDING-RATE-CARDS")
 def test_converse_sends_the_model_id_untouched_and_records_its_price_key(fake: FakeBedrock, tmp_path: Path) -> None:
     guard = guard_for(tmp_path)
     runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-1")
@@ -78,7 +77,6 @@ def test_converse_stream_metadata_usage_is_metered(fake: FakeBedrock, tmp_path: 
     assert row["cost_nanos"] == nanos(500, "0.035") + nanos(60, "0.14")
 
 
-@pytest.mark.xfail(strict=True, reason="PENDING-RATE-CARDS")
 def test_invoke_model_tier_and_latency_headers_reach_the_price_key(fake: FakeBedrock, tmp_path: Path) -> None:
     guard = guard_for(tmp_path)
     runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-1")

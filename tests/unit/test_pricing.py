@@ -79,7 +79,7 @@ def test_design_prices_are_shipped_exactly(
 def test_every_shipped_model_has_a_sane_price(shipped: PriceCatalog) -> None:
     data = Path(costguard.pricing.__file__).parent / "data" / "bedrock_prices.json"
     assert set(shipped.models) == set(json.loads(data.read_text())["models"])  # every model, none lost
-    assert shipped.region == "us-east-1" and shipped.retrieved == "2026-11-01"
+    assert shipped.region == "us-east-1" and shipped.retrieved == "2026-12-01"
     assert "aws.amazon.com/bedrock/pricing" in shipped.source
     for model_id, price in shipped.models.items():
         assert price.model_id == model_id
@@ -197,9 +197,9 @@ def test_unknown_model_is_priced_at_the_conservative_fallback(shipped: PriceCata
     assert shipped.fallback.input == max(p.input for p in shipped.models.values())
     assert shipped.fallback.output == max(p.output for p in shipped.models.values())
     cost, _ = shipped.cost("acme.brand-new-model-v1:0", 1_000, 1_000, 1_000, 1_000)
-    # Claude Opus 4's $15.00 in (also for cache reads: no discount is assumed), $75.00 out and
-    # $18.75 cache write per 1M: the catalog's highest prices
-    assert cost == 1_000 * (Decimal("15.00") + Decimal("75.00") + Decimal("15.00") + Decimal("18.75")) / 10**6
+    # Claude Mythos Preview's $27.50 in (also for cache reads: no discount is assumed), $137.50 out
+    # and $34.375 cache write per 1M: the catalog's highest prices
+    assert cost == 1_000 * (Decimal("27.50") + Decimal("137.50") + Decimal("27.50") + Decimal("34.375")) / 10**6
     assert cost >= max(p.cost(1_000, 1_000, 1_000, 1_000) for p in shipped.models.values())
 
 
@@ -238,7 +238,7 @@ def test_to_dict_round_trips(shipped: PriceCatalog) -> None:
     assert again.models == shipped.models
     assert (again.source, again.retrieved, again.region) == (shipped.source, shipped.retrieved, shipped.region)
     assert again.to_dict() == data
-    assert data["models"]["amazon.nova-micro-v1:0"]["input"] == "0.035"
+    assert data["models"]["amazon.nova-micro-v1:0"]["rates"]["standard"]["input"] == "0.035"
 
 
 def test_shipped_file_matches_to_dict(shipped: PriceCatalog) -> None:

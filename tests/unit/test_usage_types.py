@@ -125,7 +125,8 @@ def test_billing_names_match_catalog_names_by_their_words() -> None:
     assert names.resolve("amazon.nova-lite-v1:0") == "amazon.nova-lite-v1:0"
     assert names.resolve("Claude Sonnet 4.5 (Amazon Bedrock Edition)") == "anthropic.claude-sonnet-4-5-20250929-v1:0"
     # a name the catalog does not know is kept as it is billed, never merged into another model
-    assert names.resolve("Nova2.0Lite") == "billing:Nova2.0Lite"
+    assert names.resolve("Nova2.0Lite") == "amazon.nova-2-lite-v1:0"
+    assert names.resolve("Nova9.0Mega") == "billing:Nova9.0Mega"
     assert names.resolve("Claude Opus 9 (Amazon Bedrock Edition)") == "billing:Claude Opus 9"
 
 

@@ -202,12 +202,7 @@ class Guard:
                 lookup_id = self._profiles.resolve(model_id)
             except PricingError as exc:
                 logger.warning("%s", exc)
-        if hasattr(self.pricing, "rate_card"):
-            card = self.pricing.rate_card(lookup_id, region=region, tier=tier, latency_optimized=latency_optimized)
-        else:
-            from costguard.meter._pricing_bridge import LegacyRateCard
-
-            card = LegacyRateCard(self.pricing, lookup_id, region)  # type: ignore[assignment]
+        card = self.pricing.rate_card(lookup_id, region=region, tier=tier, latency_optimized=latency_optimized)
         self._cards[key] = card
         return card
 

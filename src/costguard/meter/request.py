@@ -22,6 +22,7 @@ from costguard.errors import (
     WorkflowBlocked,
 )
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
+from costguard.pricing import is_prompt_router
 from costguard.pricing.key import CallUsage
 from costguard.trace import ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
 from costguard.usage import (
@@ -128,7 +129,7 @@ class RequestMeter:
                 reason=switch.reason,
                 set_by=switch.set_by,
             )
-        if model_id and not _is_router(model_id):
+        if model_id and not is_prompt_router(model_id):
             # A prompt router picks the model itself: its choice is checked when it is known.
             self.check_model(model_id)
         # A session that has reached a cap cannot make another call without crossing it.
@@ -329,14 +330,7 @@ class RequestMeter:
 
     def _guardrail(self, step: GuardrailUsage) -> None:
         """Guardrail text units cost money of their own: counted in cost, not as a model call."""
-        pricing = self.guard.pricing
-        if hasattr(pricing, "guardrail_card"):
-            card = pricing.guardrail_card(self.region)
-        else:
-            from costguard.meter._pricing_bridge import LegacyGuardrailCard
-
-            card = LegacyGuardrailCard(self.region)
-        priced = card.price(step.units)
+        priced = self.guard.pricing.guardrail_card(self.region).price(step.units)
         if not priced.cost_nanos:
             return
         self.totals.cost_nanos += priced.cost_nanos
@@ -609,5 +603,3 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _is_router(model_id: str) -> bool:
-    return "prompt-router/" in model_id

@@ -1,18 +1,31 @@
-"""Bedrock on-demand token prices and the model-id normalisation used to look them up.
+"""The Bedrock price catalog: model rates by region, scope, tier and context band, and id lookup.
 
-A catalog is a JSON document (shipped as ``pricing/data/bedrock_prices.json``; a refreshed copy
-written by ``costguard pricing refresh`` is layered on top)::
+The shipped catalog (``pricing/data/bedrock_prices.json``) is format 2; a local override written by
+``costguard pricing refresh`` is layered on top. Format 2, per model (USD per 1M tokens, prices as
+strings so they are read as exact decimals)::
 
-    {"source": "...", "retrieved": "2026-11-01", "region": "us-east-1", "currency": "USD",
-     "unit": "per 1M tokens",
-     "models": {"anthropic.claude-3-5-haiku-20241022-v1:0":
-                    {"input": "0.80", "output": "4.00", "cache_read": "0.08", "cache_write": "1.00",
-                     "name": "Claude 3.5 Haiku", "provider": "Anthropic"}},
-     "fallback": {"input": "15.00", "output": "75.00"}}          # optional
+    {"format": 2, "source": "...", "retrieved": "2026-12-01", "region": "us-east-1",
+     "currency": "USD", "unit": "per 1M tokens", "sources": {...}, "notes": [...],
+     "models": {"anthropic.claude-sonnet-4-5-20250929-v1:0": {
+         "name": "Claude Sonnet 4.5", "provider": "Anthropic", "status": "legacy",
+         "end_of_life": "2027-04-08", "long_context_threshold": 200000,
+         "rates": {"standard": {"input": "3.3", "output": "16.5", "cache_read": "0.33",
+                                "cache_write_5m": "4.125", "cache_write_1h": "6.6"},
+                   "long": {...}, "global": {...}, "global+long": {...}},
+         "regions": {"eu-central-1": "same", "ap-northeast-1": {"standard": {...}}},
+         "sources": ["..."], "notes": ["..."]}},
+     "guardrails": {"rates": {"contentPolicyUnits": "0.15", ...}, "regions": {}, ...},
+     "fallback": {"input": "15.00", "output": "75.00"}}                       # optional
 
-Prices are strings (JSON numbers are read as :class:`~decimal.Decimal`, never float) in USD per
-one million tokens. ``cache_read``/``cache_write``, ``name``, ``provider`` and ``fallback`` are
-optional.
+Rate set names are ``[global|geo+][priority|flex+][latency+][long]`` (``standard`` when empty);
+see :mod:`costguard.pricing.rates` for how a call picks one. ``regions`` lists the regions a
+published source prices (``same``: like the catalog region); any other region is priced at the
+catalog region's figure and flagged ``region_assumed``.
+
+Format 1 (no ``format`` key; what older ``pricing refresh`` wrote) is still read: per model
+``input``, ``output``, optional ``cache_read``, ``cache_write`` (5-minute), ``name``,
+``provider``. Layered over format 2, a format-1 model replaces only the standard in-region rates
+of its region and keeps the other dimensions.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -31,6 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 from costguard.errors import PricingError
 from costguard.paths import user_data_dir
+from costguard.pricing.key import TIERS, Scope
+from costguard.pricing.rates import (
+    GUARDRAIL_UNIT_FIELDS,
+    GuardrailRateCard,
+    RateCard,
+    RateSet,
+    rate_set_name,
+    resolve_rate_sets,
+)
 
 if TYPE_CHECKING:
     import boto3
@@ -38,11 +60,14 @@ if TYPE_CHECKING:
 __all__ = [
     "FALLBACK_MODEL_ID",
     "InferenceProfileResolver",
+    "ModelEntry",
     "ModelPrice",
     "PriceCatalog",
     "PriceQuote",
     "base_model_id",
     "default_override_path",
+    "is_prompt_router",
+    "scope_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +75,16 @@ logger = logging.getLogger(__name__)
 _PER_TOKENS = Decimal(1_000_000)
 FALLBACK_MODEL_ID = "costguard.fallback"
 _MODEL_FIELDS = frozenset({"input", "output", "cache_read", "cache_write", "name", "provider"})
+_ENTRY_FIELDS = frozenset(
+    {"name", "provider", "status", "end_of_life", "long_context_threshold", "rates", "regions", "sources", "notes"}
+)
+_RATE_FIELDS = frozenset({"input", "output", "cache_read", "cache_write_5m", "cache_write_1h"})
+_STATUSES = frozenset({"active", "legacy", "retired"})
+_SET_PARTS = (("global", "geo"), ("priority", "flex"), ("latency",), ("long",))
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-[0-9]+$")
+#: Memoised rate cards kept per catalog; ids come from callers, so the memo is bounded.
+_MAX_CARDS = 4096
 
 
 # -- prices ---------------------------------------------------------------------------------------
@@ -113,6 +148,142 @@ class PriceQuote:
     priced: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model's rates in every dimension the catalog knows, with its lifecycle and sources.
+
+    ``rates`` are the catalog region's; ``regions`` maps another region to ``None`` (a source
+    prices it the same) or to the rate sets that differ there.
+    """
+
+    model_id: str
+    rates: Mapping[str, RateSet]
+    regions: Mapping[str, Mapping[str, RateSet] | None]
+    name: str | None = None
+    provider: str | None = None
+    status: str = "active"
+    end_of_life: str | None = None
+    long_context_threshold: int | None = None
+    sources: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_price(cls, price: ModelPrice) -> ModelEntry:
+        return cls(price.model_id, {"standard": _rate_set_of(price)}, {}, name=price.name, provider=price.provider)
+
+    def model_price(self, set_name: str = "standard") -> ModelPrice:
+        rates = self.rates[set_name]
+        return ModelPrice(
+            self.model_id,
+            input=rates.input,
+            output=rates.output,
+            cache_read=rates.cache_read,
+            cache_write=rates.cache_write_5m,
+            name=self.name,
+            provider=self.provider,
+        )
+
+    def sets_for(self, region: str, home_region: str) -> tuple[Mapping[str, RateSet], bool]:
+        """The rate sets that apply in ``region`` and whether they are assumed (no published figure)."""
+        if region == home_region:
+            return self.rates, False
+        if region not in self.regions:
+            return self.rates, True
+        regional = self.regions[region]
+        if regional is None:
+            return self.rates, False
+        return {**self.rates, **regional}, False
+
+    def dimensions(self) -> list[str]:
+        """The price dimensions this model has rates for, for ``pricing show``."""
+        found = ["input", "output"]
+        standard = self.rates.get("standard")
+        if standard is not None:
+            found += [f for f in ("cache_read", "cache_write_5m", "cache_write_1h") if getattr(standard, f) is not None]
+        names = set(self.rates)
+        for label, part in (("geo", "geo"), ("global", "global"), ("priority", "priority"), ("flex", "flex"),
+                            ("latency", "latency"), ("long_context", "long")):
+            if any(part in name.split("+") for name in names):
+                found.append(label)
+        if self.regions:
+            found.append("regions")
+        return found
+
+    def with_standard(self, price: ModelPrice, region: str, home_region: str) -> ModelEntry:
+        """This entry with ``price`` as the standard in-region rates of ``region`` (a format-1 override)."""
+        new = _rate_set_of(price)
+        name = price.name or self.name
+        provider = price.provider or self.provider
+        if region == home_region:
+            return replace(self, rates={**self.rates, "standard": new}, name=name, provider=provider)
+        regional = dict(self.regions.get(region) or {})
+        regional["standard"] = new
+        return replace(self, regions={**self.regions, region: regional}, name=name, provider=provider)
+
+    def merged(self, newer: ModelEntry, region: str, home_region: str) -> ModelEntry:
+        """This entry updated by ``newer``'s rate sets for ``region`` and its lifecycle and names."""
+        if region == home_region:
+            rates, regions = {**self.rates, **newer.rates}, self.regions
+        else:
+            rates = self.rates
+            regions = {**self.regions, region: {**(self.regions.get(region) or {}), **newer.rates}}
+        return replace(
+            self,
+            rates=rates,
+            regions=regions,
+            name=newer.name or self.name,
+            provider=newer.provider or self.provider,
+            status=newer.status,
+            end_of_life=newer.end_of_life or self.end_of_life,
+            long_context_threshold=newer.long_context_threshold or self.long_context_threshold,
+            sources=self.sources + tuple(s for s in newer.sources if s not in self.sources),
+            notes=self.notes + tuple(n for n in newer.notes if n not in self.notes),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "provider": self.provider, "status": self.status}
+        if self.end_of_life is not None:
+            out["end_of_life"] = self.end_of_life
+        if self.long_context_threshold is not None:
+            out["long_context_threshold"] = self.long_context_threshold
+        out["rates"] = {name: rates.to_dict() for name, rates in self.rates.items()}
+        out["regions"] = {
+            region: "same" if sets is None else {name: rates.to_dict() for name, rates in sets.items()}
+            for region, sets in self.regions.items()
+        }
+        out["sources"] = list(self.sources)
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+def _rate_set_of(price: ModelPrice) -> RateSet:
+    return RateSet(price.input, price.output, price.cache_read, price.cache_write)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailPrices:
+    """Guardrail prices (USD per 1,000 units per policy type) with their regions and sources."""
+
+    rates: Mapping[str, Decimal]
+    regions: Mapping[str, Mapping[str, Decimal] | None]
+    unit: str = ""
+    sources: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "rates": {name: _money_str(value) for name, value in self.rates.items()},
+            "regions": {
+                region: "same" if rates is None else {n: _money_str(v) for n, v in rates.items()}
+                for region, rates in self.regions.items()
+            },
+            "sources": list(self.sources),
+            "notes": list(self.notes),
+        }
+
+
 # -- model id normalisation -------------------------------------------------------------------------
 
 # Foundation models and (system) inference profiles name the model in the ARN itself, so they can
@@ -148,6 +319,33 @@ def base_model_id(model_id: str) -> str:
     return mid
 
 
+_ROUTER_RE = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*:[0-9]*:(?:default-)?prompt-router/.+$")
+_SCOPE_RE = re.compile(r"^(?P<prefix>us-gov|us|eu|apac|global|jp|au|ca)\.(?=[a-z0-9-]+\.[a-z0-9])")
+
+
+def is_prompt_router(model_id: str) -> bool:
+    """Whether ``model_id`` is a (default) prompt router ARN: priced as the model it routed to."""
+    return bool(_ROUTER_RE.match(model_id.strip()))
+
+
+def scope_of(model_id: str) -> Scope:
+    """The scope a call to ``model_id`` is billed at: ``global.`` profiles, geo profiles, or in-region.
+
+    An inference-profile ARN carries its profile id; a foundation-model ARN or a plain id is an
+    in-region call. Pure string work, no AWS call.
+    """
+    mid = model_id.strip()
+    match = _ARN_RE.match(mid)
+    if match:
+        if ":foundation-model/" in mid:
+            return "in_region"
+        mid = match.group("id")
+    prefix = _SCOPE_RE.match(mid)
+    if prefix is None:
+        return "in_region"
+    return "global" if prefix.group("prefix") == "global" else "geo"
+
+
 def _split_version(model_id: str) -> tuple[str, int | None]:
     stem, sep, version = model_id.rpartition(":")
     if sep and version.isdigit():
@@ -167,9 +365,11 @@ def default_override_path() -> Path:
 
 
 class PriceCatalog:
-    """Model prices plus the lookup rules that map what Bedrock reports onto them.
+    """Model rates plus the lookup rules that map what Bedrock reports onto them.
 
-    ``quote`` is called once per model call, so its results are memoised per instance.
+    ``rate_card`` is what the meter prices with (memoised per model id, region, tier and latency
+    mode; never raises); ``quote`` is the older single-rate view (the catalog region's standard
+    rates for the id's scope), kept for callers that price with :class:`ModelPrice`.
     """
 
     def __init__(
@@ -180,14 +380,29 @@ class PriceCatalog:
         retrieved: str,
         region: str = "us-east-1",
         fallback: ModelPrice | None = None,
+        entries: Mapping[str, ModelEntry] | None = None,
+        guardrails: GuardrailPrices | None = None,
+        sources: Mapping[str, str] | None = None,
+        notes: tuple[str, ...] = (),
+        format_version: int = 1,
     ) -> None:
+        if entries is None:
+            entries = {key: ModelEntry.from_price(price) for key, price in models.items()}
+        else:
+            models = {key: entry.model_price() for key, entry in entries.items()}
         if not models:
             raise PricingError("price catalog has no models")
+        self._entries: dict[str, ModelEntry] = dict(entries)
+        self.entries: Mapping[str, ModelEntry] = MappingProxyType(self._entries)
         self._models: dict[str, ModelPrice] = dict(models)
         self.models: Mapping[str, ModelPrice] = MappingProxyType(self._models)
         self.source = source
         self.retrieved = retrieved
         self.region = region
+        self.guardrails = guardrails
+        self.sources: Mapping[str, str] = MappingProxyType(dict(sources or {}))
+        self.notes = tuple(notes)
+        self.format_version = format_version
         self._explicit_fallback = fallback is not None
         self.fallback: ModelPrice = fallback if fallback is not None else _most_expensive(self._models)
         self._by_stem: dict[str, str] = {}
@@ -200,6 +415,8 @@ class PriceCatalog:
             if family:
                 self._by_family[family.group("family")] = key
         self._quotes: dict[str, PriceQuote] = {}
+        self._cards: dict[tuple[str, str, str, bool], RateCard] = {}
+        self._guardrail_cards: dict[str, GuardrailRateCard] = {}
 
     def __repr__(self) -> str:
         return f"PriceCatalog({len(self._models)} models, source={self.source!r}, retrieved={self.retrieved!r})"
@@ -228,9 +445,12 @@ class PriceCatalog:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "<price catalog>") -> PriceCatalog:
-        """Validate ``data`` (the JSON format above); errors name ``origin`` and the model key."""
+        """Validate ``data`` (format 1 or 2, see above); errors name ``origin`` and the model key."""
         if not isinstance(data, Mapping):
             raise PricingError(f"{origin}: a price catalog must be a JSON object, got {type(data).__name__}")
+        version = data.get("format", 1)
+        if version not in (1, 2) or isinstance(version, bool):
+            raise PricingError(f"{origin}: format: expected 1 or 2, got {version!r}")
         source = _required_str(data, "source", origin)
         retrieved = _required_str(data, "retrieved", origin)
         region = data.get("region", "us-east-1")
@@ -245,23 +465,47 @@ class PriceCatalog:
         raw_models = data.get("models")
         if not isinstance(raw_models, Mapping) or not raw_models:
             raise PricingError(f"{origin}: models: expected a non-empty object of model id -> prices")
-        models = {
-            str(key): _model_price(str(key), entry, f"{origin}: models[{str(key)!r}]")
-            for key, entry in raw_models.items()
-        }
         fallback = None
         if data.get("fallback") is not None:
             fallback = _model_price(FALLBACK_MODEL_ID, data["fallback"], f"{origin}: fallback")
-        return cls(models, source=source, retrieved=retrieved, region=region, fallback=fallback)
+        if version == 1:
+            models = {
+                str(key): _model_price(str(key), entry, f"{origin}: models[{str(key)!r}]")
+                for key, entry in raw_models.items()
+            }
+            return cls(models, source=source, retrieved=retrieved, region=region, fallback=fallback)
+        entries = {
+            str(key): _model_entry(str(key), entry, f"{origin}: models[{str(key)!r}]")
+            for key, entry in raw_models.items()
+        }
+        guardrails = None
+        if data.get("guardrails") is not None:
+            guardrails = _guardrail_prices(data["guardrails"], f"{origin}: guardrails")
+        sources = data.get("sources", {})
+        if not isinstance(sources, Mapping) or not all(isinstance(v, str) for v in sources.values()):
+            raise PricingError(f"{origin}: sources: expected an object of name -> description")
+        notes = _str_list(data.get("notes", []), f"{origin}: notes")
+        return cls(
+            {},
+            source=source,
+            retrieved=retrieved,
+            region=region,
+            fallback=fallback,
+            entries=entries,
+            guardrails=guardrails,
+            sources={str(k): v for k, v in sources.items()},
+            notes=notes,
+            format_version=2,
+        )
 
     @classmethod
     def load(cls, override_path: str | os.PathLike[str] | None = None) -> PriceCatalog:
         """The shipped catalog, with the local override catalog layered on top when it exists.
 
         ``override_path`` defaults to :func:`default_override_path`. Models in the override replace
-        or add to the shipped ones; the result carries the override's source, date and region,
-        since those describe the newer prices. A missing override is normal (nothing refreshed
-        yet), so it only leaves a debug log line; a malformed one raises.
+        or add to the shipped ones; the result carries the override's source and date, since those
+        describe the newer prices. A missing override is normal (nothing refreshed yet), so it only
+        leaves a debug log line; a malformed one raises.
         """
         shipped = cls.shipped()
         path = Path(override_path).expanduser() if override_path is not None else default_override_path()
@@ -272,32 +516,162 @@ class PriceCatalog:
         return shipped.layered(override)
 
     def layered(self, override: PriceCatalog) -> PriceCatalog:
-        """A new catalog: this one's models with ``override``'s models replacing or adding to them."""
-        models = {**self._models, **override._models}
+        """A new catalog: this one's models with ``override``'s models replacing or adding to them.
+
+        An override model's rate sets replace the same-named sets of its region (a format-1 model
+        has only the standard in-region set) and every other dimension is kept; its lifecycle and
+        names replace the shipped ones. A model new to this catalog is taken as the override
+        gives it.
+        """
+        entries = dict(self._entries)
+        for key, entry in override._entries.items():
+            base = entries.get(key)
+            if base is None:
+                entries[key] = entry
+            elif override.format_version == 1:
+                entries[key] = base.with_standard(override._models[key], override.region, self.region)
+            else:
+                entries[key] = base.merged(entry, override.region, self.region)
         fallback: ModelPrice | None = None
         if override._explicit_fallback:
             fallback = override.fallback
         elif self._explicit_fallback:
             fallback = self.fallback
+        version = max(self.format_version, override.format_version)
+        # A format-1 catalog's region names its only prices; a format-2 one's is the home of its rates.
+        region = self.region if self.format_version == 2 else override.region
         return type(self)(
-            models,
+            {},
             source=override.source,
             retrieved=override.retrieved,
-            region=override.region,
+            region=region,
             fallback=fallback,
+            entries=entries,
+            guardrails=override.guardrails or self.guardrails,
+            sources={**self.sources, **override.sources},
+            notes=self.notes + tuple(n for n in override.notes if n not in self.notes),
+            format_version=version,
         )
 
     # -- lookups -----------------------------------------------------------------------------------
 
+    def rate_card(
+        self, model_id: str, *, region: str, tier: str = "standard", latency_optimized: bool = False
+    ) -> RateCard:
+        """The rates a call to ``model_id`` in ``region`` is billed at; memoised; never raises.
+
+        The scope comes from the id itself (``global.``, a geo prefix, an inference-profile ARN's
+        profile id, else in-region). An unknown id, an unparseable ARN or a prompt router gets the
+        fallback card (the catalog's fallback rates, never $0) flagged ``unpriced``.
+        """
+        memo = (model_id, region, tier, latency_optimized)
+        card = self._cards.get(memo)
+        if card is not None:
+            return card
+        try:
+            card = self._build_card(model_id, region, tier, bool(latency_optimized))
+        except Exception:  # a price lookup must never fail a caller's model call
+            logger.exception("pricing %r failed; using the fallback rates", model_id)
+            card = self._fallback_card(str(model_id), self.region, "in_region", "standard", False, {"region_assumed"})
+        if len(self._cards) >= _MAX_CARDS:
+            self._cards.clear()
+        self._cards[memo] = card
+        return card
+
+    def _build_card(self, model_id: str, region: str, tier: str, latency: bool) -> RateCard:
+        flags: set[str] = set()
+        if tier not in TIERS:
+            tier = "standard"
+            flags.add("tier_assumed")
+        if not isinstance(region, str) or not region.strip():
+            region = self.region
+            flags.add("region_assumed")
+        region = region.strip()
+        scope = scope_of(model_id)
+        key = None if is_prompt_router(model_id) else self._match(base_model_id(model_id))
+        if key is None:
+            return self._fallback_card(base_model_id(model_id), region, scope, tier, latency, flags)
+        entry = self._entries[key]
+        sets, assumed = entry.sets_for(region, self.region)
+        if assumed:
+            flags.add("region_assumed")
+        threshold = entry.long_context_threshold
+        resolved = resolve_rate_sets(sets, scope=scope, tier=tier, latency=latency, has_threshold=threshold is not None)
+        return RateCard.build(
+            base_model_id=key,
+            name=entry.name,
+            provider=entry.provider,
+            priced=True,
+            long_context_threshold=threshold,
+            region=region,
+            scope=scope,
+            tier=tier,
+            latency_optimized=latency,
+            resolved=resolved,
+            extra_flags=frozenset(flags),
+        )
+
+    def _fallback_card(
+        self, base: str, region: str, scope: Scope, tier: str, latency: bool, flags: set[str]
+    ) -> RateCard:
+        rates = _rate_set_of(self.fallback)
+        resolved = resolve_rate_sets({"standard": rates}, scope="in_region", tier="standard", latency=False,
+                                     has_threshold=False)
+        return RateCard.build(
+            base_model_id=base,
+            name=None,
+            provider=None,
+            priced=False,
+            long_context_threshold=None,
+            region=region,
+            scope=scope,
+            tier=tier,
+            latency_optimized=latency,
+            resolved=resolved,
+            extra_flags=frozenset(flags | {"unpriced"}),
+        )
+
+    def guardrail_card(self, region: str) -> GuardrailRateCard:
+        """Guardrail prices in ``region``; regions without a published figure are flagged ``region_assumed``."""
+        card = self._guardrail_cards.get(region)
+        if card is not None:
+            return card
+        prices = self.guardrails
+        flags: set[str] = set()
+        if prices is None:
+            # No guardrail table at all (an old override catalog without one): charge every unit at
+            # the highest model input rate per 1,000 tokens rather than nothing.
+            top = self.fallback.input
+            rates: Mapping[str, Decimal] = {name: top for name in GUARDRAIL_UNIT_FIELDS}
+            flags.add("unpriced")
+        elif region == self.region or (region in prices.regions and prices.regions[region] is None):
+            rates = prices.rates
+        elif region in prices.regions:
+            rates = {**prices.rates, **(prices.regions[region] or {})}
+        else:
+            rates = prices.rates
+            flags.add("region_assumed")
+        card = GuardrailRateCard.build(region, rates, frozenset(flags))
+        self._guardrail_cards[region] = card
+        return card
+
     def quote(self, model_id: str) -> PriceQuote:
-        """How ``model_id`` is priced: exact id, then any ``:N`` of it, then another ``-vN``, then fallback."""
+        """How ``model_id`` is priced: exact id, then any ``:N`` of it, then another ``-vN``, then fallback.
+
+        The price is the catalog region's standard rate for the scope of ``model_id``.
+        """
         cached = self._quotes.get(model_id)
         if cached is not None:
             return cached
         base = base_model_id(model_id)
-        key = self._match(base)
+        key = None if is_prompt_router(model_id) else self._match(base)
         if key is not None:
-            quote = PriceQuote(model_id, key, self._models[key], True)
+            price = self._models[key]
+            scope = scope_of(model_id)
+            entry = self._entries[key]
+            if scope != "in_region" and rate_set_name(scope) in entry.rates:
+                price = entry.model_price(rate_set_name(scope))
+            quote = PriceQuote(model_id, key, price, True)
         else:
             quote = PriceQuote(model_id, base, self.fallback, False)
         self._quotes[model_id] = quote
@@ -315,6 +689,12 @@ class PriceCatalog:
         family = _DATED_VERSION_RE.match(stem)
         if family:
             return self._by_family.get(family.group("family"))
+        # Newer ids are listed both with and without Bedrock's first-version suffix
+        # (`qwen.qwen3-vl-235b-a22b` and `qwen.qwen3-vl-235b-a22b-v1:0`): a `-v1` names the only
+        # version there is. `-v2` and later never fall back, for the reason above.
+        unversioned = stem.removesuffix("-v1")
+        if unversioned != stem and unversioned in self._models:
+            return unversioned
         return None
 
     def cost(
@@ -330,14 +710,28 @@ class PriceCatalog:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON catalog format (prices as strings); ``from_dict`` reads it back unchanged."""
-        out: dict[str, Any] = {
-            "source": self.source,
-            "retrieved": self.retrieved,
-            "region": self.region,
-            "currency": "USD",
-            "unit": "per 1M tokens",
-            "models": {key: price.to_dict() for key, price in self._models.items()},
-        }
+        out: dict[str, Any] = {}
+        if self.format_version == 2:
+            out["format"] = 2
+        out.update(
+            {
+                "source": self.source,
+                "retrieved": self.retrieved,
+                "region": self.region,
+                "currency": "USD",
+                "unit": "per 1M tokens",
+            }
+        )
+        if self.format_version == 2:
+            if self.sources:
+                out["sources"] = dict(self.sources)
+            if self.notes:
+                out["notes"] = list(self.notes)
+            out["models"] = {key: entry.to_dict() for key, entry in self._entries.items()}
+            if self.guardrails is not None:
+                out["guardrails"] = self.guardrails.to_dict()
+        else:
+            out["models"] = {key: price.to_dict() for key, price in self._models.items()}
         if self._explicit_fallback:
             fallback = self.fallback.to_dict()
             fallback.pop("name", None)
@@ -389,15 +783,21 @@ def _required_str(data: Mapping[str, Any], key: str, origin: str) -> str:
     return value
 
 
-def _model_price(model_id: str, entry: Any, where: str) -> ModelPrice:
-    if not isinstance(entry, Mapping):
-        raise PricingError(f"{where}: expected an object with input/output prices, got {entry!r}")
-    unknown = sorted(set(entry) - _MODEL_FIELDS)
+def _prices_object(raw: Any, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+    """``raw`` as an object with input and output prices and no field outside ``allowed``."""
+    if not isinstance(raw, Mapping):
+        raise PricingError(f"{where}: expected an object with input/output prices, got {raw!r}")
+    unknown = sorted(set(raw) - allowed)
     if unknown:
         raise PricingError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
     for required in ("input", "output"):
-        if required not in entry:
+        if required not in raw:
             raise PricingError(f"{where}: {required}: missing")
+    return raw
+
+
+def _model_price(model_id: str, entry: Any, where: str) -> ModelPrice:
+    entry = _prices_object(entry, _MODEL_FIELDS, where)
     name = entry.get("name")
     provider = entry.get("provider")
     for label, value in (("name", name), ("provider", provider)):
@@ -412,6 +812,129 @@ def _model_price(model_id: str, entry: Any, where: str) -> ModelPrice:
         name=name,
         provider=provider,
     )
+
+
+def _model_entry(model_id: str, entry: Any, where: str) -> ModelEntry:
+    if not isinstance(entry, Mapping):
+        raise PricingError(f"{where}: expected an object with rates, got {entry!r}")
+    unknown = sorted(set(entry) - _ENTRY_FIELDS)
+    if unknown:
+        raise PricingError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+    rates = _rate_sets(entry.get("rates"), f"{where}.rates")
+    if "standard" not in rates:
+        raise PricingError(f"{where}.rates: a 'standard' rate set is required")
+    raw_regions = entry.get("regions", {})
+    if not isinstance(raw_regions, Mapping):
+        raise PricingError(f"{where}.regions: expected an object of region -> 'same' or rate sets")
+    regions: dict[str, Mapping[str, RateSet] | None] = {}
+    for region, value in raw_regions.items():
+        if not _REGION_RE.match(str(region)):
+            raise PricingError(f"{where}.regions: {region!r} is not a region name")
+        regions[str(region)] = None if value == "same" else _rate_sets(value, f"{where}.regions[{region!r}]")
+    status = entry.get("status", "active")
+    if status not in _STATUSES:
+        raise PricingError(f"{where}.status: expected one of {', '.join(sorted(_STATUSES))}, got {status!r}")
+    end_of_life = entry.get("end_of_life")
+    if end_of_life is not None and (not isinstance(end_of_life, str) or not _DATE_RE.match(end_of_life)):
+        raise PricingError(f"{where}.end_of_life: expected a YYYY-MM-DD date, got {end_of_life!r}")
+    threshold = entry.get("long_context_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0):
+        raise PricingError(f"{where}.long_context_threshold: expected a positive token count, got {threshold!r}")
+    for label in ("name", "provider"):
+        value = entry.get(label)
+        if value is not None and not isinstance(value, str):
+            raise PricingError(f"{where}.{label}: expected a string, got {value!r}")
+    return ModelEntry(
+        model_id,
+        rates,
+        regions,
+        name=entry.get("name"),
+        provider=entry.get("provider"),
+        status=status,
+        end_of_life=end_of_life,
+        long_context_threshold=threshold,
+        sources=_str_list(entry.get("sources", []), f"{where}.sources"),
+        notes=_str_list(entry.get("notes", []), f"{where}.notes"),
+    )
+
+
+def _rate_sets(raw: Any, where: str) -> dict[str, RateSet]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise PricingError(f"{where}: expected a non-empty object of rate set name -> prices")
+    sets: dict[str, RateSet] = {}
+    for name, value in raw.items():
+        if not _valid_set_name(str(name)):
+            raise PricingError(
+                f"{where}: {name!r} is not a rate set name ([global|geo+][priority|flex+][latency+][long] or standard)"
+            )
+        sets[str(name)] = _rate_set(value, f"{where}[{name!r}]")
+    return sets
+
+
+def _valid_set_name(name: str) -> bool:
+    if name == "standard":
+        return True
+    parts = name.split("+")
+    position = 0
+    for part in parts:
+        while position < len(_SET_PARTS) and part not in _SET_PARTS[position]:
+            position += 1
+        if position == len(_SET_PARTS):
+            return False
+        position += 1
+    return True
+
+
+def _rate_set(raw: Any, where: str) -> RateSet:
+    raw = _prices_object(raw, _RATE_FIELDS, where)
+    rates = RateSet(
+        _price(raw["input"], f"{where}.input"),
+        _price(raw["output"], f"{where}.output"),
+        _optional_price(raw, "cache_read", where),
+        _optional_price(raw, "cache_write_5m", where),
+        _optional_price(raw, "cache_write_1h", where),
+    )
+    try:
+        rates.units()  # refuse here what could not be priced exactly later
+    except PricingError as exc:
+        raise PricingError(f"{where}: {exc}") from None
+    return rates
+
+
+def _guardrail_prices(raw: Any, where: str) -> GuardrailPrices:
+    if not isinstance(raw, Mapping):
+        raise PricingError(f"{where}: expected an object")
+    unknown = sorted(set(raw) - {"unit", "rates", "regions", "sources", "notes"})
+    if unknown:
+        raise PricingError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+    def table(value: Any, at: str) -> dict[str, Decimal]:
+        if not isinstance(value, Mapping) or not value:
+            raise PricingError(f"{at}: expected an object of usage field -> USD per 1,000 units")
+        return {str(name): _price(price, f"{at}.{name}") for name, price in value.items()}
+
+    raw_regions = raw.get("regions", {})
+    if not isinstance(raw_regions, Mapping):
+        raise PricingError(f"{where}.regions: expected an object of region -> 'same' or rates")
+    unit = raw.get("unit", "")
+    if not isinstance(unit, str):
+        raise PricingError(f"{where}.unit: expected a string")
+    return GuardrailPrices(
+        rates=table(raw.get("rates"), f"{where}.rates"),
+        regions={
+            str(region): None if value == "same" else table(value, f"{where}.regions[{region!r}]")
+            for region, value in raw_regions.items()
+        },
+        unit=unit,
+        sources=_str_list(raw.get("sources", []), f"{where}.sources"),
+        notes=_str_list(raw.get("notes", []), f"{where}.notes"),
+    )
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PricingError(f"{where}: expected a list of strings")
+    return tuple(value)
 
 
 def _optional_price(entry: Mapping[str, Any], key: str, where: str) -> Decimal | None:
