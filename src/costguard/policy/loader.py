@@ -30,8 +30,37 @@ _GEO_PREFIXES: Final[frozenset[str]] = frozenset({"us", "eu", "apac", "global", 
 # --------------------------------------------------------------------------------------------
 
 
+#: The largest policy file read (1 MiB): a real policy is a few KiB, and a bigger file is refused
+#: before it is parsed, so a stray 20 MB file costs milliseconds, not seconds.
+MAX_POLICY_FILE_BYTES: Final[int] = 1024 * 1024
+#: The deepest nesting of mappings and lists (a real policy nests about 7 levels). PyYAML composes
+#: recursively, so without a cap deep nesting ends in a RecursionError instead of a message.
+MAX_POLICY_DEPTH: Final[int] = 64
+#: The most YAML nodes a file may expand to once aliases are followed ("billion laughs").
+MAX_POLICY_NODES: Final[int] = 100_000
+_SURROGATE_RE: Final[re.Pattern[str]] = re.compile("[\ud800-\udfff]")
+
+
 class _PolicyLoader(yaml.SafeLoader):
-    """SafeLoader that never makes a float: YAML floats become exact Decimals."""
+    """SafeLoader that never makes a float (YAML floats become exact Decimals) and stops composing
+    past :data:`MAX_POLICY_DEPTH` levels with a marked error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.ScalarEvent, yaml.AliasEvent):
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        if self._depth >= MAX_POLICY_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_POLICY_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
@@ -77,13 +106,20 @@ def _file_error(file: str, message: str, line: int | None = None, field_name: st
 
 def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document | None:
     """Compose and construct one YAML document; append problems to ``errors``."""
-    loader = _PolicyLoader(text)
+    if len(text) > MAX_POLICY_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_FILE_BYTES:
+        errors.append(_too_big(file))
+        return None
+    loader: _PolicyLoader | None = None
     try:
+        loader = _PolicyLoader(text)
         root = loader.get_single_node()
         if root is None:
             errors.append(_file_error(file, "file is empty: expected a policy document starting with 'version: 1'"))
             return None
-        duplicates = _duplicate_keys(file, root)
+        problems = _scan(file, root)
+        if any(problem.message.startswith(_TOO_MANY_NODES) for problem in problems):
+            errors.extend(problems)
+            return None
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -92,11 +128,20 @@ def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document |
             problem = f"{exc.context}: {exc.problem}"
         errors.append(_file_error(file, f"invalid YAML: {problem}", mark.line + 1 if mark else None))
         return None
-    except (yaml.YAMLError, ValueError, InvalidOperation) as exc:
-        errors.append(_file_error(file, f"invalid YAML: {exc}"))
+    except yaml.reader.ReaderError as exc:  # a control character, a NUL, a lone surrogate in the text
+        line = text.count("\n", 0, exc.position) + 1
+        shown = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        errors.append(_file_error(file, f"invalid YAML: unacceptable character {shown}: {exc.reason}", line))
+        return None
+    except (yaml.YAMLError, ValueError, ArithmeticError) as exc:
+        errors.append(_file_error(file, f"invalid YAML: {_SURROGATE_RE.sub(_REPLACEMENT, str(exc))}"))
+        return None
+    except RecursionError:  # the depth cap should prevent it: still a message, never a traceback
+        errors.append(_file_error(file, f"invalid YAML: nested deeper than {MAX_POLICY_DEPTH} levels"))
         return None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         errors.append(
             _file_error(
@@ -106,24 +151,58 @@ def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document |
             )
         )
         return None
-    return _Document(file, root, data, duplicates)
+    return _Document(file, root, data, problems)
 
 
-def _duplicate_keys(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
-    """PyYAML silently keeps the last of duplicate keys; a policy file must not have any."""
+_REPLACEMENT: Final[str] = "\ufffd"
+_TOO_MANY_NODES: Final[str] = "too many values"
+
+
+def _too_big(file: str) -> PolicyErrorDetail:
+    return _file_error(
+        file,
+        f"larger than {MAX_POLICY_FILE_BYTES} bytes (1 MiB), the most a policy file may hold: "
+        "split it into several files",
+    )
+
+
+def _scan(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
+    """Problems YAML itself lets through, found on the node tree before anything is built.
+
+    * duplicate keys (PyYAML silently keeps the last one);
+    * lone surrogates from escapes such as ``"\\ud800"``: not text, so they are reported and
+      replaced by U+FFFD to let validation report the rest of the file;
+    * more than :data:`MAX_POLICY_NODES` nodes once aliases are expanded.
+    """
     found: list[PolicyErrorDetail] = []
     seen_nodes: set[int] = set()
+
+    def check_text(node: yaml.Node, parent: tuple[str | int, ...], is_key: bool = False) -> None:
+        if isinstance(node, yaml.ScalarNode) and _SURROGATE_RE.search(node.value):
+            node.value = _SURROGATE_RE.sub(_REPLACEMENT, node.value)
+            path = (*parent, node.value) if is_key else parent
+            found.append(
+                PolicyErrorDetail(
+                    file=file,
+                    line=_line(node),
+                    field=_dotted(path),
+                    message="not valid Unicode text: a lone surrogate escape (\\ud800-\\udfff) "
+                    "is not a character; write the character itself",
+                )
+            )
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
         if id(node) in seen_nodes:
             return
         seen_nodes.add(id(node))
+        check_text(node, path)
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int | None] = {}
             for key, value in node.value:
                 if key.tag == "tag:yaml.org,2002:merge":
                     continue
                 if isinstance(key, yaml.ScalarNode):
+                    check_text(key, path, is_key=True)
                     if key.value in first:
                         found.append(
                             PolicyErrorDetail(
@@ -140,8 +219,40 @@ def _duplicate_keys(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
             for index, item in enumerate(node.value):
                 walk(item, (*path, index))
 
+    size = _expanded_size(root)
+    if size > MAX_POLICY_NODES:
+        return [
+            _file_error(
+                file,
+                f"{_TOO_MANY_NODES}: the file expands to {size} values once aliases are followed "
+                f"(at most {MAX_POLICY_NODES})",
+                _line(root),
+            )
+        ]
     walk(root, ())
     return found
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the tree has with every alias expanded, counted without expanding them."""
+    sizes: dict[int, int] = {}
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if children_done:
+            # a YAML graph can hold a cycle only through a recursive alias, which compose rejects
+            sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
+        else:
+            pending.append((node, True))
+            pending.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
 
 
 def _key_matches(key: yaml.Node, element: Any) -> bool:
@@ -504,34 +615,44 @@ def _policy_files(paths: PathArg | Sequence[PathArg], errors: list[PolicyErrorDe
             files.append(path)
 
     for item in given:
-        path = Path(os.fspath(item)).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in _POLICY_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            )
-            if not found:
-                errors.append(_file_error(str(path), "no policy files (*.yaml, *.yml) in this directory"))
-            for p in found:
-                add(p)
-        elif path.is_file():
-            add(path)
-        elif path.exists():
-            errors.append(_file_error(str(path), "not a file or directory"))
-        else:
-            errors.append(_file_error(str(path), "no such file or directory"))
+        try:
+            path = Path(os.fspath(item)).expanduser()
+            if path.is_dir():
+                found = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix.lower() in _POLICY_SUFFIXES and not p.name.startswith(".") and p.is_file()
+                )
+                if not found:
+                    errors.append(_file_error(str(path), "no policy files (*.yaml, *.yml) in this directory"))
+                for p in found:
+                    add(p)
+            elif path.is_file():
+                add(path)
+            elif path.exists():
+                errors.append(_file_error(str(path), "not a file or directory"))
+            else:
+                errors.append(_file_error(str(path), "no such file or directory"))
+        except (OSError, ValueError) as exc:  # a name too long, a NUL in it, a directory we may not list
+            errors.append(_file_error(str(item), f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
     return files
 
 
 def _read(path: Path, errors: list[PolicyErrorDetail]) -> _Document | None:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        errors.append(_file_error(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
-        return None
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_FILE_BYTES + 1)  # never more: a huge file is refused unread
     except OSError as exc:
         errors.append(_file_error(str(path), f"cannot read: {exc.strerror or exc}"))
+        return None
+    if len(raw) > MAX_POLICY_FILE_BYTES:
+        errors.append(_too_big(str(path)))
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        errors.append(_file_error(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})", line))
         return None
     return _parse(str(path), text, errors)
 
