@@ -12,8 +12,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
+from costguard.errors import InvalidIdError
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -29,6 +30,36 @@ from costguard.usage import (
     Totals,
     ViolationRecord,
 )
+
+
+#: The longest id (UTF-8 bytes) a ledger stores. Ids are kept whole as attributes, so a few of
+#: them must fit a DynamoDB item (400 KB); ids too long for a key are hashed inside keys.
+MAX_ID_BYTES: Final[int] = 8 * 1024
+#: Ids every record needs; other kinds (user, agent...) may be None.
+REQUIRED_ID_KINDS: Final[frozenset[str]] = frozenset({"workflow", "session", "request"})
+
+
+def check_storable_id(kind: str, value: object) -> None:
+    """Raise :class:`~costguard.errors.InvalidIdError` if ``value`` cannot be stored as a ``kind``
+    id by every ledger backend; return None when it can.
+
+    Storable: a ``str`` that encodes to UTF-8 (no lone surrogates), at most
+    :data:`MAX_ID_BYTES` bytes, and non-empty for :data:`REQUIRED_ID_KINDS`. ``None`` is
+    storable for the other kinds (nothing is stored).
+    """
+    required = kind in REQUIRED_ID_KINDS
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise InvalidIdError(kind, f"must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidIdError(kind, "must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(kind, f"is not valid Unicode (a lone surrogate at character {exc.start})") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidIdError(kind, f"is {size} bytes of UTF-8, over the {MAX_ID_BYTES}-byte limit")
 
 
 class Ledger(ABC):

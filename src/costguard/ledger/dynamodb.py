@@ -12,7 +12,9 @@ Table shape (fixed; the CloudFormation template creates exactly this, and so doe
 projection ALL).
 
 Single-table layout. ``{x}`` is a value percent-encoded (``urllib.parse.quote(x, safe="")``) so a
-``#`` inside an id can never be mistaken for a separator; ``{ts}`` is a zero-padded 15-digit
+``#`` inside an id can never be mistaken for a separator; an encoded value longer than 500 bytes
+is ``%H`` + its SHA-256 hex instead, so every key fits DynamoDB's limits (partition key 2,048
+bytes, sort key 1,024) and the id itself stays in the item's attributes; ``{ts}`` is a zero-padded 15-digit
 epoch-ms, ``{uniq}`` a zero-padded ``time_ns`` plus random hex (insertion order, no collisions).
 
 ======================  ===========================  ===============================  =====================  ===
@@ -91,6 +93,7 @@ latest one; GSI reads named above may lag writes by a moment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import secrets
@@ -161,6 +164,15 @@ _TOTAL_ATTRS = (
 )
 _ADDITIVE_ATTRS = _TOTAL_ATTRS[:-1]
 
+# Key sizes, from "Constraints in Amazon DynamoDB", Partition keys and sort keys
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html, read
+# 2026-12-01): a partition key value is at most 2,048 bytes, a sort key value at most 1,024
+# bytes (the same for GSI keys). No key here holds more than two id parts and a short prefix,
+# so with parts capped at 500 bytes every key fits, sort keys included.
+_SORT_KEY_MAX = 1024
+_KEY_PART_MAX = 500
+_HASHED_PART = "%H"
+
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
@@ -169,8 +181,24 @@ Item = dict[str, AttributeValue]
 
 
 def _q(part: str) -> str:
-    """A key component that cannot contain the ``#`` separator."""
-    return quote(part, safe="")
+    """A key component that cannot contain the ``#`` separator, and fits a key whatever its length.
+
+    A part longer than :data:`_KEY_PART_MAX` once percent-encoded is replaced by
+    ``%H`` + the SHA-256 hex of its UTF-8: quote() writes ``%`` only before two hex digits, so a
+    hashed part never equals an encoded one. The original id stays in the item's attributes.
+    """
+    quoted = quote(part, safe="", errors="surrogatepass")
+    if len(quoted) <= _KEY_PART_MAX:
+        return quoted
+    return _HASHED_PART + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fit(value: str, max_bytes: int = _SORT_KEY_MAX) -> str:
+    """``value`` as a whole key (kept raw, as earlier versions stored it) unless it is too long."""
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return value
+    return _HASHED_PART + hashlib.sha256(encoded).hexdigest()
 
 
 def _s(value: str) -> AttributeValue:
@@ -469,7 +497,7 @@ class DynamoDBLedger(Ledger):
         if cached is not None and time.monotonic() - cached[0] < self._kill_cache_s:
             switch = cached[1]
         else:
-            item = self._get("reading the kill switch", "KILL", workflow)
+            item = self._get("reading the kill switch", "KILL", _fit(workflow))
             switch = self._kill_switch_from(item) if item else None
             if self._kill_cache_s > 0:
                 with self._lock:
@@ -918,7 +946,7 @@ class DynamoDBLedger(Ledger):
     ) -> KillSwitch:
         item: Item = {
             "pk": _s("KILL"),
-            "sk": _s(workflow),
+            "sk": _s(_fit(workflow)),
             "workflow": _s(workflow),
             "reason": _s(reason),
             "set_by": _s(set_by),
@@ -945,7 +973,7 @@ class DynamoDBLedger(Ledger):
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": {"pk": _s("KILL"), "sk": _s(workflow)},
+                        "Key": {"pk": _s("KILL"), "sk": _s(_fit(workflow))},
                         "ConditionExpression": "attribute_exists(pk)",
                     }
                 },
