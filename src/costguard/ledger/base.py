@@ -35,6 +35,8 @@ from costguard.usage import (
 #: The longest id (UTF-8 bytes) a ledger stores. Ids are kept whole as attributes, so a few of
 #: them must fit a DynamoDB item (400 KB); ids too long for a key are hashed inside keys.
 MAX_ID_BYTES: Final[int] = 8 * 1024
+#: Length of a generated user id key (HMAC-SHA256 keys gain nothing beyond the hash's block).
+USER_ID_KEY_BYTES: Final[int] = 32
 #: Ids every record needs; other kinds (user, agent...) may be None.
 REQUIRED_ID_KINDS: Final[frozenset[str]] = frozenset({"workflow", "session", "request"})
 
@@ -186,6 +188,14 @@ class Ledger(ABC):
     @abstractmethod
     def release_idempotency_key(self, key: str) -> None:
         """Drop a claim whose run failed, so a retry runs the action again."""
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def user_id_key(self) -> bytes:
+        """The secret that user ids are keyed-hashed with (:mod:`costguard.identity`) when none is
+        configured: generated once, kept beside the ledger and the same for every caller sharing
+        it, so the same user maps to the same reference everywhere. At least 32 bytes."""
 
     @abstractmethod
     def close(self) -> None:

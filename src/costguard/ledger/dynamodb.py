@@ -34,6 +34,7 @@ budget counter          ``B#{wf}``                   ``{period}``               
 kill switch             ``KILL``                     workflow                         -                      no
 kill switch log         ``KLOG#{wf}``                ``{ts}#{uniq}``                  -                      no
 alert key               ``ALERT``                    key                              -                      no
+user id key             ``CONFIG``                   ``user-id-key``                  -                      no
 action record           ``A#{wf}``                   ``{ts}#{uniq}``                  -                      yes
 workflow registry       ``WF``                       ``V#{wf}`` / ``A#{wf}``          -                      no
 idempotency key         ``I#{key}``                  ``#I``                           -                      yes (its own expiry)
@@ -110,7 +111,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import Ledger
+from costguard.ledger.base import USER_ID_KEY_BYTES, Ledger
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -382,6 +383,7 @@ class DynamoDBLedger(Ledger):
         self._kill_cache_s = kill_switch_cache_s
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._lock = threading.Lock()
+        self._user_id_key: bytes | None = None
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -1134,6 +1136,29 @@ class DynamoDBLedger(Ledger):
             )
         ]
         return sorted(keys, key=lambda k: (k.ts_ms, k.key))
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def user_id_key(self) -> bytes:
+        """Kept in one config item (``CONFIG`` / ``user-id-key``), created once with a conditional
+        put: the first host to ask creates it, every other host reads the same one."""
+        if self._user_id_key is not None:
+            return self._user_id_key
+        self._call(
+            "creating the user id key",
+            "put_item",
+            tolerate=("ConditionalCheckFailedException",),
+            TableName=self.table_name,
+            Item={"pk": _s("CONFIG"), "sk": _s("user-id-key"), "key": {"B": secrets.token_bytes(USER_ID_KEY_BYTES)}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        # created now or by another host before: the stored key is the one every host uses
+        item = self._get("reading the user id key", "CONFIG", "user-id-key")
+        value = (item or {}).get("key", {}).get("B")
+        if not isinstance(value, bytes | bytearray) or len(value) < USER_ID_KEY_BYTES:
+            raise LedgerError(f"DynamoDB ledger table {self.table_name!r}: the user id key item is damaged; restore it")
+        self._user_id_key = bytes(value)
+        return self._user_id_key
 
     # -- action guard -------------------------------------------------------------------------------
 

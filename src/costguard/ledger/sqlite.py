@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import Ledger
+from costguard.ledger.base import USER_ID_KEY_BYTES, Ledger
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -221,6 +223,40 @@ def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(clause for clause, _ in kept), [value for _, value in kept]
 
 
+def _read_or_create_key(path: Path) -> bytes:
+    """The hex key in ``path``, created first if absent (0600, random, written whole).
+
+    Creation is atomic across processes: the key is written to a private temporary file that is
+    then hard-linked to ``path``; the link fails if another process got there first, and its key
+    is used instead, so every process ends up with the same key and none sees a partial file.
+    """
+    try:
+        if not path.exists():
+            fd, temporary = tempfile.mkstemp(prefix=".user-id-key-", dir=path.parent)  # mode 0600
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as handle:
+                    handle.write(secrets.token_hex(USER_ID_KEY_BYTES) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(temporary, path)
+                except FileExistsError:
+                    pass  # another process created it first: use theirs
+            finally:
+                os.unlink(temporary)
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"user id key {path}: {exc}") from exc
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < USER_ID_KEY_BYTES:
+        # Never replaced silently: a new key would give every user a new reference.
+        raise LedgerError(f"user id key {path} is damaged (expected {USER_ID_KEY_BYTES * 2} hex digits); restore it")
+    return key
+
+
 def _close_quietly(conn: sqlite3.Connection) -> None:
     try:
         conn.close()
@@ -259,6 +295,7 @@ class SQLiteLedger(Ledger):
         # there could disturb the parent's locks), only kept from garbage collection.
         self._forked: list[sqlite3.Connection] = []
         self._report_conn: sqlite3.Connection | None = None
+        self._user_id_key: bytes | None = None
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -872,6 +909,18 @@ class SQLiteLedger(Ledger):
     def release_idempotency_key(self, key: str) -> None:
         with self._errors("releasing an idempotency key"), self._write() as conn:
             conn.execute("DELETE FROM idempotency_keys WHERE key = ? AND status = 'in_progress'", (key,))
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @property
+    def user_id_key_path(self) -> Path:
+        """Where :meth:`user_id_key` keeps the key: beside the database, mode 0600."""
+        return self.path.with_name(self.path.name + ".user-id-key")
+
+    def user_id_key(self) -> bytes:
+        if self._user_id_key is None:
+            self._user_id_key = _read_or_create_key(self.user_id_key_path)
+        return self._user_id_key
 
     def connection(self) -> sqlite3.Connection:
         """A connection for read-only reporting queries (pandas ``read_sql``), outside the pool,
