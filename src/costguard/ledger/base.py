@@ -35,6 +35,10 @@ from costguard.usage import (
 #: The longest id (UTF-8 bytes) a ledger stores. Ids are kept whole as attributes, so a few of
 #: them must fit a DynamoDB item (400 KB); ids too long for a key are hashed inside keys.
 MAX_ID_BYTES: Final[int] = 8 * 1024
+#: How long an alert claim is held before another run may take it over and publish the alert:
+#: longer than a run can last (a Lambda runs at most 15 minutes), so a claim is only taken over
+#: from a run that is gone.
+ALERT_CLAIM_LEASE_MS: Final[int] = 20 * 60 * 1000
 #: Length of a generated user id key (HMAC-SHA256 keys gain nothing beyond the hash's block).
 USER_ID_KEY_BYTES: Final[int] = 32
 #: Ids every record needs; other kinds (user, agent...) may be None.
@@ -151,7 +155,16 @@ class Ledger(ABC):
 
     @abstractmethod
     def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
-        """Atomically mark an alert as sent; False when the key was claimed before (send nothing)."""
+        """Atomically claim an alert for publishing, for :data:`ALERT_CLAIM_LEASE_MS`.
+
+        True when this caller now owns it: the key was never claimed, or its claim expired unsent
+        (the run that claimed it died before publishing: taking it over republishes the alert).
+        False when it was sent, or another run's claim is still live (send nothing).
+        """
+
+    @abstractmethod
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        """Record that a claimed alert was published: it is never sent again."""
 
     @abstractmethod
     def release_alert_key(self, key: str) -> None:
@@ -159,7 +172,15 @@ class Ledger(ABC):
 
     @abstractmethod
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
-        """Claimed alert keys, optionally those starting with ``prefix``, oldest first."""
+        """Claimed and sent alert keys, optionally those starting with ``prefix``, oldest first."""
+
+    def expired_alert_claims(self, now_ms: int) -> list[AlertKey]:
+        """Claims whose lease ran out before their alert was marked sent, oldest first."""
+        return [
+            k
+            for k in self.alert_keys()
+            if k.state == "claimed" and k.lease_until_ms is not None and k.lease_until_ms <= now_ms
+        ]
 
     # -- action guard ---------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import USER_ID_KEY_BYTES, Ledger
+from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, USER_ID_KEY_BYTES, Ledger
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -1107,30 +1107,54 @@ class DynamoDBLedger(Ledger):
             TableName=self.table_name,
             Item={
                 "pk": _s("ALERT"),
-                "sk": _s(key),
+                "sk": _s(_fit(key)),
+                "key": _s(key),
                 "ts_ms": _n(now_ms),
                 "detail": _s(json.dumps(detail, sort_keys=True, default=str)),
+                "state": _s("claimed"),
+                "lease_until_ms": _n(now_ms + ALERT_CLAIM_LEASE_MS),
             },
-            ConditionExpression="attribute_not_exists(pk)",
+            # new, or a claim that expired unsent (items from before states existed were sent)
+            ConditionExpression="attribute_not_exists(pk) OR (#state = :claimed AND lease_until_ms <= :now)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":claimed": _s("claimed"), ":now": _n(now_ms)},
         )
         return not isinstance(result, ClientError)
+
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        self._call(
+            "marking an alert sent",
+            "update_item",
+            TableName=self.table_name,
+            Key={"pk": _s("ALERT"), "sk": _s(_fit(key))},
+            UpdateExpression="SET #state = :sent, sent_ms = :now REMOVE lease_until_ms",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":sent": _s("sent"), ":now": _n(now_ms)},
+        )
 
     def release_alert_key(self, key: str) -> None:
         self._call(
             "releasing an alert key",
             "delete_item",
             TableName=self.table_name,
-            Key={"pk": _s("ALERT"), "sk": _s(key)},
+            Key={"pk": _s("ALERT"), "sk": _s(_fit(key))},
         )
 
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
+        # A key too long for a sort key is stored hashed, so a prefix does not find it.
         if prefix:
             condition = "pk = :pk AND begins_with(sk, :prefix)"
             values = {":pk": _s("ALERT"), ":prefix": _s(prefix)}
         else:
             condition, values = "pk = :pk", {":pk": _s("ALERT")}
         keys = [
-            AlertKey(_str(i, "sk") or "", _int(i, "ts_ms"), json.loads(_str(i, "detail") or "{}"))
+            AlertKey(
+                _str(i, "key") or _str(i, "sk") or "",
+                _int(i, "ts_ms"),
+                json.loads(_str(i, "detail") or "{}"),
+                _str(i, "state") or "sent",
+                _opt_int(i, "lease_until_ms"),
+            )
             for i in self._query(
                 "reading alert keys", KeyConditionExpression=condition, ExpressionAttributeValues=values, ConsistentRead=True
             )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import USER_ID_KEY_BYTES, Ledger
+from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, USER_ID_KEY_BYTES, Ledger
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -172,7 +172,9 @@ CREATE TABLE IF NOT EXISTS kill_switch_log (
 CREATE TABLE IF NOT EXISTS alert_keys (
     key TEXT PRIMARY KEY,
     ts_ms INTEGER NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'sent',
+    lease_until_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY,
@@ -201,6 +203,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     completed_at_ms INTEGER
 );
 """
+
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "alert_keys": (("state", "TEXT NOT NULL DEFAULT 'sent'"), ("lease_until_ms", "INTEGER")),
+}
 
 _TOTAL_COLUMNS = (
     "model_calls",
@@ -431,6 +437,11 @@ class SQLiteLedger(Ledger):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            # Columns added since schema 1 was first written: every older row was sent.
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(alert_keys)")}
+            for column, definition in _ADDED_COLUMNS["alert_keys"]:
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE alert_keys ADD COLUMN {column} {definition}")
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -825,25 +836,32 @@ class SQLiteLedger(Ledger):
 
     def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
         with self._errors("claiming an alert key"), self._write() as conn:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO alert_keys (key, ts_ms, detail) VALUES (?, ?, ?)",
-                (key, now_ms, json.dumps(detail, sort_keys=True, default=str)),
+            taken = conn.execute(
+                "INSERT INTO alert_keys (key, ts_ms, detail, state, lease_until_ms) VALUES (?, ?, ?, 'claimed', ?) "
+                "ON CONFLICT (key) DO UPDATE SET ts_ms = excluded.ts_ms, detail = excluded.detail, "
+                "lease_until_ms = excluded.lease_until_ms "
+                "WHERE alert_keys.state = 'claimed' AND alert_keys.lease_until_ms <= excluded.ts_ms",
+                (key, now_ms, json.dumps(detail, sort_keys=True, default=str), now_ms + ALERT_CLAIM_LEASE_MS),
             ).rowcount
-        return bool(inserted)
+        return bool(taken)
+
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        with self._errors("marking an alert sent"), self._write() as conn:
+            conn.execute("UPDATE alert_keys SET state = 'sent', lease_until_ms = NULL WHERE key = ?", (key,))
 
     def release_alert_key(self, key: str) -> None:
         with self._errors("releasing an alert key"), self._write() as conn:
             conn.execute("DELETE FROM alert_keys WHERE key = ?", (key,))
 
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
-        query, params = "SELECT key, ts_ms, detail FROM alert_keys", ()
+        query, params = "SELECT key, ts_ms, detail, state, lease_until_ms FROM alert_keys", ()
         if prefix is not None:
             # substr, not LIKE: keys contain '%' and '_' freely.
             query += " WHERE substr(key, 1, ?) = ?"
             params = (len(prefix), prefix)
         with self._errors("reading alert keys"), self._lease() as conn:
             rows = conn.execute(query + " ORDER BY ts_ms, key", params).fetchall()
-        return [AlertKey(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [AlertKey(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
     # -- action guard -------------------------------------------------------------------------------
 
