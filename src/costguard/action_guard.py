@@ -881,11 +881,7 @@ class ActionGuard:
             final, record, violation = self._shape(inv, policy, selector, rule, response, ts_ms)
         except Exception:  # a costguard bug must not break the action, nor let a body past the cap
             logger.exception("costguard action guard: could not shape the response of %s", inv.action)
-            try:
-                final, record, violation = self._capped_after_error(inv, policy, selector, rule, response, ts_ms)
-            except Exception:
-                logger.exception("costguard action guard: could not measure the response of %s", inv.action)
-                final, record, violation = self._unmeasured(inv, policy, selector, rule, response, ts_ms)
+            final, record, violation = self._capped_after_error(inv, policy, selector, rule, response, ts_ms)
 
         if key is not None:
             sha, size = _bodies_digest(final)
@@ -999,24 +995,6 @@ class ActionGuard:
         self._emit(inv.workflow, before, max(0, before - replaced_bytes), outcome == "trimmed", outcome == "replaced")
         return final, record, violation
 
-    def _unmeasured(
-        self,
-        inv: _Invocation,
-        policy: WorkflowPolicy,
-        selector: str | None,
-        rule: ActionRule | None,
-        response: Any,
-        ts_ms: int,
-    ) -> tuple[Any, ActionRecord, None]:
-        """The last resort: a response that could not even be measured is withheld whenever a
-        size limit applies (it might be over it), and delivered as is when none does."""
-        record = self._action_record(inv, ts_ms, 0, 0, TrimStats(), "error")
-        limit, _ = _limit_of(policy, selector, rule)
-        if limit is None or policy.shadow:
-            return response, record, None
-        payload, text = _too_large_notice(inv, limit, None, minimal=True)
-        return _fresh_response(inv, payload, text, response_state="REPROMPT"), record, None
-
     def _capped_after_error(
         self,
         inv: _Invocation,
@@ -1027,10 +1005,22 @@ class ActionGuard:
         ts_ms: int,
     ) -> tuple[Any, ActionRecord | None, ViolationRecord | None]:
         """After an internal error while shaping: nothing is trimmed, but the size cap still holds
-        (an over-limit body is replaced by the notice) and the record says ``outcome=error``."""
+        (an over-limit body is replaced by the notice) and the record says ``outcome=error``.
+
+        A response that cannot even be measured is withheld whenever a size limit applies (it
+        might be over it), and delivered as is when none does.
+        """
         limit, limit_rule = _limit_of(policy, selector, rule)
-        kind, slots = _body_slots(response)
-        sizes = [utf8_len(holder["body"]) for holder, _ in slots]
+        try:
+            kind, slots = _body_slots(response)
+            sizes = [utf8_len(holder["body"]) for holder, _ in slots]
+        except Exception:
+            logger.exception("costguard action guard: could not measure the response of %s", inv.action)
+            unmeasured = self._action_record(inv, ts_ms, 0, 0, TrimStats(), "error")
+            if limit is None or policy.shadow:
+                return response, unmeasured, None
+            payload, text = _too_large_notice(inv, limit, None, minimal=True)
+            return _fresh_response(inv, payload, text, response_state="REPROMPT"), unmeasured, None
         before = sum(sizes)
         over = kind is not None and limit is not None and any(size > limit for size in sizes)
         if not over:
