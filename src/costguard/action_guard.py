@@ -48,11 +48,12 @@ untouched (and is recorded).
    ``responseState: "REPROMPT"`` (Bedrock hands the text back to the model to re-ask). The hint
    names the paging/filter parameters the call used (``limit=500``, ``page``, ``fields``...)
    so the agent asks for less. Output is never truncated into invalid JSON.
-5. JSON nested deeper than ``MAX_JSON_DEPTH`` (100) levels is neither parsed nor trimmed (the
-   trim walks iteratively, but the json module recurses); it is measured, and replaced by the
-   notice when over the limit. If shaping fails for any other reason (a costguard bug), the
-   body is still measured and replaced when over the limit, and the record says
-   ``outcome: error``: the cap is never bypassed.
+5. The trim walks iteratively and stops at ``MAX_JSON_DEPTH`` (100) levels of nesting: a body
+   nested deeper where the trim must go (or deeper than the json module can parse or write)
+   is not restructured, only measured, and replaced by the notice when over the limit. If
+   shaping fails for any other reason (a costguard bug), the body is still measured and
+   replaced when over the limit, and the record says ``outcome: error``: the cap is never
+   bypassed.
 
 A violation (kind ``ResponseTooLarge``, rule ``actions.<selector>.max_response_bytes`` or
 ``per_request.max_tool_response_bytes``) is recorded when the body is still over the limit after
@@ -98,7 +99,6 @@ import copy
 import functools
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import os
@@ -148,8 +148,9 @@ METRIC_REPLACED: Final = "ActionReplaced"
 #: Bounds of the in-process replay cache (warm-instance retries of idempotent writes).
 REPLAY_CACHE_MAX_ENTRIES: Final = 128
 REPLAY_CACHE_MAX_BYTES: Final = 8 * 1024 * 1024
-#: JSON nested deeper than this is not parsed nor trimmed, only measured against the limit (and
-#: replaced by the notice when over it). Real API responses nest a few levels.
+#: The trim does not descend deeper than this; a body nested deeper where it must go is only
+#: measured against the limit (and replaced by the notice when over it). Real API responses nest
+#: a few levels.
 MAX_JSON_DEPTH: Final = 100
 
 # Parameter names that usually control how much an operation returns: named in the hint.
@@ -343,23 +344,6 @@ class _TooDeep(Exception):
     """Internal: a JSON body nests deeper than :data:`MAX_JSON_DEPTH`."""
 
 
-# A JSON string; the closing quote is optional so that a match never fails, which keeps the scan
-# linear on an unterminated string (a failing match would be retried from every later quote).
-_STRING_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*"?')
-_NOT_BRACKETS_RE: Final = re.compile(r"[^\[\]{}]+")
-_BRACKET_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-def json_depth(text: str) -> int:
-    """How deep the arrays and objects of a JSON text nest (brackets inside strings ignored).
-
-    Checked before parsing: the json module and a walk over the result would recurse once per
-    level, and a hostile body nested thousands deep would end in a RecursionError.
-    """
-    brackets = _NOT_BRACKETS_RE.sub("", _STRING_RE.sub("", text))
-    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
-
-
 @dataclass(slots=True)
 class ShapedBody:
     """The result of :func:`shape_body` for one body string."""
@@ -383,6 +367,11 @@ def _dumps(value: Any) -> str:
 _NOT_JSON: Final = object()
 
 
+def _unshaped(text: str, before: int, limit: int | None) -> ShapedBody:
+    """JSON too deep to restructure (or to cut as text, which would break it): only measured."""
+    return ShapedBody(text, before, before, TrimStats(), True, limit is not None and before > limit)
+
+
 def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> ShapedBody:
     """Apply the trim spec and measure against ``limit`` (see the module docstring)."""
     before = utf8_len(text)
@@ -391,13 +380,12 @@ def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> Shape
     data: Any = _NOT_JSON
     head = text.lstrip()[:1]
     if head in ("{", "["):
-        if json_depth(text) > MAX_JSON_DEPTH:
-            # Not restructured (nor cut as text, which would break its JSON): only measured.
-            return ShapedBody(text, before, before, TrimStats(), True, limit is not None and before > limit)
         try:
             data = json.loads(text)
         except ValueError:
             data = _NOT_JSON
+        except RecursionError:  # nested deeper than the json module can parse
+            return _unshaped(text, before, limit)
     stats = TrimStats()
     if data is _NOT_JSON:
         out = text
@@ -407,13 +395,19 @@ def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> Shape
         after = utf8_len(out) if out is not text else before
         return ShapedBody(out, before, after, stats, False, limit is not None and after > limit)
     if trim is not None:
-        data, stats = trim.apply(data)
+        try:
+            data, stats = trim.apply(data)
+        except _TooDeep:
+            return _unshaped(text, before, limit)
         if isinstance(data, dict) and (stats.items_dropped or stats.strings_truncated) and ANNOTATION_KEY not in data:
             data[ANNOTATION_KEY] = {"items_dropped": stats.items_dropped, "strings_truncated": stats.strings_truncated}
     out = text
     after = before
     if stats.changed or (limit is not None and before > limit):
-        compact = _dumps(data)
+        try:
+            compact = _dumps(data)
+        except RecursionError:  # a deep subtree no trim path reached
+            return _unshaped(text, before, limit)
         compact_bytes = utf8_len(compact)
         # Re-serialising an untouched document is only worth it when it is smaller.
         if stats.changed or compact_bytes < before:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import costguard.action_guard as action_guard_module
-from costguard.action_guard import MAX_JSON_DEPTH, CompiledTrim, action_guard, json_depth, utf8_len
+from costguard.action_guard import MAX_JSON_DEPTH, CompiledTrim, action_guard, shape_body, utf8_len
 from costguard.ledger import SQLiteLedger
 from costguard.policy import ActionTrim
 from tests.unit.test_action_guard import CONTEXT, body_of, ledger, openapi_event, openapi_response, policies
@@ -67,10 +67,13 @@ def test_deep_201_kb_body_is_replaced_and_recorded(ledger: SQLiteLedger, depth: 
     )
 
 
+def lists(depth: int) -> str:
+    """``depth`` nested lists, the innermost holding 10 strings of 3,000 bytes."""
+    return "[" * depth + ",".join([json.dumps("y" * 3_000)] * 10) + "]" * depth
+
+
 def test_nesting_at_the_depth_cap_is_still_trimmed(ledger: SQLiteLedger) -> None:
-    # MAX_JSON_DEPTH levels of lists, each holding 10 copies of a 30 KB string at the bottom
-    body = "[" * (MAX_JSON_DEPTH - 1) + "[" + ",".join([json.dumps("y" * 3_000)] * 10) + "]" + "]" * (MAX_JSON_DEPTH - 1)
-    assert json_depth(body) == MAX_JSON_DEPTH
+    body = lists(MAX_JSON_DEPTH)
 
     response = guarded(ledger, body, {"max_list_items": 2, "max_string_bytes": 4})(openapi_event(), CONTEXT)
 
@@ -94,10 +97,16 @@ def test_trim_walk_is_iterative() -> None:
     assert (stats.items_dropped, stats.strings_truncated) == (MAX_JSON_DEPTH, 1)
 
 
-def test_json_depth_ignores_brackets_in_strings_and_is_linear_on_unterminated_strings() -> None:
-    assert json_depth('{"a": "[[[{{{", "b": ["\\"]"]}') == 2
-    assert json_depth("plain text") == 0
-    assert json_depth('{"a' + '\\"' * 100_000) == 1
+def test_one_level_past_the_cap_is_measured_not_trimmed() -> None:
+    trim = CompiledTrim(ActionTrim(max_list_items=2, max_string_bytes=4))
+    body = lists(MAX_JSON_DEPTH + 1)
+    under = shape_body(body, trim, None)
+    assert (under.text, under.bytes_after, under.over_limit, under.stats.changed) == (body, len(body), False, False)
+    over = shape_body(body, trim, 16 * 1024)
+    assert (over.text, over.bytes_before, over.over_limit) == (body, len(body), True)
+    # a keep path that stays near the root never meets the depth: the deep part is dropped
+    shallow = shape_body('{"id": 1, "deep": ' + body + "}", CompiledTrim(ActionTrim(keep=["id"])), None)
+    assert shallow.text == '{"id":1}' and shallow.stats.fields_dropped == 1
 
 
 def test_internal_error_still_replaces_an_over_limit_body(ledger: SQLiteLedger, monkeypatch: pytest.MonkeyPatch) -> None:
