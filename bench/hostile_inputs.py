@@ -1,6 +1,7 @@
 """What hostile inputs cost after issue 12's fixes: the figures behind tests/hostile.
 
-* ``policy``: time to refuse a 20 MB policy file (``load_policies``), best of ROUNDS;
+* ``policy``: time to refuse a 20 MB policy file (``load_policies``), best of ROUNDS, and to
+  load a file of 20,000 (empty) workflows, which must grow linearly;
 * ``threads``: open file descriptors left after 500 short-lived threads each recorded a
   segment in one SQLite ledger (Linux: counted in /proc/self/fd);
 * ``depth``: time of a whole guarded invocation on a 201 KB body nested 1,000 levels, under a
@@ -54,6 +55,9 @@ def bench_policy(folder: Path, rounds: int) -> None:
         raise AssertionError("a 20 MB policy file was accepted")
 
     print(f"policy: 20 MB file refused in {best_ms(refuse, rounds):.2f} ms")
+    many = "version: 1\nworkflows: {" + ",".join(f"w{i}: {{}}" for i in range(20_000)) + "}"
+    ms = best_ms(lambda: PolicySet.from_yaml(many), 1)
+    print(f"policy: {len(many)} bytes with 20,000 workflows loaded in {ms:.0f} ms")
 
 
 def bench_threads(folder: Path) -> None:

@@ -150,3 +150,15 @@ def test_alias_bomb_is_refused_before_validation(tmp_path: Path) -> None:
 def test_unreadable_names_are_messages(tmp_path: Path) -> None:
     errors = check_policies([str(tmp_path / ("x" * 5000)), "bad\x00name.yaml"])
     assert [e.message for e in errors] == ["cannot read: File name too long", "no such file or directory"]
+
+
+@pytest.mark.parametrize("text", ["a: &x\n    b: *x", "a: &x [1, *x]"])
+def test_an_alias_inside_itself_is_one_error_not_a_hang(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "recursive.yaml"
+    path.write_text("version: 1\nworkflows:\n  " + text + "\n")
+    error = only_error(path)
+    assert (error.line, error.message) == (
+        1,
+        "too many values: an alias refers to the mapping or list that contains it, so it never ends once expanded",
+    )
+    assert check_cli(path)[0] == 2

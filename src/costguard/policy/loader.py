@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import types
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -220,6 +221,15 @@ def _scan(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
                 walk(item, (*path, index))
 
     size = _expanded_size(root)
+    if size is None:
+        return [
+            _file_error(
+                file,
+                f"{_TOO_MANY_NODES}: an alias refers to the mapping or list that contains it, "
+                "so it never ends once expanded",
+                _line(root),
+            )
+        ]
     if size > MAX_POLICY_NODES:
         return [
             _file_error(
@@ -233,26 +243,49 @@ def _scan(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
     return found
 
 
-def _expanded_size(root: yaml.Node) -> int:
-    """How many nodes the tree has with every alias expanded, counted without expanding them."""
+def _expanded_size(root: yaml.Node) -> int | None:
+    """How many nodes the tree has with every alias expanded, counted without expanding them;
+    None when an alias refers to a node that contains it (expanding would never end)."""
     sizes: dict[int, int] = {}
+    counting: set[int] = set()  # nodes whose children are being counted
     pending: list[tuple[yaml.Node, bool]] = [(root, False)]
     while pending:
         node, children_done = pending.pop()
+        if children_done:
+            counting.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
         if id(node) in sizes:
             continue
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        if children_done:
-            # a YAML graph can hold a cycle only through a recursive alias, which compose rejects
-            sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
-        else:
-            pending.append((node, True))
-            pending.extend((child, False) for child in children if id(child) not in sizes)
+        if id(node) in counting:  # met again below itself: a cycle
+            return None
+        counting.add(id(node))
+        pending.append((node, True))
+        pending.extend((child, False) for child in _children(node) if id(child) not in sizes)
     return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_KEY_INDEX: weakref.WeakKeyDictionary[yaml.MappingNode, dict[str, tuple[yaml.Node, yaml.Node]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keys_by_text(node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """A mapping's ``(key, value)`` pairs by the key's text, the last one winning: one lookup per
+    error instead of a scan, so a file with 20,000 workflows is not quadratic to report."""
+    index = _KEY_INDEX.get(node)
+    if index is None:
+        index = {key.value: (key, value) for key, value in node.value if isinstance(key, yaml.ScalarNode)}
+        _KEY_INDEX[node] = index
+    return index
 
 
 def _key_matches(key: yaml.Node, element: Any) -> bool:
@@ -282,11 +315,12 @@ def _locate(
         if element == "[key]":
             continue
         if isinstance(node, yaml.MappingNode):
-            match: tuple[yaml.Node, yaml.Node] | None = None
-            for key, value in reversed(node.value):  # after a "<<" merge the last key wins
-                if _key_matches(key, element):
-                    match = (key, value)
-                    break
+            match = None if isinstance(element, bool) else _keys_by_text(node).get(str(element))
+            if match is None:
+                for key, value in reversed(node.value):  # after a "<<" merge the last key wins
+                    if _key_matches(key, element):
+                        match = (key, value)
+                        break
             if match is None:
                 parts.append(str(element))
                 node = None
