@@ -162,3 +162,10 @@ def test_an_alias_inside_itself_is_one_error_not_a_hang(tmp_path: Path, text: st
         "too many values: an alias refers to the mapping or list that contains it, so it never ends once expanded",
     )
     assert check_cli(path)[0] == 2
+
+
+def test_an_integer_too_long_for_python_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "long-int.yaml"
+    path.write_text("version: 1\nworkflows:\n  a:\n    per_request: {max_tokens: " + "9" * 5_000 + "}\n")
+    error = only_error(path)
+    assert (error.line, error.message) == (4, "invalid YAML: integer of 5000 characters is too long")

@@ -81,7 +81,17 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
     return Decimal(text)  # exactly the digits written: "1.50" -> Decimal("1.50")
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))  # type: ignore[arg-type]
+    except ValueError:  # Python refuses int() of more than 4,300 digits: say where
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer of {len(str(node.value))} characters is too long", node.start_mark
+        ) from None
+
+
 _PolicyLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_PolicyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 @dataclass
