@@ -149,3 +149,22 @@ def test_unmeasurable_response_is_withheld_when_a_limit_applies(
         "action": "claims /claims GET",
     }
     assert [r.outcome for r in ledger.actions()] == ["error"]
+
+
+def test_internal_error_in_shadow_mode_records_the_would_be_violation(
+    ledger: SQLiteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(action_guard_module, "shape_body", lambda *a, **k: 1 / 0)
+    body = json.dumps({"rows": PAYLOAD})
+    ps = policies({"claims GET /claims": {"max_response_bytes": LIMIT}}, limit=None, mode="shadow")
+
+    @action_guard(ps, workflow="claims-intake", ledger=ledger)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return openapi_response(event, body)
+
+    response = handler(openapi_event(), CONTEXT)
+    assert body_of(response) == body  # shadow: the agent gets what the handler returned
+    (record,) = ledger.actions()
+    assert (record.outcome, record.bytes_before, record.bytes_after) == ("error", len(body), len(body))
+    (violation,) = ledger.violations()
+    assert (violation.enforced, violation.observed) == (False, str(len(body)))

@@ -2,17 +2,18 @@
 
 Operations lease a connection from a small pool (at most ``max_connections`` open, whatever the
 number of threads; a forked child opens its own), so threads that come and go leave no file
-descriptors behind. Every storage failure is a :class:`~costguard.errors.LedgerError`.
-Writes that read before they write (reservations, request segments) run under ``BEGIN IMMEDIATE`` so two processes
-cannot both see room in a budget and both take it. Money is stored as integer nano-dollars.
+descriptors behind. Every storage failure is a :class:`~costguard.errors.LedgerError`. Writes
+that read before they write (reservations, request segments) run under ``BEGIN IMMEDIATE`` so two
+processes cannot both see room in a budget and both take it. Money is stored as integer
+nano-dollars.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import secrets
+import sqlite3
 import tempfile
 import threading
 import time
