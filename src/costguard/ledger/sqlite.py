@@ -297,7 +297,9 @@ class SQLiteLedger(Ledger):
         self._idle: list[sqlite3.Connection] = []
         self._open = 0
         self._pid = os.getpid()
-        self._pool = threading.Condition(threading.Lock())
+        self._pool = threading.Lock()
+        self._available = threading.Condition(self._pool)
+        self._waiting = 0  # threads waiting for a connection: only then is a return notified
         # Connections inherited across a fork: never used nor closed by the child (closing them
         # there could disturb the parent's locks), only kept from garbage collection.
         self._forked: list[sqlite3.Connection] = []
@@ -341,7 +343,7 @@ class SQLiteLedger(Ledger):
             self._report_conn = None
 
     def _acquire(self) -> sqlite3.Connection:
-        deadline = time.monotonic() + self._busy_timeout_s
+        deadline: float | None = None
         with self._pool:
             while True:
                 if self._closed:
@@ -353,20 +355,31 @@ class SQLiteLedger(Ledger):
                 if self._open < self._max_connections:
                     self._open += 1
                     break
+                if deadline is None:
+                    deadline = time.monotonic() + self._busy_timeout_s
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LedgerError(
                         f"ledger {self.path}: all {self._max_connections} connections stayed busy "
                         f"for {self._busy_timeout_s:g} s"
                     )
-                self._pool.wait(left)
+                self._waiting += 1
+                try:
+                    self._available.wait(left)
+                finally:
+                    self._waiting -= 1
         try:
             return self._connect()
         except BaseException:
             with self._pool:
                 self._open -= 1
-                self._pool.notify()
+                self._notify()
             raise
+
+    def _notify(self) -> None:
+        """Wake one waiting thread (pool lock held): a connection came back or a slot freed."""
+        if self._waiting:
+            self._available.notify()
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         healthy = True
@@ -384,7 +397,7 @@ class SQLiteLedger(Ledger):
             else:
                 self._open -= 1
                 _close_quietly(conn)
-            self._pool.notify()
+            self._notify()
 
     @contextmanager
     def _lease(self) -> Iterator[sqlite3.Connection]:
@@ -415,6 +428,17 @@ class SQLiteLedger(Ledger):
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK")
                     raise LedgerError(f"ledger {self.path}: commit failed: {exc}") from exc
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for one read; its failures are LedgerErrors naming ``what``."""
+        conn = self._acquire()
+        try:
+            yield conn
+        except _STORAGE_ERRORS as exc:
+            raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+        finally:
+            self._give_back(conn)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -459,12 +483,12 @@ class SQLiteLedger(Ledger):
             self._idle.clear()
             self._report_conn = None
             self._closed = True  # leased connections are closed as they come back
-            self._pool.notify_all()
+            self._available.notify_all()
 
     # -- hot path -------------------------------------------------------------------------------
 
     def kill_switch(self, workflow: str, now_ms: int) -> KillSwitch | None:
-        with self._errors("reading the kill switch"), self._lease() as conn:
+        with self._reading("reading the kill switch") as conn:
             row = conn.execute(
                 "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
                 "WHERE workflow = ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)",
@@ -473,7 +497,7 @@ class SQLiteLedger(Ledger):
         return KillSwitch(*row) if row else None
 
     def session_totals(self, session_id: str) -> Totals:
-        with self._errors("reading session counters"), self._lease() as conn:
+        with self._reading("reading session counters") as conn:
             row = conn.execute(
                 f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM sessions WHERE session_id = ?",
                 (session_id,),
@@ -704,7 +728,7 @@ class SQLiteLedger(Ledger):
             self._insert_violations(conn, [violation])
 
     def request_totals(self, request_id: str) -> Totals | None:
-        with self._errors("reading a request"), self._lease() as conn:
+        with self._reading("reading a request") as conn:
             row = conn.execute(
                 f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM requests WHERE request_id = ?",
                 (request_id,),
@@ -712,7 +736,7 @@ class SQLiteLedger(Ledger):
         return Totals(*row) if row else None
 
     def find_return_control(self, session_id: str, invocation_id: str) -> str | None:
-        with self._errors("looking up a return-control invocation"), self._lease() as conn:
+        with self._reading("looking up a return-control invocation") as conn:
             row = conn.execute(
                 "SELECT request_id FROM requests WHERE session_id = ? AND return_control_id = ? "
                 "ORDER BY ended_ms DESC LIMIT 1",
@@ -723,7 +747,7 @@ class SQLiteLedger(Ledger):
     # -- administration and reads ---------------------------------------------------------------
 
     def session_usage(self, session_id: str) -> SessionUsage | None:
-        with self._errors("reading a session"), self._lease() as conn:
+        with self._reading("reading a session") as conn:
             row = conn.execute(
                 "SELECT workflow, user_id, requests, model_calls, tool_calls, input_tokens, "
                 "output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, "
@@ -787,7 +811,7 @@ class SQLiteLedger(Ledger):
         return bool(cleared)
 
     def kill_switches(self, now_ms: int) -> list[KillSwitch]:
-        with self._errors("reading kill switches"), self._lease() as conn:
+        with self._reading("reading kill switches") as conn:
             rows = conn.execute(
                 "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
                 "WHERE expires_at_ms IS NULL OR expires_at_ms > ? ORDER BY workflow",
@@ -798,7 +822,7 @@ class SQLiteLedger(Ledger):
     def budget_counters(self, workflow: str | None = None) -> list[BudgetCounter]:
         where, params = _where(("workflow = ?", workflow))
         query = f"SELECT workflow, period, spent_nanos, reserved_nanos FROM budget_counters{where}"
-        with self._errors("reading budget counters"), self._lease() as conn:
+        with self._reading("reading budget counters") as conn:
             rows = conn.execute(query + " ORDER BY workflow, period", params).fetchall()
         return [BudgetCounter(*row) for row in rows]
 
@@ -812,7 +836,7 @@ class SQLiteLedger(Ledger):
         )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        with self._errors("reading violations"), self._lease() as conn:
+        with self._reading("reading violations") as conn:
             rows = conn.execute(query, params).fetchall()
         return [
             ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), json.loads(r[9]))
@@ -822,7 +846,7 @@ class SQLiteLedger(Ledger):
     def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
         since_ms = _day_start_ms(since_day)
         until_ms = _day_start_ms(until_day)
-        with self._errors("reading daily usage"), self._lease() as conn:
+        with self._reading("reading daily usage") as conn:
             rows = conn.execute(
                 "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
                 "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
@@ -860,7 +884,7 @@ class SQLiteLedger(Ledger):
             # substr, not LIKE: keys contain '%' and '_' freely.
             query += " WHERE substr(key, 1, ?) = ?"
             params = (len(prefix), prefix)
-        with self._errors("reading alert keys"), self._lease() as conn:
+        with self._reading("reading alert keys") as conn:
             rows = conn.execute(query + " ORDER BY ts_ms, key", params).fetchall()
         return [AlertKey(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
@@ -895,7 +919,7 @@ class SQLiteLedger(Ledger):
             "SELECT ts_ms, workflow, action, session_id, request_id, bytes_before, bytes_after, "
             f"fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions{where}"
         )
-        with self._errors("reading actions"), self._lease() as conn:
+        with self._reading("reading actions") as conn:
             rows = conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()
         return [ActionRecord(*row) for row in rows]
 
