@@ -37,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from costguard.alerts import sns_client_config
 from costguard.errors import CostguardError
 from costguard.jobs import parse_window, run_reconciliation
 from costguard.ledger import open_ledger
@@ -160,7 +161,7 @@ def _build_dependencies() -> Dependencies:
         policies=policies,
         reconciler=_make_reconciler(ledger, policies, session, tag_keys),
         session=session,
-        sns_client=session.client("sns") if topic_arn else None,
+        sns_client=session.client("sns", config=sns_client_config()) if topic_arn else None,
         s3_client=session.client("s3") if bucket else None,
         topic_arn=topic_arn,
         bucket=bucket,
@@ -254,6 +255,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             topic_arn=deps.topic_arn, bucket=deps.bucket, prefix=deps.prefix,
             sns_client=deps.sns_client, s3_client=deps.s3_client, session=deps.session,
             dry_run=dry_run, should_stop=should_stop, tag_key=deps.tag_key,
+            remaining_ms=remaining if callable(remaining) else None,
             drift_pct_threshold=deps.drift_pct, unmetered_tokens_threshold=deps.unmetered_tokens,
             throttle_threshold=deps.throttles,
         ).to_dict()

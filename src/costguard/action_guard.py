@@ -48,6 +48,12 @@ untouched (and is recorded).
    ``responseState: "REPROMPT"`` (Bedrock hands the text back to the model to re-ask). The hint
    names the paging/filter parameters the call used (``limit=500``, ``page``, ``fields``...)
    so the agent asks for less. Output is never truncated into invalid JSON.
+5. The trim walks iteratively and stops at ``MAX_JSON_DEPTH`` (100) levels of nesting: a body
+   nested deeper where the trim must go (or deeper than the json module can parse or write)
+   is not restructured, only measured, and replaced by the notice when over the limit. If
+   shaping fails for any other reason (a costguard bug), the body is still measured and
+   replaced when over the limit, and the record says ``outcome: error``: the cap is never
+   bypassed.
 
 A violation (kind ``ResponseTooLarge``, rule ``actions.<selector>.max_response_bytes`` or
 ``per_request.max_tool_response_bytes``) is recorded when the body is still over the limit after
@@ -142,6 +148,10 @@ METRIC_REPLACED: Final = "ActionReplaced"
 #: Bounds of the in-process replay cache (warm-instance retries of idempotent writes).
 REPLAY_CACHE_MAX_ENTRIES: Final = 128
 REPLAY_CACHE_MAX_BYTES: Final = 8 * 1024 * 1024
+#: The trim does not descend deeper than this; a body nested deeper where it must go is only
+#: measured against the limit (and replaced by the notice when over it). Real API responses nest
+#: a few levels.
+MAX_JSON_DEPTH: Final = 100
 
 # Parameter names that usually control how much an operation returns: named in the hint.
 _NARROWING_PARAM_RE: Final = re.compile(
@@ -275,45 +285,63 @@ class CompiledTrim:
         return self._walk(value, self.keep, self.drop, stats), stats
 
     def _walk(self, value: Any, keep: _Node | None, drop: _Node | None, stats: TrimStats) -> Any:
-        if keep is None and drop is None and not self._deep:
-            return value
-        if isinstance(value, dict):
-            keep_children = keep.children if keep is not None else None
-            drop_children = drop.children if drop is not None else None
-            star_keep = keep_children.get("*") if keep_children is not None else None
-            star_drop = drop_children.get("*") if drop_children is not None else None
-            out: dict[Any, Any] = {}
-            for key, item in value.items():
-                child_keep: _Node | None = None
-                if keep_children is not None:
-                    child_keep = keep_children.get(key, star_keep)
-                    if child_keep is None:
-                        stats.fields_dropped += 1
-                        continue
-                    if child_keep.leaf:
-                        child_keep = None  # the path ends here: keep the whole subtree
-                child_drop: _Node | None = None
-                if drop_children is not None:
-                    child_drop = drop_children.get(key, star_drop)
-                    if child_drop is not None and child_drop.leaf:
-                        stats.fields_dropped += 1
-                        continue
-                out[key] = self._walk(item, child_keep, child_drop, stats)
-            return out
-        if isinstance(value, list):
-            limit = self.max_list_items
-            if limit is not None and len(value) > limit:
-                # Cut first, then walk: the dropped items cost nothing.
-                stats.items_dropped += len(value) - limit
-                value = value[:limit]
-            # Lists are transparent: the same paths apply to every element.
-            return [self._walk(item, keep, drop, stats) for item in value]
-        if isinstance(value, str) and self.max_string_bytes is not None:
-            text, cut = truncate_utf8(value, self.max_string_bytes)
-            if cut:
-                stats.strings_truncated += 1
-            return text
-        return value
+        """Iterative (an explicit stack, no recursion): each container is created in place and
+        filled as its items come off the stack, so depth costs memory, not Python frames."""
+        root: list[Any] = [None]
+        # (value, keep, drop, the container to write into, the slot there, depth)
+        pending: list[tuple[Any, _Node | None, _Node | None, Any, Any, int]] = [(value, keep, drop, root, 0, 0)]
+        while pending:
+            value, keep, drop, target, slot, depth = pending.pop()
+            if depth > MAX_JSON_DEPTH:
+                raise _TooDeep(depth)
+            if keep is None and drop is None and not self._deep:
+                target[slot] = value
+            elif isinstance(value, dict):
+                keep_children = keep.children if keep is not None else None
+                drop_children = drop.children if drop is not None else None
+                star_keep = keep_children.get("*") if keep_children is not None else None
+                star_drop = drop_children.get("*") if drop_children is not None else None
+                out: dict[Any, Any] = {}
+                target[slot] = out
+                for key, item in value.items():
+                    child_keep: _Node | None = None
+                    if keep_children is not None:
+                        child_keep = keep_children.get(key, star_keep)
+                        if child_keep is None:
+                            stats.fields_dropped += 1
+                            continue
+                        if child_keep.leaf:
+                            child_keep = None  # the path ends here: keep the whole subtree
+                    child_drop: _Node | None = None
+                    if drop_children is not None:
+                        child_drop = drop_children.get(key, star_drop)
+                        if child_drop is not None and child_drop.leaf:
+                            stats.fields_dropped += 1
+                            continue
+                    out[key] = None  # holds the key's place: the order of keys is kept
+                    pending.append((item, child_keep, child_drop, out, key, depth + 1))
+            elif isinstance(value, list):
+                limit = self.max_list_items
+                if limit is not None and len(value) > limit:
+                    # Cut first, then walk: the dropped items cost nothing.
+                    stats.items_dropped += len(value) - limit
+                    value = value[:limit]
+                items: list[Any] = [None] * len(value)
+                target[slot] = items
+                # Lists are transparent: the same paths apply to every element.
+                pending.extend((item, keep, drop, items, index, depth + 1) for index, item in enumerate(value))
+            elif isinstance(value, str) and self.max_string_bytes is not None:
+                text, cut = truncate_utf8(value, self.max_string_bytes)
+                if cut:
+                    stats.strings_truncated += 1
+                target[slot] = text
+            else:
+                target[slot] = value
+        return root[0]
+
+
+class _TooDeep(Exception):
+    """Internal: a JSON body nests deeper than :data:`MAX_JSON_DEPTH`."""
 
 
 @dataclass(slots=True)
@@ -339,6 +367,11 @@ def _dumps(value: Any) -> str:
 _NOT_JSON: Final = object()
 
 
+def _unshaped(text: str, before: int, limit: int | None) -> ShapedBody:
+    """JSON too deep to restructure (or to cut as text, which would break it): only measured."""
+    return ShapedBody(text, before, before, TrimStats(), True, limit is not None and before > limit)
+
+
 def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> ShapedBody:
     """Apply the trim spec and measure against ``limit`` (see the module docstring)."""
     before = utf8_len(text)
@@ -351,6 +384,8 @@ def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> Shape
             data = json.loads(text)
         except ValueError:
             data = _NOT_JSON
+        except RecursionError:  # nested deeper than the json module can parse
+            return _unshaped(text, before, limit)
     stats = TrimStats()
     if data is _NOT_JSON:
         out = text
@@ -360,13 +395,19 @@ def shape_body(text: str, trim: CompiledTrim | None, limit: int | None) -> Shape
         after = utf8_len(out) if out is not text else before
         return ShapedBody(out, before, after, stats, False, limit is not None and after > limit)
     if trim is not None:
-        data, stats = trim.apply(data)
+        try:
+            data, stats = trim.apply(data)
+        except _TooDeep:
+            return _unshaped(text, before, limit)
         if isinstance(data, dict) and (stats.items_dropped or stats.strings_truncated) and ANNOTATION_KEY not in data:
             data[ANNOTATION_KEY] = {"items_dropped": stats.items_dropped, "strings_truncated": stats.strings_truncated}
     out = text
     after = before
     if stats.changed or (limit is not None and before > limit):
-        compact = _dumps(data)
+        try:
+            compact = _dumps(data)
+        except RecursionError:  # a deep subtree no trim path reached
+            return _unshaped(text, before, limit)
         compact_bytes = utf8_len(compact)
         # Re-serialising an untouched document is only worth it when it is smaller.
         if stats.changed or compact_bytes < before:
@@ -542,7 +583,9 @@ def _hint(inv: _Invocation) -> str:
     return f"{base}: narrow the request (a filter, a shorter date range, one record instead of a list)"
 
 
-def _too_large_notice(inv: _Invocation, limit: int, observed: int, minimal: bool = False) -> tuple[dict[str, Any], str]:
+def _too_large_notice(
+    inv: _Invocation, limit: int, observed: int | None, minimal: bool = False
+) -> tuple[dict[str, Any], str]:
     notice: dict[str, Any] = {
         "error": "response_too_large",
         "limit_bytes": limit,
@@ -552,10 +595,8 @@ def _too_large_notice(inv: _Invocation, limit: int, observed: int, minimal: bool
     if not minimal:
         notice["hint"] = _hint(inv)
     payload = {"costguard": notice}
-    text = (
-        f"costguard: response_too_large. The result of {inv.action} was {observed} bytes, over the "
-        f"{limit}-byte limit, so it was withheld."
-    )
+    size = "could not be measured against" if observed is None else f"was {observed} bytes, over"
+    text = f"costguard: response_too_large. The result of {inv.action} {size} the {limit}-byte limit, so it was withheld."
     if not minimal:
         text += f" To get a result, {notice['hint']}."
     return payload, text
@@ -832,9 +873,9 @@ class ActionGuard:
 
         try:
             final, record, violation = self._shape(inv, policy, selector, rule, response, ts_ms)
-        except Exception:  # a costguard bug must not break the action: deliver what the handler made
+        except Exception:  # a costguard bug must not break the action, nor let a body past the cap
             logger.exception("costguard action guard: could not shape the response of %s", inv.action)
-            final, record, violation = response, None, None
+            final, record, violation = self._capped_after_error(inv, policy, selector, rule, response, ts_ms)
 
         if key is not None:
             sha, size = _bodies_digest(final)
@@ -897,12 +938,7 @@ class ActionGuard:
         ts_ms: int,
     ) -> tuple[Any, ActionRecord | None, ViolationRecord | None]:
         """Trim/replace the response; the record and violation to write (see the module docstring)."""
-        if rule is not None and rule.max_response_bytes is not None:
-            limit: int | None = rule.max_response_bytes
-            limit_rule = f"actions.{selector}.max_response_bytes"
-        else:
-            limit = policy.per_request.max_tool_response_bytes
-            limit_rule = "per_request.max_tool_response_bytes"
+        limit, limit_rule = _limit_of(policy, selector, rule)
         trim = self._compiled(rule.trim if rule is not None else None)
         kind, slots = _body_slots(response)
         if kind is None:
@@ -927,13 +963,7 @@ class ActionGuard:
         final = response
         if over:
             assert limit is not None
-            payload, text = _too_large_notice(inv, limit, after)
-            body = _dumps(payload) if kind == "openapi" else text
-            if utf8_len(body) > limit:  # a tiny limit: drop the hint rather than exceed it further
-                payload, text = _too_large_notice(inv, limit, after, minimal=True)
-                body = _dumps(payload) if kind == "openapi" else text
-            replaced = _with_body(response, kind, body, "REPROMPT" if kind == "function" else None)
-            replaced_bytes = utf8_len(body)
+            replaced, replaced_bytes = _withheld(inv, kind, response, limit, after)
         elif changed:
             replaced = _with_body_slots(response, kind, [s.text for s in shaped])
             replaced_bytes = after
@@ -942,27 +972,7 @@ class ActionGuard:
 
         violation: ViolationRecord | None = None
         if over:
-            violation = ViolationRecord(
-                ts_ms=ts_ms,
-                workflow=inv.workflow,
-                session_id=inv.session_id,
-                request_id=inv.request_id,
-                kind="ResponseTooLarge",
-                rule=limit_rule,
-                limit=str(limit),
-                observed=str(after),
-                enforced=not policy.shadow,
-                detail={
-                    "action": inv.action,
-                    "selector": selector,
-                    "bytes_before": before,
-                    "bytes_after_trim": after,
-                    "fields_dropped": stats.fields_dropped,
-                    "items_dropped": stats.items_dropped,
-                    "strings_truncated": stats.strings_truncated,
-                    "agent_id": inv.agent_id,
-                },
-            )
+            violation = _too_large(inv, policy, ts_ms, selector, limit_rule, limit, before, after, stats)
 
         if policy.shadow:
             if outcome != "passed":
@@ -979,6 +989,43 @@ class ActionGuard:
         self._emit(inv.workflow, before, max(0, before - replaced_bytes), outcome == "trimmed", outcome == "replaced")
         return final, record, violation
 
+    def _capped_after_error(
+        self,
+        inv: _Invocation,
+        policy: WorkflowPolicy,
+        selector: str | None,
+        rule: ActionRule | None,
+        response: Any,
+        ts_ms: int,
+    ) -> tuple[Any, ActionRecord | None, ViolationRecord | None]:
+        """After an internal error while shaping: nothing is trimmed, but the size cap still holds
+        (an over-limit body is replaced by the notice) and the record says ``outcome=error``.
+
+        A response that cannot even be measured is withheld whenever a size limit applies (it
+        might be over it), and delivered as is when none does.
+        """
+        limit, limit_rule = _limit_of(policy, selector, rule)
+        try:
+            kind, slots = _body_slots(response)
+            sizes = [utf8_len(holder["body"]) for holder, _ in slots]
+        except Exception:
+            logger.exception("costguard action guard: could not measure the response of %s", inv.action)
+            unmeasured = self._action_record(inv, ts_ms, 0, 0, TrimStats(), "error")
+            if limit is None or policy.shadow:
+                return response, unmeasured, None
+            payload, text = _too_large_notice(inv, limit, None, minimal=True)
+            return _fresh_response(inv, payload, text, response_state="REPROMPT"), unmeasured, None
+        before = sum(sizes)
+        over = kind is not None and limit is not None and any(size > limit for size in sizes)
+        if not over:
+            return response, self._action_record(inv, ts_ms, before, before, TrimStats(), "error"), None
+        assert kind is not None and limit is not None
+        violation = _too_large(inv, policy, ts_ms, selector, limit_rule, limit, before, before, TrimStats())
+        if policy.shadow:
+            return response, self._action_record(inv, ts_ms, before, before, TrimStats(), "error"), violation
+        replaced, replaced_bytes = _withheld(inv, kind, response, limit, before)
+        return replaced, self._action_record(inv, ts_ms, before, replaced_bytes, TrimStats(), "error"), violation
+
     def _action_record(
         self, inv: _Invocation, ts_ms: int, before: int, after: int, stats: TrimStats, outcome: str
     ) -> ActionRecord:
@@ -992,6 +1039,57 @@ class ActionGuard:
         self._metric(METRIC_BYTES_SAVED, saved, "Bytes", workflow)
         self._metric(METRIC_TRIMMED, 1 if trimmed else 0, "Count", workflow)
         self._metric(METRIC_REPLACED, 1 if replaced else 0, "Count", workflow)
+
+
+def _limit_of(policy: WorkflowPolicy, selector: str | None, rule: ActionRule | None) -> tuple[int | None, str]:
+    """The size limit that applies and the rule string a violation of it carries."""
+    if rule is not None and rule.max_response_bytes is not None:
+        return rule.max_response_bytes, f"actions.{selector}.max_response_bytes"
+    return policy.per_request.max_tool_response_bytes, "per_request.max_tool_response_bytes"
+
+
+def _withheld(inv: _Invocation, kind: str, response: Any, limit: int, observed: int) -> tuple[dict[str, Any], int]:
+    """``response`` with its body replaced by the too-large notice, and the notice's size."""
+    payload, text = _too_large_notice(inv, limit, observed)
+    body = _dumps(payload) if kind == "openapi" else text
+    if utf8_len(body) > limit:  # a tiny limit: drop the hint rather than exceed it further
+        payload, text = _too_large_notice(inv, limit, observed, minimal=True)
+        body = _dumps(payload) if kind == "openapi" else text
+    return _with_body(response, kind, body, "REPROMPT" if kind == "function" else None), utf8_len(body)
+
+
+def _too_large(
+    inv: _Invocation,
+    policy: WorkflowPolicy,
+    ts_ms: int,
+    selector: str | None,
+    limit_rule: str,
+    limit: int | None,
+    before: int,
+    after: int,
+    stats: TrimStats,
+) -> ViolationRecord:
+    return ViolationRecord(
+        ts_ms=ts_ms,
+        workflow=inv.workflow,
+        session_id=inv.session_id,
+        request_id=inv.request_id,
+        kind="ResponseTooLarge",
+        rule=limit_rule,
+        limit=str(limit),
+        observed=str(after),
+        enforced=not policy.shadow,
+        detail={
+            "action": inv.action,
+            "selector": selector,
+            "bytes_before": before,
+            "bytes_after_trim": after,
+            "fields_dropped": stats.fields_dropped,
+            "items_dropped": stats.items_dropped,
+            "strings_truncated": stats.strings_truncated,
+            "agent_id": inv.agent_id,
+        },
+    )
 
 
 def _with_body_slots(response: Mapping[str, Any], kind: str, texts: list[str]) -> dict[str, Any]:

@@ -10,11 +10,20 @@ one model (unmetered usage, throttling, unpriced models) append ``"|{model_id}"`
 the same day are two alerts, and without the model in the key the second would be swallowed as a
 duplicate of the first.
 
-Delivery is "at most once per key, retried until sent": the key is claimed in the ledger before
-publishing (two concurrent runs cannot both send), and released again when the publish fails, so
-the next run sends it. The one window where an alert can be lost is a process killed between the
-claim and the publish (a hard Lambda timeout); :meth:`AlertPublisher.publish` takes a
-``should_stop`` predicate so the caller can stop claiming well before its deadline.
+Delivery is "once per key, retried until sent", and a duplicate is recognisable:
+
+* the key is claimed in the ledger before publishing (two concurrent runs cannot both send),
+  for a lease (:data:`~costguard.ledger.base.ALERT_CLAIM_LEASE_MS`), and marked ``sent`` once
+  SNS accepted it; a publish that fails releases the claim, so the next run sends it;
+* a run killed between the claim and the publish leaves the claim unsent: once its lease has
+  expired, a later run republishes it from the message kept with the claim (the alert is never
+  lost, even if that window is not reconciled again);
+* a publish whose reply was lost (or a run killed after SNS accepted it but before ``sent``
+  was recorded) is sent again by the next run; every message carries its key as the SNS
+  message attribute ``costguard-alert-key``, so subscribers drop the duplicate;
+* the SNS client gets short timeouts and few attempts (:func:`sns_client_config`): one publish
+  takes at most :data:`PUBLISH_WORST_CASE_MS`, not the 60 s x attempts of botocore's defaults,
+  and :meth:`AlertPublisher.publish` checks its ``should_stop`` predicate before each publish.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal
+
+from botocore.config import Config
 
 from costguard._extras import require_reports
 from costguard.errors import CostguardError
@@ -45,10 +56,13 @@ if TYPE_CHECKING:  # the reconciler is only needed for type checking here
 __all__ = [
     "ACCOUNT",
     "ALERT_KINDS",
+    "KEY_ATTRIBUTE",
+    "PUBLISH_WORST_CASE_MS",
     "Alert",
     "AlertPublisher",
     "PublishReport",
     "evaluate_alerts",
+    "sns_client_config",
 ]
 
 logger = logging.getLogger("costguard.alerts")
@@ -80,6 +94,17 @@ ACCOUNT: Final = "(account)"
 #: must not include line breaks or control characters; and must be less than 100 characters".
 MAX_SUBJECT: Final = 99
 MESSAGE_SCHEMA: Final = "costguard.alert/v1"
+#: The SNS message attribute holding the alert's key: subscribers drop a message whose key they
+#: have seen (a republished alert whose first publish did reach SNS).
+KEY_ATTRIBUTE: Final = "costguard-alert-key"
+#: SNS client limits (botocore Config): a publish is one small request, so seconds are plenty,
+#: and a hung endpoint must not eat the job's time. total_max_attempts includes the first try.
+SNS_CONNECT_TIMEOUT_S: Final = 2
+SNS_READ_TIMEOUT_S: Final = 5
+SNS_TOTAL_MAX_ATTEMPTS: Final = 2
+#: The longest one publish can take: every attempt timing out, plus botocore's standard-mode
+#: backoff before the retry (at most 2 s for the first retry).
+PUBLISH_WORST_CASE_MS: Final = SNS_TOTAL_MAX_ATTEMPTS * (SNS_CONNECT_TIMEOUT_S + SNS_READ_TIMEOUT_S) * 1000 + 2_000
 
 _NA: Final[Any] = pd.NA
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -475,6 +500,8 @@ class PublishReport:
     errors: dict[str, str] = field(default_factory=dict)
     #: Not attempted: ``should_stop`` said the deadline was near (they go out next run).
     deferred: list[str] = field(default_factory=list)
+    #: Claims an earlier run left unsent past their lease, published by this run.
+    republished: list[str] = field(default_factory=list)
     dry_run: bool = False
     message_ids: dict[str, str] = field(default_factory=dict)
 
@@ -485,6 +512,7 @@ class PublishReport:
             "skipped_duplicates": len(self.skipped_duplicates),
             "failed": len(self.failed),
             "deferred": len(self.deferred),
+            "republished": len(self.republished),
             "sent_keys": list(self.sent),
             "failed_keys": list(self.failed),
             "errors": dict(self.errors),
@@ -493,6 +521,40 @@ class PublishReport:
 
 def _now_ms(clock: Callable[[], datetime]) -> int:
     return int(clock().timestamp() * 1000)
+
+
+def _sticky(should_stop: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """``should_stop`` that keeps saying True once it did: a deadline does not come back."""
+    if should_stop is None:
+        return None
+    stopped = False
+
+    def stop() -> bool:
+        nonlocal stopped
+        stopped = stopped or should_stop()
+        return stopped
+
+    return stop
+
+
+def sns_client_config() -> Config:
+    """The botocore Config for the SNS client that publishes alerts (short timeouts, 2 attempts)."""
+    return Config(
+        connect_timeout=SNS_CONNECT_TIMEOUT_S,
+        read_timeout=SNS_READ_TIMEOUT_S,
+        retries={"mode": "standard", "total_max_attempts": SNS_TOTAL_MAX_ATTEMPTS},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """What one SNS publish sends: enough to publish it again from a claim's detail."""
+
+    key: str
+    kind: str
+    workflow: str
+    subject: str
+    message: str
 
 
 class AlertPublisher:
@@ -523,7 +585,7 @@ class AlertPublisher:
                 import boto3
 
                 self._session = boto3.session.Session()
-            self._client = self._session.client("sns")
+            self._client = self._session.client("sns", config=sns_client_config())
         return self._client
 
     def publish(self, alerts: Iterable[Alert], *, should_stop: Callable[[], bool] | None = None) -> PublishReport:
@@ -533,6 +595,9 @@ class AlertPublisher:
         are left unclaimed (``deferred``) for the next run.
         """
         report = PublishReport(dry_run=self.dry_run)
+        should_stop = _sticky(should_stop)
+        if not self.dry_run:
+            self._republish_expired(report, should_stop)
         seen: set[str] = set()
         for alert in alerts:
             key = alert.key
@@ -564,9 +629,45 @@ class AlertPublisher:
         (report.skipped_duplicates if claimed else report.sent).append(alert.key)
 
     def _publish_one(self, alert: Alert, report: PublishReport) -> None:
-        key = alert.key
+        outgoing = _Outgoing(
+            alert.key, alert.kind, alert.workflow, alert.subject, json.dumps(alert.message, sort_keys=True, default=str)
+        )
+        # The whole outgoing message is kept with the claim: a later run can republish it.
         detail = {"kind": alert.kind, "workflow": alert.workflow, "period": alert.period,
-                  "threshold": alert.threshold, "observed": alert.observed, "subject": alert.subject}
+                  "threshold": alert.threshold, "observed": alert.observed, "subject": alert.subject,
+                  "message": outgoing.message}
+        self._claim_and_send(outgoing, detail, report, report.sent)
+
+    def _republish_expired(self, report: PublishReport, should_stop: Callable[[], bool] | None) -> None:
+        """Publish the claims earlier runs left unsent past their lease (they died mid-publish)."""
+        try:
+            expired = self.ledger.expired_alert_claims(_now_ms(self._clock))
+        except CostguardError as exc:  # the new alerts can still go out
+            logger.error("alerts: cannot read expired claims: %s", exc)
+            return
+        for claim in expired:
+            detail = claim.detail
+            message = detail.get("message")
+            if not isinstance(message, str):  # nothing to republish from
+                logger.error("alert %s: expired claim without its message; releasing it", claim.key)
+                self._release(claim.key)
+                continue
+            if should_stop is not None and should_stop():
+                report.deferred.append(claim.key)
+                continue
+            outgoing = _Outgoing(
+                claim.key,
+                str(detail.get("kind", "")),
+                str(detail.get("workflow", "")),
+                _subject(str(detail.get("subject", ""))),
+                message,
+            )
+            self._claim_and_send(outgoing, detail, report, report.republished)
+
+    def _claim_and_send(
+        self, outgoing: _Outgoing, detail: dict[str, Any], report: PublishReport, sent_to: list[str]
+    ) -> None:
+        key = outgoing.key
         try:
             claimed = self.ledger.claim_alert_key(key, _now_ms(self._clock), detail)
         except CostguardError as exc:  # ledger down: send nothing (we could not dedupe), report it
@@ -580,11 +681,12 @@ class AlertPublisher:
         try:
             response = self.client.publish(
                 TopicArn=self.topic_arn,
-                Subject=alert.subject,
-                Message=json.dumps(alert.message, sort_keys=True, default=str),
+                Subject=outgoing.subject,
+                Message=outgoing.message,
                 MessageAttributes={
-                    "kind": {"DataType": "String", "StringValue": alert.kind},
-                    "workflow": {"DataType": "String", "StringValue": alert.workflow},
+                    "kind": {"DataType": "String", "StringValue": outgoing.kind},
+                    "workflow": {"DataType": "String", "StringValue": outgoing.workflow},
+                    KEY_ATTRIBUTE: {"DataType": "String", "StringValue": key},
                 },
             )
         except BaseException as exc:
@@ -598,10 +700,16 @@ class AlertPublisher:
             report.errors[key] = f"{type(exc).__name__}: {exc}"
             logger.error("alert %s: publish failed, will retry next run: %s", key, exc)
             return
-        report.sent.append(key)
+        sent_to.append(key)
         message_id = response.get("MessageId") if isinstance(response, dict) else None
         if message_id:
             report.message_ids[key] = str(message_id)
+        try:
+            self.ledger.mark_alert_sent(key, _now_ms(self._clock))
+        except CostguardError as exc:
+            # Sent, but recorded only as claimed: a run after the lease sends it again, and
+            # subscribers drop that duplicate by its key attribute.
+            logger.error("alert %s: sent, but not marked sent: %s", key, exc)
 
     def _release(self, key: str) -> None:
         try:

@@ -54,6 +54,17 @@ class LedgerError(CostguardError):
     """The ledger could not be read or written (corrupt file, unreachable table, bad URL)."""
 
 
+class InvalidIdError(CostguardError):
+    """An id (session, request, workflow, user...) that no ledger can store: not a string, empty
+    where one is required, not valid Unicode (a lone surrogate) or too long. Raised before
+    anything is sent, so nothing is spent that cannot be recorded."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{kind} id {reason}")
+
+
 class PricingError(CostguardError):
     """The price catalog is missing, malformed, or cannot price a model."""
 

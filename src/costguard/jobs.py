@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from costguard.alerts import AlertPublisher, PublishReport, evaluate_alerts
+from costguard.alerts import PUBLISH_WORST_CASE_MS, AlertPublisher, PublishReport, evaluate_alerts
 from costguard.enforce import DEFAULT_ACTOR, EnforcementAction, Enforcer
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
@@ -98,6 +98,8 @@ class JobSummary:
     #: what the reconciler could not do fully (failed discovery, unclassified usage types)
     warnings: list[str] = field(default_factory=list)
     drift_suppressed_days: list[str] = field(default_factory=list)
+    #: budget leases of dead processes given back to their budgets by this run
+    leases_reclaimed: int = 0
     # The run's frame and alerts, for callers that print them (the CLI); not part of to_dict().
     result: Any = None
     alerts: list[Any] = field(default_factory=list)
@@ -125,6 +127,7 @@ class JobSummary:
             "unpriced_models": list(self.unpriced_models),
             "estimated_days": list(self.estimated_days),
             "drift_suppressed_days": list(self.drift_suppressed_days),
+            "leases_reclaimed": self.leases_reclaimed,
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
@@ -145,6 +148,7 @@ def run_reconciliation(
     dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    remaining_ms: Callable[[], int] | None = None,
     actor: str = DEFAULT_ACTOR,
     drift_pct_threshold: Decimal = Decimal("10"),
     unmetered_tokens_threshold: int = 1000,
@@ -156,6 +160,12 @@ def run_reconciliation(
     The reconciliation itself failing raises (nothing useful can follow); a failing enforcement,
     publish or report step is logged and listed in ``errors`` while the other steps still run,
     so that one broken permission does not also silence the alerts.
+
+    The deadline is checked before each alert is published: ``should_stop`` (the caller's own
+    test) and ``remaining_ms`` (time left in the run, e.g. Lambda's
+    ``context.get_remaining_time_in_millis``): a publish starts only if it can finish, at worst
+    :data:`~costguard.alerts.PUBLISH_WORST_CASE_MS`, before the run ends. Alerts not started go
+    out next run.
     """
     clock = clock or (lambda: datetime.now(UTC))
     summary = JobSummary(window.start.isoformat(), window.end.isoformat(), dry_run)
@@ -169,6 +179,14 @@ def run_reconciliation(
     summary.warnings = list(getattr(result, "warnings", None) or [])
     summary.drift_suppressed_days = list(getattr(result, "drift_suppressed_days", None) or [])
 
+    if not dry_run:
+        # Holds of processes that died mid-call come back to the budgets here too, not only when
+        # the next call of the same workflow finds no room.
+        try:
+            summary.leases_reclaimed = ledger.reclaim_expired_leases(int(clock().timestamp() * 1000))
+        except CostguardError as exc:
+            logger.exception("reclaiming expired budget leases failed")
+            summary.errors.append(f"leases: {type(exc).__name__}: {exc}")
     try:
         summary.actions = Enforcer(ledger, policies, clock=clock, dry_run=dry_run, actor=actor).apply(result)
     except (CostguardError, BotoCoreError, ClientError) as exc:
@@ -187,7 +205,7 @@ def run_reconciliation(
     if topic_arn:
         publisher = AlertPublisher(ledger, topic_arn, sns_client=sns_client, session=session,
                                    dry_run=dry_run, clock=clock)
-        summary.publish = publisher.publish(alerts, should_stop=should_stop)
+        summary.publish = publisher.publish(alerts, should_stop=_before_deadline(should_stop, remaining_ms))
         summary.errors.extend(f"alert {k}: {summary.publish.errors.get(k, 'failed')}" for k in summary.publish.failed)
     else:
         logger.warning("no alert topic configured: %d alerts evaluated, none sent", len(alerts))
@@ -202,3 +220,18 @@ def run_reconciliation(
             logger.exception("writing reports failed")
             summary.errors.append(f"reports: {type(exc).__name__}: {exc}")
     return summary
+
+
+def _before_deadline(
+    should_stop: Callable[[], bool] | None, remaining_ms: Callable[[], int] | None
+) -> Callable[[], bool] | None:
+    """One stop test for the publisher: the caller's, or too little time left for one publish."""
+    if remaining_ms is None:
+        return should_stop
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        return remaining_ms() < PUBLISH_WORST_CASE_MS
+
+    return stop

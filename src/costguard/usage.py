@@ -368,11 +368,16 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class AlertKey:
-    """An alert already sent for (workflow, kind, threshold, period): the reconciler's dedupe key."""
+    """An alert claimed for (workflow, kind, threshold, period): the reconciler's dedupe key.
+
+    ``state`` is ``claimed`` (a run is publishing it, until ``lease_until_ms``) or ``sent``.
+    """
 
     key: str
     ts_ms: int
     detail: dict[str, Any]
+    state: str = "sent"
+    lease_until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

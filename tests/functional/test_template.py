@@ -204,7 +204,7 @@ def test_role_scopes_each_service_to_its_resource(template: dict[str, Any]) -> N
     # EMF lines, not PutMetricData; no batch or scan reads; no updates, condition checks or DescribeTable
     assert "cloudwatch:PutMetricData" not in by_action
     dynamodb = {a for a in by_action if a.startswith("dynamodb:")}
-    assert dynamodb == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert dynamodb == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"}
     for action in ("dynamodb:GetItem", "dynamodb:Query"):
         assert by_action[action] == [{"Fn::GetAtt": ["LedgerTable", "Arn"]}, {"Fn::Sub": "${LedgerTable.Arn}/index/gsi1"}]
     for action in ("dynamodb:PutItem", "dynamodb:DeleteItem"):
@@ -223,7 +223,7 @@ def test_role_scopes_each_service_to_its_resource(template: dict[str, Any]) -> N
 
 def test_ledger_writes_are_limited_to_the_reconcilers_item_types(template: dict[str, Any]) -> None:
     (write,) = [s for s in _role_statements(template) if "dynamodb:PutItem" in _listify(s["Action"])]
-    assert write["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT", "KILL", "KLOG#*"]}}
+    assert write["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT", "KILL", "KLOG#*", "B#*"]}}
     # The SNS key is usable only through SNS
     (kms,) = [s for s in _role_statements(template) if "kms:Decrypt" in _listify(s["Action"])]
     assert kms["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}}

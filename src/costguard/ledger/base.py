@@ -14,8 +14,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
+from costguard.errors import InvalidIdError
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -45,6 +46,42 @@ def new_lease_id() -> str:
 
 def now_or(now_ms: int | None) -> int:
     return now_ms if now_ms is not None else int(time.time() * 1000)
+
+
+#: The longest id (UTF-8 bytes) a ledger stores. Ids are kept whole as attributes, so a few of
+#: them must fit a DynamoDB item (400 KB); ids too long for a key are hashed inside keys.
+MAX_ID_BYTES: Final[int] = 8 * 1024
+#: How long an alert claim is held before another run may take it over and publish the alert:
+#: longer than a run can last (a Lambda runs at most 15 minutes), so a claim is only taken over
+#: from a run that is gone.
+ALERT_CLAIM_LEASE_MS: Final[int] = 20 * 60 * 1000
+#: Length of a generated user id key (HMAC-SHA256 keys gain nothing beyond the hash's block).
+USER_ID_KEY_BYTES: Final[int] = 32
+#: Ids every record needs; other kinds (user, agent...) may be None.
+REQUIRED_ID_KINDS: Final[frozenset[str]] = frozenset({"workflow", "session", "request"})
+
+
+def check_storable_id(kind: str, value: object) -> None:
+    """Raise :class:`~costguard.errors.InvalidIdError` if ``value`` cannot be stored as a ``kind``
+    id by every ledger backend; return None when it can.
+
+    Storable: a ``str`` that encodes to UTF-8 (no lone surrogates), at most
+    :data:`MAX_ID_BYTES` bytes, and non-empty for :data:`REQUIRED_ID_KINDS`. ``None`` is
+    storable for the other kinds (nothing is stored).
+    """
+    required = kind in REQUIRED_ID_KINDS
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise InvalidIdError(kind, f"must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidIdError(kind, "must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(kind, f"is not valid Unicode (a lone surrogate at character {exc.start})") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidIdError(kind, f"is {size} bytes of UTF-8, over the {MAX_ID_BYTES}-byte limit")
 
 
 class Ledger(ABC):
@@ -159,7 +196,16 @@ class Ledger(ABC):
 
     @abstractmethod
     def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
-        """Atomically mark an alert as sent; False when the key was claimed before (send nothing)."""
+        """Atomically claim an alert for publishing, for :data:`ALERT_CLAIM_LEASE_MS`.
+
+        True when this caller now owns it: the key was never claimed, or its claim expired unsent
+        (the run that claimed it died before publishing: taking it over republishes the alert).
+        False when it was sent, or another run's claim is still live (send nothing).
+        """
+
+    @abstractmethod
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        """Record that a claimed alert was published: it is never sent again."""
 
     @abstractmethod
     def release_alert_key(self, key: str) -> None:
@@ -167,7 +213,15 @@ class Ledger(ABC):
 
     @abstractmethod
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
-        """Claimed alert keys, optionally those starting with ``prefix``, oldest first."""
+        """Claimed and sent alert keys, optionally those starting with ``prefix``, oldest first."""
+
+    def expired_alert_claims(self, now_ms: int) -> list[AlertKey]:
+        """Claims whose lease ran out before their alert was marked sent, oldest first."""
+        return [
+            k
+            for k in self.alert_keys()
+            if k.state == "claimed" and k.lease_until_ms is not None and k.lease_until_ms <= now_ms
+        ]
 
     # -- action guard ---------------------------------------------------------------------------
 
@@ -196,6 +250,14 @@ class Ledger(ABC):
     @abstractmethod
     def release_idempotency_key(self, key: str) -> None:
         """Drop a claim whose run failed, so a retry runs the action again."""
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def user_id_key(self) -> bytes:
+        """The secret that user ids are keyed-hashed with (:mod:`costguard.identity`) when none is
+        configured: generated once, kept beside the ledger and the same for every caller sharing
+        it, so the same user maps to the same reference everywhere. At least 32 bytes."""
 
     @abstractmethod
     def close(self) -> None:

@@ -12,7 +12,9 @@ Table shape (fixed; the CloudFormation template creates exactly this, and so doe
 projection ALL).
 
 Single-table layout. ``{x}`` is a value percent-encoded (``urllib.parse.quote(x, safe="")``) so a
-``#`` inside an id can never be mistaken for a separator; ``{ts}`` is a zero-padded 15-digit
+``#`` inside an id can never be mistaken for a separator; an encoded value longer than 500 bytes
+is ``%H`` + its SHA-256 hex instead, so every key fits DynamoDB's limits (partition key 2,048
+bytes, sort key 1,024) and the id itself stays in the item's attributes; ``{ts}`` is a zero-padded 15-digit
 epoch-ms, ``{uniq}`` a zero-padded ``time_ns`` plus random hex (insertion order, no collisions).
 
 ======================  ===========================  ===============================  =====================  ===
@@ -33,6 +35,7 @@ budget lease            ``B#{wf}``                   ``L#{lease id}``           
 kill switch             ``KILL``                     workflow                         -                      no
 kill switch log         ``KLOG#{wf}``                ``{ts}#{uniq}``                  -                      no
 alert key               ``ALERT``                    key                              -                      no
+user id key             ``CONFIG``                   ``user-id-key``                  -                      no
 action record           ``A#{wf}``                   ``{ts}#{uniq}``                  -                      yes
 workflow registry       ``WF``                       ``V#{wf}`` / ``A#{wf}``          -                      no
 idempotency key         ``I#{key}``                  ``#I``                           -                      yes (its own expiry)
@@ -92,6 +95,7 @@ latest one; GSI reads named above may lag writes by a moment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -109,7 +113,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, Ledger, new_lease_id, now_or
+from costguard.ledger.base import (
+    ALERT_CLAIM_LEASE_MS,
+    DEFAULT_LEASE_TTL_MS,
+    USER_ID_KEY_BYTES,
+    Ledger,
+    new_lease_id,
+    now_or,
+)
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -166,6 +177,15 @@ _TOTAL_ATTRS = (
 )
 _ADDITIVE_ATTRS = _TOTAL_ATTRS[:-1]
 
+# Key sizes, from "Constraints in Amazon DynamoDB", Partition keys and sort keys
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html, read
+# 2026-12-01): a partition key value is at most 2,048 bytes, a sort key value at most 1,024
+# bytes (the same for GSI keys). No key here holds more than two id parts and a short prefix,
+# so with parts capped at 500 bytes every key fits, sort keys included.
+_SORT_KEY_MAX = 1024
+_KEY_PART_MAX = 500
+_HASHED_PART = "%H"
+
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
@@ -174,8 +194,24 @@ Item = dict[str, AttributeValue]
 
 
 def _q(part: str) -> str:
-    """A key component that cannot contain the ``#`` separator."""
-    return quote(part, safe="")
+    """A key component that cannot contain the ``#`` separator, and fits a key whatever its length.
+
+    A part longer than :data:`_KEY_PART_MAX` once percent-encoded is replaced by
+    ``%H`` + the SHA-256 hex of its UTF-8: quote() writes ``%`` only before two hex digits, so a
+    hashed part never equals an encoded one. The original id stays in the item's attributes.
+    """
+    quoted = quote(part, safe="", errors="surrogatepass")
+    if len(quoted) <= _KEY_PART_MAX:
+        return quoted
+    return _HASHED_PART + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fit(value: str, max_bytes: int = _SORT_KEY_MAX) -> str:
+    """``value`` as a whole key (kept raw, as earlier versions stored it) unless it is too long."""
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return value
+    return _HASHED_PART + hashlib.sha256(encoded).hexdigest()
 
 
 def _s(value: str) -> AttributeValue:
@@ -359,6 +395,7 @@ class DynamoDBLedger(Ledger):
         self._kill_cache_s = kill_switch_cache_s
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._lock = threading.Lock()
+        self._user_id_key: bytes | None = None
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -474,7 +511,7 @@ class DynamoDBLedger(Ledger):
         if cached is not None and time.monotonic() - cached[0] < self._kill_cache_s:
             switch = cached[1]
         else:
-            item = self._get("reading the kill switch", "KILL", workflow)
+            item = self._get("reading the kill switch", "KILL", _fit(workflow))
             switch = self._kill_switch_from(item) if item else None
             if self._kill_cache_s > 0:
                 with self._lock:
@@ -1075,7 +1112,7 @@ class DynamoDBLedger(Ledger):
     ) -> KillSwitch:
         item: Item = {
             "pk": _s("KILL"),
-            "sk": _s(workflow),
+            "sk": _s(_fit(workflow)),
             "workflow": _s(workflow),
             "reason": _s(reason),
             "set_by": _s(set_by),
@@ -1102,7 +1139,7 @@ class DynamoDBLedger(Ledger):
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": {"pk": _s("KILL"), "sk": _s(workflow)},
+                        "Key": {"pk": _s("KILL"), "sk": _s(_fit(workflow))},
                         "ConditionExpression": "attribute_exists(pk)",
                     }
                 },
@@ -1235,35 +1272,82 @@ class DynamoDBLedger(Ledger):
             TableName=self.table_name,
             Item={
                 "pk": _s("ALERT"),
-                "sk": _s(key),
+                "sk": _s(_fit(key)),
+                "key": _s(key),
                 "ts_ms": _n(now_ms),
                 "detail": _s(json.dumps(detail, sort_keys=True, default=str)),
+                "state": _s("claimed"),
+                "lease_until_ms": _n(now_ms + ALERT_CLAIM_LEASE_MS),
             },
-            ConditionExpression="attribute_not_exists(pk)",
+            # new, or a claim that expired unsent (items from before states existed were sent)
+            ConditionExpression="attribute_not_exists(pk) OR (#state = :claimed AND lease_until_ms <= :now)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":claimed": _s("claimed"), ":now": _n(now_ms)},
         )
         return not isinstance(result, ClientError)
+
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        self._call(
+            "marking an alert sent",
+            "update_item",
+            TableName=self.table_name,
+            Key={"pk": _s("ALERT"), "sk": _s(_fit(key))},
+            UpdateExpression="SET #state = :sent, sent_ms = :now REMOVE lease_until_ms",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":sent": _s("sent"), ":now": _n(now_ms)},
+        )
 
     def release_alert_key(self, key: str) -> None:
         self._call(
             "releasing an alert key",
             "delete_item",
             TableName=self.table_name,
-            Key={"pk": _s("ALERT"), "sk": _s(key)},
+            Key={"pk": _s("ALERT"), "sk": _s(_fit(key))},
         )
 
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
+        # A key too long for a sort key is stored hashed, so a prefix does not find it.
         if prefix:
             condition = "pk = :pk AND begins_with(sk, :prefix)"
             values = {":pk": _s("ALERT"), ":prefix": _s(prefix)}
         else:
             condition, values = "pk = :pk", {":pk": _s("ALERT")}
         keys = [
-            AlertKey(_str(i, "sk") or "", _int(i, "ts_ms"), json.loads(_str(i, "detail") or "{}"))
+            AlertKey(
+                _str(i, "key") or _str(i, "sk") or "",
+                _int(i, "ts_ms"),
+                json.loads(_str(i, "detail") or "{}"),
+                _str(i, "state") or "sent",
+                _opt_int(i, "lease_until_ms"),
+            )
             for i in self._query(
                 "reading alert keys", KeyConditionExpression=condition, ExpressionAttributeValues=values, ConsistentRead=True
             )
         ]
         return sorted(keys, key=lambda k: (k.ts_ms, k.key))
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def user_id_key(self) -> bytes:
+        """Kept in one config item (``CONFIG`` / ``user-id-key``), created once with a conditional
+        put: the first host to ask creates it, every other host reads the same one."""
+        if self._user_id_key is not None:
+            return self._user_id_key
+        self._call(
+            "creating the user id key",
+            "put_item",
+            tolerate=("ConditionalCheckFailedException",),
+            TableName=self.table_name,
+            Item={"pk": _s("CONFIG"), "sk": _s("user-id-key"), "key": {"B": secrets.token_bytes(USER_ID_KEY_BYTES)}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        # created now or by another host before: the stored key is the one every host uses
+        item = self._get("reading the user id key", "CONFIG", "user-id-key")
+        value = (item or {}).get("key", {}).get("B")
+        if not isinstance(value, bytes | bytearray) or len(value) < USER_ID_KEY_BYTES:
+            raise LedgerError(f"DynamoDB ledger table {self.table_name!r}: the user id key item is damaged; restore it")
+        self._user_id_key = bytes(value)
+        return self._user_id_key
 
     # -- action guard -------------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """The embedded ledger: one SQLite file in WAL mode, shared safely by threads and processes.
 
-Each thread (and each process, after a fork) gets its own connection. Writes that read before
-they write (reservations, request segments) run under ``BEGIN IMMEDIATE`` so two processes
-cannot both see room in a budget and both take it. Money is stored as integer nano-dollars.
+Operations lease a connection from a small pool (at most ``max_connections`` open, whatever the
+number of threads; a forked child opens its own), so threads that come and go leave no file
+descriptors behind. Every storage failure is a :class:`~costguard.errors.LedgerError`. Writes
+that read before they write (reservations, request segments) run under ``BEGIN IMMEDIATE`` so two
+processes cannot both see room in a budget and both take it. Money is stored as integer
+nano-dollars.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sqlite3
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, Ledger, new_lease_id
+from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, DEFAULT_LEASE_TTL_MS, USER_ID_KEY_BYTES, Ledger, new_lease_id
 from costguard.ledger.base import now_or as _now
 from costguard.usage import (
     ActionRecord,
@@ -42,12 +48,21 @@ from costguard.usage import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: Connections a ledger keeps open at most (threads beyond it wait for one, up to the busy
+#: timeout). SQLite runs one writer at a time anyway; a few let WAL readers run beside it.
+DEFAULT_MAX_CONNECTIONS = 8
+# Everything the sqlite3 module raises for a failed read or write: its own errors, the OS
+# (EMFILE, ENOSPC), and values it cannot bind (an int beyond 64 bits, a lone surrogate).
+_STORAGE_ERRORS = (sqlite3.Error, OSError, OverflowError, ValueError)
 
 #: Columns added after a table was first shipped: (table, column, definition). Ledgers written by
 #: an older costguard gain them on open (SQLite's ADD COLUMN is O(1): no rewrite of the rows).
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("model_calls", "price_key", "TEXT"),
     ("model_calls", "flags", "TEXT NOT NULL DEFAULT ''"),
+    # alert claims have a state and a lease; every older row was sent
+    ("alert_keys", "state", "TEXT NOT NULL DEFAULT 'sent'"),
+    ("alert_keys", "lease_until_ms", "INTEGER"),
 )
 
 
@@ -191,7 +206,9 @@ CREATE TABLE IF NOT EXISTS kill_switch_log (
 CREATE TABLE IF NOT EXISTS alert_keys (
     key TEXT PRIMARY KEY,
     ts_ms INTEGER NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'sent',
+    lease_until_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY,
@@ -242,6 +259,47 @@ def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(clause for clause, _ in kept), [value for _, value in kept]
 
 
+def _read_or_create_key(path: Path) -> bytes:
+    """The hex key in ``path``, created first if absent (0600, random, written whole).
+
+    Creation is atomic across processes: the key is written to a private temporary file that is
+    then hard-linked to ``path``; the link fails if another process got there first, and its key
+    is used instead, so every process ends up with the same key and none sees a partial file.
+    """
+    try:
+        if not path.exists():
+            fd, temporary = tempfile.mkstemp(prefix=".user-id-key-", dir=path.parent)  # mode 0600
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as handle:
+                    handle.write(secrets.token_hex(USER_ID_KEY_BYTES) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(temporary, path)
+                except FileExistsError:
+                    pass  # another process created it first: use theirs
+            finally:
+                os.unlink(temporary)
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"user id key {path}: {exc}") from exc
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < USER_ID_KEY_BYTES:
+        # Never replaced silently: a new key would give every user a new reference.
+        raise LedgerError(f"user id key {path} is damaged (expected {USER_ID_KEY_BYTES * 2} hex digits); restore it")
+    return key
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass  # closing a broken connection has nothing left to lose
+
+
 def _day_start_ms(day: str) -> int:
     try:
         return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
@@ -252,76 +310,182 @@ def _day_start_ms(day: str) -> int:
 class SQLiteLedger(Ledger):
     """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 30.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
         self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._max_connections = max(1, max_connections)
+        # The pool: idle connections, how many are open (idle or leased), the process they
+        # belong to, and a condition to wait on when every connection is leased.
+        self._idle: list[sqlite3.Connection] = []
+        self._open = 0
+        self._pid = os.getpid()
+        self._pool = threading.Lock()
+        self._available = threading.Condition(self._pool)
+        self._waiting = 0  # threads waiting for a connection: only then is a return notified
+        # Connections inherited across a fork: never used nor closed by the child (closing them
+        # there could disturb the parent's locks), only kept from garbage collection.
+        self._forked: list[sqlite3.Connection] = []
+        self._report_conn: sqlite3.Connection | None = None
+        self._user_id_key: bytes | None = None
         self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LedgerError(f"cannot create the ledger folder {self.path.parent}: {exc}") from exc
+        # ":memory:" (tests, throwaway what-ifs): one named in-memory database shared by every
+        # connection of this ledger, kept alive by a connection held until close().
+        self._memory_uri: str | None = None
+        self._keeper: sqlite3.Connection | None = None
+        if str(path) == ":memory:":
+            self._memory_uri = f"file:costguard-{secrets.token_hex(8)}?mode=memory&cache=shared"
+            self._keeper = self._connect()
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"cannot create the ledger folder {self.path.parent}: {exc}") from exc
         self._init_schema()
 
     # -- connections ----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise LedgerError(f"ledger {self.path} is closed")
         try:
             conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+                self._memory_uri or self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=self._memory_uri is not None,
             )
+        except (sqlite3.Error, OSError) as exc:  # EMFILE arrives as "unable to open database file"
+            raise LedgerError(f"ledger {self.path}: cannot open a connection: {exc}") from exc
+        try:
             # WAL lets readers run beside one writer; NORMAL sync is durable across process
             # crashes (only an OS crash can lose the last transactions), which is the trade
             # every WAL deployment makes for speed.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            conn.close()
             raise LedgerError(f"{self.path} is not a usable costguard ledger: {exc}") from exc
-        with self._connections_lock:
-            self._connections.append(conn)
         return conn
 
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        # A connection must not cross a fork: the child opens its own.
-        if conn is None or local.pid != os.getpid():
-            conn = self._connect()
-            local.conn = conn
-            local.pid = os.getpid()
-        return conn
+    def _after_fork(self) -> None:
+        """In a forked child (pool lock held): forget the parent's connections, open our own."""
+        self._forked.extend(self._idle)
+        self._idle.clear()
+        self._open = 0
+        self._pid = os.getpid()
+        if self._report_conn is not None:
+            self._forked.append(self._report_conn)
+            self._report_conn = None
+
+    def _acquire(self) -> sqlite3.Connection:
+        deadline: float | None = None
+        with self._pool:
+            while True:
+                if self._closed:
+                    raise LedgerError(f"ledger {self.path} is closed")
+                if self._pid != os.getpid():
+                    self._after_fork()
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._max_connections:
+                    self._open += 1
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self._busy_timeout_s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LedgerError(
+                        f"ledger {self.path}: all {self._max_connections} connections stayed busy "
+                        f"for {self._busy_timeout_s:g} s"
+                    )
+                self._waiting += 1
+                try:
+                    self._available.wait(left)
+                finally:
+                    self._waiting -= 1
+        try:
+            return self._connect()
+        except BaseException:
+            with self._pool:
+                self._open -= 1
+                self._notify()
+            raise
+
+    def _notify(self) -> None:
+        """Wake one waiting thread (pool lock held): a connection came back or a slot freed."""
+        if self._waiting:
+            self._available.notify()
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        healthy = True
+        if conn.in_transaction:  # a failed ROLLBACK left it mid-transaction: never reuse it
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                healthy = False
+        with self._pool:
+            if self._pid != os.getpid():
+                self._forked.append(conn)  # the parent's: leave it alone (see _forked)
+                return
+            if healthy and not self._closed:
+                self._idle.append(conn)
+            else:
+                self._open -= 1
+                _close_quietly(conn)
+            self._notify()
+
+    @contextmanager
+    def _lease(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for the duration of one operation: any thread, at most
+        ``max_connections`` open at once, so short-lived threads leave nothing behind."""
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A read-then-write transaction that holds the write lock from its first statement."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
+        with self._lease() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise LedgerError(f"ledger {self.path}: commit failed: {exc}") from exc
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for one read; its failures are LedgerErrors naming ``what``."""
+        conn = self._acquire()
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise LedgerError(f"ledger {self.path}: commit failed: {exc}") from exc
+        except _STORAGE_ERRORS as exc:
+            raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+        finally:
+            self._give_back(conn)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
+        except _STORAGE_ERRORS as exc:
             raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
     def _init_schema(self) -> None:
@@ -346,20 +510,26 @@ class SQLiteLedger(Ledger):
             )
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass  # closing a broken connection has nothing left to lose
-            self._connections.clear()
-            self._closed = True
+        with self._pool:
+            if self._pid == os.getpid():
+                for conn in self._idle:
+                    _close_quietly(conn)
+                if self._report_conn is not None:
+                    _close_quietly(self._report_conn)
+                if self._keeper is not None:
+                    _close_quietly(self._keeper)
+            self._keeper = None
+            self._open -= len(self._idle)
+            self._idle.clear()
+            self._report_conn = None
+            self._closed = True  # leased connections are closed as they come back
+            self._available.notify_all()
 
     # -- hot path -------------------------------------------------------------------------------
 
     def kill_switch(self, workflow: str, now_ms: int) -> KillSwitch | None:
-        with self._errors("reading the kill switch"):
-            row = self._conn.execute(
+        with self._reading("reading the kill switch") as conn:
+            row = conn.execute(
                 "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
                 "WHERE workflow = ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)",
                 (workflow, now_ms),
@@ -367,8 +537,8 @@ class SQLiteLedger(Ledger):
         return KillSwitch(*row) if row else None
 
     def session_totals(self, session_id: str) -> Totals:
-        with self._errors("reading session counters"):
-            row = self._conn.execute(
+        with self._reading("reading session counters") as conn:
+            row = conn.execute(
                 f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM sessions WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
@@ -465,8 +635,8 @@ class SQLiteLedger(Ledger):
         if workflow is not None:
             query += " WHERE workflow = ?"
             params = (workflow,)
-        with self._errors("reading budget leases"):
-            rows = self._conn().execute(query + " ORDER BY expires_at_ms", params).fetchall()
+        with self._reading("reading budget leases") as conn:
+            rows = conn.execute(query + " ORDER BY expires_at_ms", params).fetchall()
         return [Lease(r[0], r[1], tuple(r[2].split()), r[3], r[4], r[5]) for r in rows]
 
     @staticmethod
@@ -712,16 +882,16 @@ class SQLiteLedger(Ledger):
             self._insert_violations(conn, [violation])
 
     def request_totals(self, request_id: str) -> Totals | None:
-        with self._errors("reading a request"):
-            row = self._conn.execute(
+        with self._reading("reading a request") as conn:
+            row = conn.execute(
                 f"SELECT {', '.join(_TOTAL_COLUMNS)} FROM requests WHERE request_id = ?",
                 (request_id,),
             ).fetchone()
         return Totals(*row) if row else None
 
     def find_return_control(self, session_id: str, invocation_id: str) -> str | None:
-        with self._errors("looking up a return-control invocation"):
-            row = self._conn.execute(
+        with self._reading("looking up a return-control invocation") as conn:
+            row = conn.execute(
                 "SELECT request_id FROM requests WHERE session_id = ? AND return_control_id = ? "
                 "ORDER BY ended_ms DESC LIMIT 1",
                 (session_id, invocation_id),
@@ -731,8 +901,8 @@ class SQLiteLedger(Ledger):
     # -- administration and reads ---------------------------------------------------------------
 
     def session_usage(self, session_id: str) -> SessionUsage | None:
-        with self._errors("reading a session"):
-            row = self._conn.execute(
+        with self._reading("reading a session") as conn:
+            row = conn.execute(
                 "SELECT workflow, user_id, requests, model_calls, tool_calls, input_tokens, "
                 "output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, "
                 "max_tool_response_bytes, tool_response_bytes FROM sessions WHERE session_id = ?",
@@ -795,8 +965,8 @@ class SQLiteLedger(Ledger):
         return bool(cleared)
 
     def kill_switches(self, now_ms: int) -> list[KillSwitch]:
-        with self._errors("reading kill switches"):
-            rows = self._conn.execute(
+        with self._reading("reading kill switches") as conn:
+            rows = conn.execute(
                 "SELECT workflow, reason, set_by, set_at_ms, expires_at_ms FROM kill_switches "
                 "WHERE expires_at_ms IS NULL OR expires_at_ms > ? ORDER BY workflow",
                 (now_ms,),
@@ -806,8 +976,8 @@ class SQLiteLedger(Ledger):
     def budget_counters(self, workflow: str | None = None) -> list[BudgetCounter]:
         where, params = _where(("workflow = ?", workflow))
         query = f"SELECT workflow, period, spent_nanos, reserved_nanos FROM budget_counters{where}"
-        with self._errors("reading budget counters"):
-            rows = self._conn.execute(query + " ORDER BY workflow, period", params).fetchall()
+        with self._reading("reading budget counters") as conn:
+            rows = conn.execute(query + " ORDER BY workflow, period", params).fetchall()
         return [BudgetCounter(*row) for row in rows]
 
     def violations(
@@ -820,8 +990,8 @@ class SQLiteLedger(Ledger):
         )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        with self._errors("reading violations"):
-            rows = self._conn.execute(query, params).fetchall()
+        with self._reading("reading violations") as conn:
+            rows = conn.execute(query, params).fetchall()
         return [
             ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), json.loads(r[9]))
             for r in rows
@@ -830,8 +1000,8 @@ class SQLiteLedger(Ledger):
     def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
         since_ms = _day_start_ms(since_day)
         until_ms = _day_start_ms(until_day)
-        with self._errors("reading daily usage"):
-            rows = self._conn.execute(
+        with self._reading("reading daily usage") as conn:
+            rows = conn.execute(
                 "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
                 "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
                 "SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_nanos), "
@@ -845,25 +1015,32 @@ class SQLiteLedger(Ledger):
 
     def claim_alert_key(self, key: str, now_ms: int, detail: dict[str, Any]) -> bool:
         with self._errors("claiming an alert key"), self._write() as conn:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO alert_keys (key, ts_ms, detail) VALUES (?, ?, ?)",
-                (key, now_ms, json.dumps(detail, sort_keys=True, default=str)),
+            taken = conn.execute(
+                "INSERT INTO alert_keys (key, ts_ms, detail, state, lease_until_ms) VALUES (?, ?, ?, 'claimed', ?) "
+                "ON CONFLICT (key) DO UPDATE SET ts_ms = excluded.ts_ms, detail = excluded.detail, "
+                "lease_until_ms = excluded.lease_until_ms "
+                "WHERE alert_keys.state = 'claimed' AND alert_keys.lease_until_ms <= excluded.ts_ms",
+                (key, now_ms, json.dumps(detail, sort_keys=True, default=str), now_ms + ALERT_CLAIM_LEASE_MS),
             ).rowcount
-        return bool(inserted)
+        return bool(taken)
+
+    def mark_alert_sent(self, key: str, now_ms: int) -> None:
+        with self._errors("marking an alert sent"), self._write() as conn:
+            conn.execute("UPDATE alert_keys SET state = 'sent', lease_until_ms = NULL WHERE key = ?", (key,))
 
     def release_alert_key(self, key: str) -> None:
         with self._errors("releasing an alert key"), self._write() as conn:
             conn.execute("DELETE FROM alert_keys WHERE key = ?", (key,))
 
     def alert_keys(self, prefix: str | None = None) -> list[AlertKey]:
-        query, params = "SELECT key, ts_ms, detail FROM alert_keys", ()
+        query, params = "SELECT key, ts_ms, detail, state, lease_until_ms FROM alert_keys", ()
         if prefix is not None:
             # substr, not LIKE: keys contain '%' and '_' freely.
             query += " WHERE substr(key, 1, ?) = ?"
             params = (len(prefix), prefix)
-        with self._errors("reading alert keys"):
-            rows = self._conn.execute(query + " ORDER BY ts_ms, key", params).fetchall()
-        return [AlertKey(r[0], r[1], json.loads(r[2])) for r in rows]
+        with self._reading("reading alert keys") as conn:
+            rows = conn.execute(query + " ORDER BY ts_ms, key", params).fetchall()
+        return [AlertKey(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
     # -- action guard -------------------------------------------------------------------------------
 
@@ -896,8 +1073,8 @@ class SQLiteLedger(Ledger):
             "SELECT ts_ms, workflow, action, session_id, request_id, bytes_before, bytes_after, "
             f"fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions{where}"
         )
-        with self._errors("reading actions"):
-            rows = self._conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()
+        with self._reading("reading actions") as conn:
+            rows = conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()
         return [ActionRecord(*row) for row in rows]
 
     def claim_idempotency_key(self, key: str, now_ms: int, ttl_ms: int) -> IdempotencyRecord | None:
@@ -930,6 +1107,26 @@ class SQLiteLedger(Ledger):
         with self._errors("releasing an idempotency key"), self._write() as conn:
             conn.execute("DELETE FROM idempotency_keys WHERE key = ? AND status = 'in_progress'", (key,))
 
+    # -- identity -------------------------------------------------------------------------------
+
+    @property
+    def user_id_key_path(self) -> Path:
+        """Where :meth:`user_id_key` keeps the key: beside the database, mode 0600."""
+        return self.path.with_name(self.path.name + ".user-id-key")
+
+    def user_id_key(self) -> bytes:
+        if self._user_id_key is None:
+            self._user_id_key = _read_or_create_key(self.user_id_key_path)
+        return self._user_id_key
+
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection, for read-only reporting queries (pandas ``read_sql``)."""
-        return self._conn
+        """A connection for read-only reporting queries (pandas ``read_sql``), outside the pool,
+        shared by every thread and closed with the ledger."""
+        with self._pool:
+            if self._closed:
+                raise LedgerError(f"ledger {self.path} is closed")
+            if self._pid != os.getpid():
+                self._after_fork()
+            if self._report_conn is None:
+                self._report_conn = self._connect()
+            return self._report_conn

@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import types
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,8 +31,37 @@ _GEO_PREFIXES: Final[frozenset[str]] = frozenset({"us", "eu", "apac", "global", 
 # --------------------------------------------------------------------------------------------
 
 
+#: The largest policy file read (1 MiB): a real policy is a few KiB, and a bigger file is refused
+#: before it is parsed, so a stray 20 MB file costs milliseconds, not seconds.
+MAX_POLICY_FILE_BYTES: Final[int] = 1024 * 1024
+#: The deepest nesting of mappings and lists (a real policy nests about 7 levels). PyYAML composes
+#: recursively, so without a cap deep nesting ends in a RecursionError instead of a message.
+MAX_POLICY_DEPTH: Final[int] = 64
+#: The most YAML nodes a file may expand to once aliases are followed ("billion laughs").
+MAX_POLICY_NODES: Final[int] = 100_000
+_SURROGATE_RE: Final[re.Pattern[str]] = re.compile("[\ud800-\udfff]")
+
+
 class _PolicyLoader(yaml.SafeLoader):
-    """SafeLoader that never makes a float: YAML floats become exact Decimals."""
+    """SafeLoader that never makes a float (YAML floats become exact Decimals) and stops composing
+    past :data:`MAX_POLICY_DEPTH` levels with a marked error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.ScalarEvent, yaml.AliasEvent):
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        if self._depth >= MAX_POLICY_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_POLICY_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
@@ -51,7 +81,17 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
     return Decimal(text)  # exactly the digits written: "1.50" -> Decimal("1.50")
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))  # type: ignore[arg-type]
+    except ValueError:  # Python refuses int() of more than 4,300 digits: say where
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer of {len(str(node.value))} characters is too long", node.start_mark
+        ) from None
+
+
 _PolicyLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_PolicyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 @dataclass
@@ -77,13 +117,20 @@ def _file_error(file: str, message: str, line: int | None = None, field_name: st
 
 def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document | None:
     """Compose and construct one YAML document; append problems to ``errors``."""
-    loader = _PolicyLoader(text)
+    if len(text) > MAX_POLICY_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_FILE_BYTES:
+        errors.append(_too_big(file))
+        return None
+    loader: _PolicyLoader | None = None
     try:
+        loader = _PolicyLoader(text)
         root = loader.get_single_node()
         if root is None:
             errors.append(_file_error(file, "file is empty: expected a policy document starting with 'version: 1'"))
             return None
-        duplicates = _duplicate_keys(file, root)
+        problems = _scan(file, root)
+        if any(problem.message.startswith(_TOO_MANY_NODES) for problem in problems):
+            errors.extend(problems)
+            return None
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -92,11 +139,20 @@ def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document |
             problem = f"{exc.context}: {exc.problem}"
         errors.append(_file_error(file, f"invalid YAML: {problem}", mark.line + 1 if mark else None))
         return None
-    except (yaml.YAMLError, ValueError, InvalidOperation) as exc:
-        errors.append(_file_error(file, f"invalid YAML: {exc}"))
+    except yaml.reader.ReaderError as exc:  # a control character, a NUL, a lone surrogate in the text
+        line = text.count("\n", 0, exc.position) + 1
+        shown = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        errors.append(_file_error(file, f"invalid YAML: unacceptable character {shown}: {exc.reason}", line))
+        return None
+    except (yaml.YAMLError, ValueError, ArithmeticError) as exc:
+        errors.append(_file_error(file, f"invalid YAML: {_SURROGATE_RE.sub(_REPLACEMENT, str(exc))}"))
+        return None
+    except RecursionError:  # the depth cap should prevent it: still a message, never a traceback
+        errors.append(_file_error(file, f"invalid YAML: nested deeper than {MAX_POLICY_DEPTH} levels"))
         return None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         errors.append(
             _file_error(
@@ -106,24 +162,58 @@ def _parse(file: str, text: str, errors: list[PolicyErrorDetail]) -> _Document |
             )
         )
         return None
-    return _Document(file, root, data, duplicates)
+    return _Document(file, root, data, problems)
 
 
-def _duplicate_keys(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
-    """PyYAML silently keeps the last of duplicate keys; a policy file must not have any."""
+_REPLACEMENT: Final[str] = "\ufffd"
+_TOO_MANY_NODES: Final[str] = "too many values"
+
+
+def _too_big(file: str) -> PolicyErrorDetail:
+    return _file_error(
+        file,
+        f"larger than {MAX_POLICY_FILE_BYTES} bytes (1 MiB), the most a policy file may hold: "
+        "split it into several files",
+    )
+
+
+def _scan(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
+    """Problems YAML itself lets through, found on the node tree before anything is built.
+
+    * duplicate keys (PyYAML silently keeps the last one);
+    * lone surrogates from escapes such as ``"\\ud800"``: not text, so they are reported and
+      replaced by U+FFFD to let validation report the rest of the file;
+    * more than :data:`MAX_POLICY_NODES` nodes once aliases are expanded.
+    """
     found: list[PolicyErrorDetail] = []
     seen_nodes: set[int] = set()
+
+    def check_text(node: yaml.Node, parent: tuple[str | int, ...], is_key: bool = False) -> None:
+        if isinstance(node, yaml.ScalarNode) and _SURROGATE_RE.search(node.value):
+            node.value = _SURROGATE_RE.sub(_REPLACEMENT, node.value)
+            path = (*parent, node.value) if is_key else parent
+            found.append(
+                PolicyErrorDetail(
+                    file=file,
+                    line=_line(node),
+                    field=_dotted(path),
+                    message="not valid Unicode text: a lone surrogate escape (\\ud800-\\udfff) "
+                    "is not a character; write the character itself",
+                )
+            )
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
         if id(node) in seen_nodes:
             return
         seen_nodes.add(id(node))
+        check_text(node, path)
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int | None] = {}
             for key, value in node.value:
                 if key.tag == "tag:yaml.org,2002:merge":
                     continue
                 if isinstance(key, yaml.ScalarNode):
+                    check_text(key, path, is_key=True)
                     if key.value in first:
                         found.append(
                             PolicyErrorDetail(
@@ -140,8 +230,72 @@ def _duplicate_keys(file: str, root: yaml.Node) -> list[PolicyErrorDetail]:
             for index, item in enumerate(node.value):
                 walk(item, (*path, index))
 
+    size = _expanded_size(root)
+    if size is None:
+        return [
+            _file_error(
+                file,
+                f"{_TOO_MANY_NODES}: an alias refers to the mapping or list that contains it, "
+                "so it never ends once expanded",
+                _line(root),
+            )
+        ]
+    if size > MAX_POLICY_NODES:
+        return [
+            _file_error(
+                file,
+                f"{_TOO_MANY_NODES}: the file expands to {size} values once aliases are followed "
+                f"(at most {MAX_POLICY_NODES})",
+                _line(root),
+            )
+        ]
     walk(root, ())
     return found
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """How many nodes the tree has with every alias expanded, counted without expanding them;
+    None when an alias refers to a node that contains it (expanding would never end)."""
+    sizes: dict[int, int] = {}
+    counting: set[int] = set()  # nodes whose children are being counted
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if children_done:
+            counting.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in counting:  # met again below itself: a cycle
+            return None
+        counting.add(id(node))
+        pending.append((node, True))
+        pending.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_KEY_INDEX: weakref.WeakKeyDictionary[yaml.MappingNode, dict[str, tuple[yaml.Node, yaml.Node]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keys_by_text(node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """A mapping's ``(key, value)`` pairs by the key's text, the last one winning: one lookup per
+    error instead of a scan, so a file with 20,000 workflows is not quadratic to report."""
+    index = _KEY_INDEX.get(node)
+    if index is None:
+        index = {key.value: (key, value) for key, value in node.value if isinstance(key, yaml.ScalarNode)}
+        _KEY_INDEX[node] = index
+    return index
 
 
 def _key_matches(key: yaml.Node, element: Any) -> bool:
@@ -171,11 +325,12 @@ def _locate(
         if element == "[key]":
             continue
         if isinstance(node, yaml.MappingNode):
-            match: tuple[yaml.Node, yaml.Node] | None = None
-            for key, value in reversed(node.value):  # after a "<<" merge the last key wins
-                if _key_matches(key, element):
-                    match = (key, value)
-                    break
+            match = None if isinstance(element, bool) else _keys_by_text(node).get(str(element))
+            if match is None:
+                for key, value in reversed(node.value):  # after a "<<" merge the last key wins
+                    if _key_matches(key, element):
+                        match = (key, value)
+                        break
             if match is None:
                 parts.append(str(element))
                 node = None
@@ -504,34 +659,44 @@ def _policy_files(paths: PathArg | Sequence[PathArg], errors: list[PolicyErrorDe
             files.append(path)
 
     for item in given:
-        path = Path(os.fspath(item)).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in _POLICY_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            )
-            if not found:
-                errors.append(_file_error(str(path), "no policy files (*.yaml, *.yml) in this directory"))
-            for p in found:
-                add(p)
-        elif path.is_file():
-            add(path)
-        elif path.exists():
-            errors.append(_file_error(str(path), "not a file or directory"))
-        else:
-            errors.append(_file_error(str(path), "no such file or directory"))
+        try:
+            path = Path(os.fspath(item)).expanduser()
+            if path.is_dir():
+                found = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix.lower() in _POLICY_SUFFIXES and not p.name.startswith(".") and p.is_file()
+                )
+                if not found:
+                    errors.append(_file_error(str(path), "no policy files (*.yaml, *.yml) in this directory"))
+                for p in found:
+                    add(p)
+            elif path.is_file():
+                add(path)
+            elif path.exists():
+                errors.append(_file_error(str(path), "not a file or directory"))
+            else:
+                errors.append(_file_error(str(path), "no such file or directory"))
+        except (OSError, ValueError) as exc:  # a name too long, a NUL in it, a directory we may not list
+            errors.append(_file_error(str(item), f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
     return files
 
 
 def _read(path: Path, errors: list[PolicyErrorDetail]) -> _Document | None:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        errors.append(_file_error(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
-        return None
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_FILE_BYTES + 1)  # never more: a huge file is refused unread
     except OSError as exc:
         errors.append(_file_error(str(path), f"cannot read: {exc.strerror or exc}"))
+        return None
+    if len(raw) > MAX_POLICY_FILE_BYTES:
+        errors.append(_too_big(str(path)))
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        errors.append(_file_error(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})", line))
         return None
     return _parse(str(path), text, errors)
 
