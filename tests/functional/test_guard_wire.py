@@ -52,7 +52,9 @@ def test_normal_loop_exact_totals_and_traces_hidden(fake: FakeBedrock, tmp_path:
     assert (usage.requests, usage.model_calls, usage.tool_calls) == (1, loop.model_calls, loop.tool_calls) == (1, 7, 5)
     assert (usage.input_tokens, usage.output_tokens) == (loop.input_tokens, loop.output_tokens)
     assert usage.cost_usd == sonnet_cost(loop.input_tokens, loop.output_tokens)
-    assert usage.max_tool_response_bytes == 700 and usage.workflow == "wf" and usage.user_id == "u-42"
+    assert usage.max_tool_response_bytes == 700 and usage.workflow == "wf"
+    # user ids are stored as keyed hashes by default (the key kept with the ledger), never raw
+    assert usage.user_id is not None and usage.user_id.startswith("h:") and len(usage.user_id) == 34
     assert usage.violations == []
 
 

@@ -136,3 +136,28 @@ def test_an_abandoned_stream_gives_its_hold_back_and_its_connection_up(fake: Fak
     del response
     gc.collect()
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
+
+
+def test_wrap_refuses_ids_no_ledger_can_store_before_anything_is_sent(fake: FakeBedrock, tmp_path: Path) -> None:
+    """Before: a session id no ledger key could hold let the model call go out, then failed to
+    record it, and the hold leaked."""
+    guard = guard_for(tmp_path)
+    client = fake.client("bedrock-runtime")
+    for bad in ("x" * 9000, "s\ud800", 42):
+        with pytest.raises(costguard.CostguardError):
+            guard.wrap(client, workflow="wf", session_id=bad)  # type: ignore[arg-type]
+    assert fake.requests == []
+
+
+def test_raw_user_ids_only_by_explicit_opt_in(fake: FakeBedrock, tmp_path: Path) -> None:
+    hashed = guard_for(tmp_path)
+    raw = costguard.Guard(hashed.policies, ledger=f"sqlite:///{tmp_path}/raw.db", user_id_key=False)
+    for guard in (hashed, raw):
+        fake.queue_converse(10, 1)
+        guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-u", user_id="alice@example.com").converse(
+            modelId=NOVA_MICRO, messages=MESSAGES)
+    assert hashed.session_usage("s-u").user_id != "alice@example.com"
+    assert raw.session_usage("s-u").user_id == "alice@example.com"
+    hashed.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*") if p.is_file())
+    assert b"ledger" not in stored[:0] and b"alice@example.com" not in stored

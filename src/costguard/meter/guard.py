@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import threading
@@ -13,12 +11,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from costguard.errors import LedgerError, PolicyError, PolicyViolation, PricingError
+from costguard.identity import UserIdHasher
 from costguard.ledger import Ledger, open_ledger
+from costguard.ledger.base import check_storable_id
 from costguard.meter.request import Binding, RequestMeter
 from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
 from costguard.policy import PolicySet, WorkflowPolicy, load_policies
@@ -72,7 +72,9 @@ class Guard:
     ``$COSTGUARD_LEDGER`` or the embedded default). ``agent_client``: a bedrock-agent client, used
     to look up an agent's model when traces name none. ``bedrock_client``: a bedrock client, used
     to resolve application inference profile ARNs to their model for pricing. ``user_id_key``:
-    when set (or ``$COSTGUARD_USER_KEY``), user ids are stored as keyed hashes. ``metrics``: a
+    the key user ids are stored hashed with (HMAC-SHA256); by default ``$COSTGUARD_USER_KEY``, else
+    a key generated once and kept with the ledger; ``False`` stores raw ids (an explicit opt-in).
+    ``metrics``: a
     :class:`~costguard.metrics.MetricsSink` for costguard's own CloudWatch metrics (None = off;
     :func:`~costguard.metrics.metrics_sink_from_env` picks one from the environment).
     """
@@ -85,7 +87,7 @@ class Guard:
         pricing: PriceCatalog | None = None,
         agent_client: Any = None,
         bedrock_client: Any = None,
-        user_id_key: str | bytes | None = None,
+        user_id_key: str | bytes | Literal[False] | None = None,
         reserve_usd: Decimal | str = Decimal("0.05"),
         kill_switch_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -106,8 +108,8 @@ class Guard:
         self._profiles = (
             InferenceProfileResolver(client=bedrock_client) if bedrock_client is not None else None
         )
-        key = user_id_key if user_id_key is not None else os.environ.get("COSTGUARD_USER_KEY")
-        self._user_key: bytes | None = key.encode() if isinstance(key, str) else key
+        self._user_id_key = user_id_key
+        self._users: UserIdHasher | None = None
         self.reserve_nanos = usd_to_nanos(Decimal(reserve_usd))
         self.kill_switch_ttl_s = kill_switch_ttl_s
         self._clock = clock
@@ -142,6 +144,11 @@ class Guard:
 
         if not workflow or not isinstance(workflow, str):
             raise PolicyError("wrap() needs a workflow name")
+        # An id no ledger can store is refused now, before any call is sent and not recorded.
+        check_storable_id("workflow", workflow)
+        if session_id is not None:
+            check_storable_id("session", session_id)
+        check_storable_id("user", user_id)
         service = _service_name(client)
         if service not in METERED_SERVICES:
             raise PolicyError(
@@ -234,10 +241,17 @@ class Guard:
         self._typical_cost[workflow] = cost_nanos if previous is None else 0.8 * previous + 0.2 * cost_nanos
 
     def _user_ref(self, user_id: str | None) -> str | None:
-        if user_id is None or self._user_key is None:
-            return user_id
-        digest = hmac.new(self._user_key, user_id.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
-        return "h:" + digest[:32]
+        """What is stored for ``user_id``: its keyed hash unless raw ids were opted into."""
+        if user_id is None:
+            return None
+        if self._users is None:
+            try:
+                self._users = UserIdHasher.configured(self._user_id_key, self.ledger)
+            except LedgerError as exc:
+                # No key, no raw id either: the user stays unattributed until the ledger answers.
+                logger.error("cannot read the ledger's user id key (%s): user ids are not recorded", exc)
+                return None
+        return self._users.ref(user_id)
 
     # -- ledger access that honours on_ledger_error ---------------------------------------------
 
