@@ -32,7 +32,7 @@ class AgentRun:
     result: Any
     #: The violation that stopped the run (None when it finished).
     violation: PolicyViolation | None
-    #: The conversation as it stood when the run ended (the partial result of a stopped run).
+    #: The messages this run added to the conversation (the partial result of a stopped run).
     messages: list[Any] = field(default_factory=list)
 
     @property
@@ -64,24 +64,26 @@ class MeteredAgent:
         return self.client.binding.session_id
 
     def __call__(self, prompt: Any = None, **kwargs: Any) -> AgentRun:
+        start = len(self.agent.messages)
         try:
             result = self.agent(prompt, **kwargs)
         except Exception as exc:
-            violation = violation_in(exc)
-            if violation is None:
-                raise
-            return AgentRun(None, violation, list(self.agent.messages))
-        return AgentRun(result, None, list(self.agent.messages))
+            return self._stopped(exc, start)
+        return AgentRun(result, None, list(self.agent.messages[start:]))
 
     async def invoke_async(self, prompt: Any = None, **kwargs: Any) -> AgentRun:
+        start = len(self.agent.messages)
         try:
             result = await self.agent.invoke_async(prompt, **kwargs)
         except Exception as exc:
-            violation = violation_in(exc)
-            if violation is None:
-                raise
-            return AgentRun(None, violation, list(self.agent.messages))
-        return AgentRun(result, None, list(self.agent.messages))
+            return self._stopped(exc, start)
+        return AgentRun(result, None, list(self.agent.messages[start:]))
+
+    def _stopped(self, exc: Exception, start: int) -> AgentRun:
+        violation = violation_in(exc)
+        if violation is None:
+            raise exc
+        return AgentRun(None, violation, list(self.agent.messages[start:]))
 
 
 def meter_agent(
