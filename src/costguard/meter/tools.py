@@ -115,9 +115,24 @@ class ToolTurn:
     def check_request(self, request: Mapping[str, Any]) -> None:
         """Size the results this request carries for the first time; a cap they cross is raised
         here, before the request is sent (the request is then settled as blocked)."""
+        try:
+            self.new_results = self._new_results(request)
+        except Exception as exc:  # noqa: BLE001 - costguard's own bug: the model call is still
+            # metered, only these tool results go uncounted (and the gap is counted and logged).
+            self.meter.guard.contain("Converse tool results", exc)
+            self.new_results = []
+        try:
+            for result in self.new_results:
+                self.meter.on_step(result.step)
+        except PolicyViolation:
+            self.meter.finish("blocked", write_usage=False)
+            raise
+
+    def _new_results(self, request: Mapping[str, Any]) -> list[_NewResult]:
+        found: list[_NewResult] = []
         for block in _trailing_tool_results(request.get("messages")):
             tool_use_id = text_id(block.get("toolUseId"))
-            if not tool_use_id or any(r.tool_use_id == tool_use_id for r in self.new_results):
+            if not tool_use_id or any(r.tool_use_id == tool_use_id for r in found):
                 continue
             known = self.memory.lookup(self.session_id, tool_use_id)
             if known is not None and known.result_sized:
@@ -133,13 +148,8 @@ class ToolTurn:
                 # never saw (a restored conversation) is counted now, with its result.
                 call_counted=known is not None,
             )
-            self.new_results.append(_NewResult(tool_use_id, step))
-        try:
-            for result in self.new_results:
-                self.meter.on_step(result.step)
-        except PolicyViolation:
-            self.meter.finish("blocked", write_usage=False)
-            raise
+            found.append(_NewResult(tool_use_id, step))
+        return found
 
     def sent(self) -> None:
         """The request reached the model: its results are not counted again."""
