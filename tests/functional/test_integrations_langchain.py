@@ -190,3 +190,23 @@ def test_chat_bedrock_streams_through_invoke_model_with_response_stream_metered(
     with pytest.raises(PolicyViolation):
         llm.invoke(PROMPT, config=config)
     assert len(fake.requests) == 1
+
+
+def test_concurrent_async_runs_are_each_bound_to_their_own_session(fake: FakeBedrock, tmp_path: Path) -> None:
+    import asyncio
+
+    guard = guard_with(tmp_path, "per_session:\n  max_model_calls: 1")
+    llm = converse_model(fake, guard)
+    fake.queue_converse(100, 10)
+    fake.queue_converse(100, 10)
+    fake.queue_converse_stream(70, 7)
+
+    async def runs() -> None:
+        await asyncio.gather(*(llm.ainvoke(PROMPT, config={"metadata": {"session_id": s}}) for s in ("x", "y")))
+        async for _ in llm.astream(PROMPT, config={"metadata": {"session_id": "z"}}):
+            pass
+
+    asyncio.run(runs())
+
+    usage = {s: guard.session_usage(s) for s in ("x", "y", "z", "")}
+    assert [(usage[s].model_calls, usage[s].input_tokens) for s in ("x", "y", "z", "")] == [(1, 100), (1, 100), (1, 70), (0, 0)]
