@@ -148,3 +148,20 @@ def test_a_100_kb_tool_result_is_refused_before_the_request_carrying_it_is_sent(
     (violation,) = usage.violations
     assert (violation.rule, violation.observed) == ("per_session.max_tool_response_bytes", "100000")
     assert big[:1000].encode() not in ledger_bytes(guard)
+
+
+def test_workflow_session_and_user_default_to_the_agent_name_and_state(fake: FakeBedrock, tmp_path: Path) -> None:
+    guard = guard_with(tmp_path, "per_session:\n  max_model_calls: 2", workflow="claims")
+    agent, _ = agent_on(fake, streaming=False)
+    agent.state.set("session_id", "from-state")
+    agent.state.set("user_id", "user-from-state")
+    run_agent = meter_agent(agent, guard)
+    again = meter_agent(agent, guard, workflow="claims")  # metering twice rewraps the raw client
+    queue_answer(fake, streaming=False, text=ANSWER, input_tokens=80, output_tokens=8)
+
+    run = again(PROMPT)
+
+    assert run.violation is None and run_agent.session_id == again.session_id == "from-state"
+    assert again.client.unwrapped is run_agent.client.unwrapped
+    usage = guard.session_usage("from-state")
+    assert (usage.workflow, usage.user_id, usage.model_calls, usage.input_tokens) == ("claims", "user-from-state", 1, 80)
