@@ -1,11 +1,18 @@
-"""Meter overhead on a real boto3 InvokeAgent stream, wrapped vs unwrapped, side by side.
+"""CPU the meter adds to a stock boto3 client: Guard.wrap vs the bare client, end to end.
 
-Serves the same InvokeAgent response (a 40-step loop: ~165 events in the AWS event-stream wire
-format) from a local endpoint to a stock boto3 client, REQUESTS times unwrapped and REQUESTS
-times through ``Guard.wrap`` with a SQLite ledger and enforcing policies, in alternating rounds
-so both see the same machine state. Prints per-request times and the wrapped/unwrapped ratio.
+For each API, a local endpoint in its own process (so it does not share the client's GIL or CPU
+account) serves the same response over and over in the real wire format: InvokeAgent a loop of
+``--steps`` action-group steps (40 steps: 42 model calls and ~165 event-stream events per
+request), Converse one JSON answer. The bare client and a client wrapped by a ``costguard.Guard``
+(SQLite ledger, budgets, per-request and per-session caps, all enforcing) each make the same
+warm-up requests, then ``--rounds`` rounds of ``--requests`` requests; the side that goes first
+alternates every round. The figure is CPU time of this process (``time.process_time``: the
+client's parsing plus everything the meter does, including its ledger writes), not wall time.
 
-    python bench/meter_overhead.py [--requests 200] [--steps 40] [--rounds 5]
+Targets: wrapped/unwrapped CPU <= 1.05 for InvokeAgent and <= 1.10 for Converse. Exits 1 when a
+target is missed, after printing every figure.
+
+    python bench/meter_overhead.py [--requests 100] [--steps 40] [--rounds 6] [--quick]
 """
 
 from __future__ import annotations
@@ -16,93 +23,151 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import costguard  # noqa: E402
+from bench.guarded_workflow import POLICY  # noqa: E402
 from costguard.policy import PolicySet  # noqa: E402
 from tests.support.traces import agent_loop  # noqa: E402
 from tests.support.wire import FakeBedrock  # noqa: E402
 
-POLICY = """
-version: 1
-workflows:
-  bench:
-    per_request: {max_model_calls: 100, max_tool_calls: 100, max_tokens: 100000000, max_cost_usd: 1000, max_tool_response_bytes: 1000000}
-    per_session: {max_model_calls: 100000000}
-    budget: {daily_usd: 1000000, monthly_usd: 10000000}
-"""
+TARGETS = {"InvokeAgent": 1.05, "Converse": 1.10}
+NOVA_MICRO = "amazon.nova-micro-v1:0"
+MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
 
 
-def serve(events: list, total: int, conn: Connection) -> None:
-    """The endpoint runs in its own process so it does not share the meter's GIL."""
+def serve(api: str, steps: int, total: int, conn: Connection) -> None:
+    """The endpoint, in its own process: ``total`` identical responses for ``api``."""
     with FakeBedrock(pace_seconds=0) as fake:
-        fake.queue_agent_response(events, repeat=total)
+        if api == "InvokeAgent":
+            fake.queue_agent_response(agent_loop(steps, tool_bytes=1200).events, repeat=total)
+        else:
+            for _ in range(total):
+                fake.queue_converse(1200, 300)
         conn.send(fake.url)
         conn.recv()  # until the parent is done
 
 
-def client_for(url: str) -> object:
+def client_for(url: str, service: str) -> Any:
     import boto3
     from botocore.config import Config
 
     return boto3.client(
-        "bedrock-agent-runtime", endpoint_url=url, region_name="us-east-1",
+        service, endpoint_url=url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
         config=Config(retries={"max_attempts": 1}),
     )
 
 
-def consume(client: object, requests: int) -> float:
-    start = time.perf_counter()
-    for i in range(requests):
-        response = client.invoke_agent(  # type: ignore[attr-defined]
-            agentId="AGENT1", agentAliasId="ALIAS1", sessionId=f"s-{i % 50}", inputText="x", enableTrace=True
-        )
-        for _ in response["completion"]:
-            pass
-    return time.perf_counter() - start
+def requester(api: str, client: Any) -> Callable[[int], None]:
+    """One request of ``api`` through ``client`` (bare or wrapped: the same call either way)."""
+    if api == "InvokeAgent":
+        def invoke(n: int) -> None:
+            response = client.invoke_agent(
+                agentId="AGENT1", agentAliasId="ALIAS1", sessionId=f"s-{n % 50}", inputText="x", enableTrace=True
+            )
+            for _ in response["completion"]:
+                pass
+        return invoke
+
+    def converse(n: int) -> None:
+        client.converse(modelId=NOVA_MICRO, messages=MESSAGES)
+    return converse
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    loop = agent_loop(args.steps, tool_bytes=1200)
+def cpu_seconds(send: Callable[[int], None], requests: int) -> float:
+    start = time.process_time()
+    for n in range(requests):
+        send(n)
+    return time.process_time() - start
+
+
+@dataclass
+class Result:
+    api: str
+    model_calls_per_request: int
+    plain: list[float]
+    wrapped: list[float]
+    ledger_model_calls: int
+
+    @property
+    def ratio(self) -> float:
+        return sum(self.wrapped) / sum(self.plain)
+
+    @property
+    def round_ratios(self) -> list[float]:
+        return [w / p for w, p in zip(self.wrapped, self.plain, strict=True)]
+
+
+def bench(api: str, args: argparse.Namespace) -> Result:
+    per_side = args.warmup + args.requests * args.rounds
     parent, child = multiprocessing.Pipe()
-    total = 10 + 2 * args.requests * args.rounds
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(loop.events, total, child), daemon=True)
+    server = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(api, args.steps, 2 * per_side, child), daemon=True
+    )
     server.start()
-    url = parent.recv()
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = client_for(url)
-        guard = costguard.Guard(PolicySet.from_yaml(POLICY), ledger=f"sqlite:///{scratch}/bench.db")
-        wrapped = guard.wrap(client_for(url), workflow="bench")
-        consume(raw, 5)  # warm both connection pools
-        consume(wrapped, 5)
-        plain_times, metered_times = [], []
-        for round_no in range(args.rounds):
-            plain_times.append(consume(raw, args.requests))
-            metered_times.append(consume(wrapped, args.requests))
-            print(f"round {round_no + 1}: unwrapped {plain_times[-1]:.3f}s  wrapped {metered_times[-1]:.3f}s", flush=True)
-        usage = guard.ledger.connection().execute("SELECT COUNT(*), SUM(model_calls) FROM requests").fetchone()  # type: ignore[attr-defined]
-        guard.close()
-    parent.send("done")
-    server.join(10)
-    # The best round of each is the least disturbed by whatever else the machine was doing;
-    # the median is printed beside it so a reader can see the spread.
-    plain, metered = min(plain_times), min(metered_times)
-    median_ratio = statistics.median(metered_times) / statistics.median(plain_times)
-    per_req = lambda t: 1000 * t / args.requests  # noqa: E731
-    print(f"\n{args.requests} requests x {len(loop.events)} events ({loop.model_calls} model calls each), best of {args.rounds} alternating rounds")
-    print(f"unwrapped: {per_req(plain):.3f} ms/request")
-    print(f"wrapped:   {per_req(metered):.3f} ms/request  (ledger rows: {usage[0]} requests, {usage[1]} model calls)")
-    print(f"ratio wrapped/unwrapped: {metered / plain:.3f} best-vs-best, {median_ratio:.3f} median-vs-median  (target <= 1.05)")
+    try:
+        url = parent.recv()
+        service = "bedrock-agent-runtime" if api == "InvokeAgent" else "bedrock-runtime"
+        with tempfile.TemporaryDirectory() as scratch:
+            guard = costguard.Guard(PolicySet.from_yaml(POLICY), ledger=f"sqlite:///{scratch}/bench.db")
+            # Converse names no session of its own: the caller gives one, as an application would
+            binding = {"session_id": "bench-session"} if api == "Converse" else {}
+            wrapped_client = guard.wrap(client_for(url, service), workflow="bench", **binding)
+            sides = {"plain": requester(api, client_for(url, service)), "wrapped": requester(api, wrapped_client)}
+            for send in sides.values():  # the same warm-up on both sides: connection pools, caches
+                cpu_seconds(send, args.warmup)
+            times: dict[str, list[float]] = {"plain": [], "wrapped": []}
+            for round_no in range(args.rounds):
+                order = ("plain", "wrapped") if round_no % 2 == 0 else ("wrapped", "plain")
+                for side in order:
+                    times[side].append(cpu_seconds(sides[side], args.requests))
+                print(f"{api} round {round_no + 1} ({order[0]} first): unwrapped {times['plain'][-1]:.3f} s CPU, "
+                      f"wrapped {times['wrapped'][-1]:.3f} s CPU", flush=True)
+            model_calls = guard.ledger.connection().execute("SELECT COUNT(*) FROM model_calls").fetchone()[0]  # type: ignore[attr-defined]
+            guard.close()
+    finally:
+        parent.send("done")
+        server.join(10)
+    per_request = agent_loop(args.steps).model_calls if api == "InvokeAgent" else 1
+    if model_calls != per_request * per_side:
+        raise SystemExit(f"{api}: the ledger holds {model_calls} model calls, expected {per_request * per_side}")
+    return Result(api, per_request, times["plain"], times["wrapped"], model_calls)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=100, help="requests per side per round (default 100)")
+    parser.add_argument("--steps", type=int, default=40, help="InvokeAgent loop steps (default 40: 42 model calls)")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up requests per side (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a few requests, to check the bench runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.rounds, args.warmup, args.steps = 3, 2, 1, 3
+
+    results = [bench(api, args) for api in ("InvokeAgent", "Converse")]
+    print()
+    met = True
+    for r in results:
+        per_req = lambda seconds: 1000 * statistics.median(seconds) / args.requests  # noqa: E731
+        print(f"{r.api}: {r.model_calls_per_request} model calls per request, {args.rounds} alternating rounds of "
+              f"{args.requests} requests per side; ledger rows checked: {r.ledger_model_calls} model calls")
+        print(f"  unwrapped {per_req(r.plain):.3f} ms CPU/request, wrapped {per_req(r.wrapped):.3f} ms CPU/request (median round)")
+        print(f"  per-round ratios: {', '.join(f'{x:.3f}' for x in r.round_ratios)}")
+        ok = r.ratio <= TARGETS[r.api]
+        met = met and ok
+        print(f"{r.api} ratio wrapped/unwrapped CPU: {r.ratio:.3f} (target <= {TARGETS[r.api]:.2f}: {'MET' if ok else 'NOT MET'})")
+    print()
+    print(f"targets: {'MET' if met else 'NOT MET'}")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

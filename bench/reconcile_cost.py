@@ -11,14 +11,18 @@ Assumptions (documented because AWS does not publish them):
 
 * Cost Explorer page size: AWS does not document how many groups a GetCostAndUsage page holds;
   the bench assumes ``--groups-per-page`` (default 500) groups per page, a day's groups
-  possibly spanning pages, as CE does. Pages needed = ceil(groups / groups per page).
-* Groups: every workflow has an input-token and an output-token usage type every day, plus an
-  untagged (``costguard:workflow$``) pair per day: (500 + 1) x 2 x 31 = 31,062 groups.
-* CloudWatch: 500 models x 4 AWS/Bedrock metrics (Invocations, InputTokenCount,
-  OutputTokenCount, InvocationThrottles) and 500 workflows x (ModelCalls per (Workflow, ModelId)
-  on one model + Throttles per Workflow): 3,000 series. ListMetrics returns 500 per page.
+  possibly spanning pages, as CE does. Pages needed = ceil(groups / groups per page), per query.
+* Groups, query per model (SERVICE x USAGE_TYPE): every model has an input-token and an
+  output-token usage type every day: 500 x 2 x 31 = 31,000 groups.
+* Groups, query per tag key (TAG x USAGE_TYPE): every workflow has an input-token and an
+  output-token usage type every day, plus an untagged (``costguard:workflow$``) pair per day:
+  (500 + 1) x 2 x 31 = 31,062 groups. ``--tag-keys`` more keys add one such query each.
+* CloudWatch: 500 models x 6 AWS/Bedrock metrics (Invocations, InputTokenCount,
+  OutputTokenCount, CacheReadInputTokenCount, CacheWriteInputTokenCount, InvocationThrottles)
+  and 500 workflows x (ModelCalls per (Workflow, ModelId) on one model + Throttles per
+  Workflow): 4,000 series. ListMetrics returns 500 per page.
 
-    python bench/reconcile_cost.py [--workflows 500] [--days 31] [--models 500] [--groups-per-page 500]
+    python bench/reconcile_cost.py [--workflows 500] [--days 31] [--models 500] [--groups-per-page 500] [--tag-keys 1]
 """
 
 from __future__ import annotations
@@ -56,23 +60,30 @@ class FakeAWS:
         self.workflows, self.models, self.days = workflows, models, days
         self.groups_per_page = groups_per_page
         self.groups = [
-            (day, f"{TAG}${w}", f"USE1-{kind}-tokens")
+            (day, w, f"USE1-{kind}-tokens")
             for day in days
             for w in [*workflows, ""]
             for kind in ("input", "output")
         ]
+        self.service_groups = [
+            (day, "Amazon Bedrock", f"USE1-{model}-mantle-{kind}-tokens-standard")
+            for day in days
+            for model in models
+            for kind in ("input", "output")
+        ]
         self.series: dict[str, list[dict[str, Any]]] = {}
-        for name in ("Invocations", "InputTokenCount", "OutputTokenCount", "InvocationThrottles"):
-            self.series[f"AWS/Bedrock/{name}"] = [
-                {"Namespace": "AWS/Bedrock", "MetricName": name, "Dimensions": [{"Name": "ModelId", "Value": m}]}
-                for m in models
-            ]
-        self.series["Costguard/ModelCalls"] = [
+        self.series["AWS/Bedrock"] = [
+            {"Namespace": "AWS/Bedrock", "MetricName": name, "Dimensions": [{"Name": "ModelId", "Value": m}]}
+            for name in ("Invocations", "InputTokenCount", "OutputTokenCount", "CacheReadInputTokenCount",
+                         "CacheWriteInputTokenCount", "InvocationThrottles")
+            for m in models
+        ]
+        self.series["Costguard"] = [
             {"Namespace": "Costguard", "MetricName": "ModelCalls",
              "Dimensions": [{"Name": "Workflow", "Value": w}, {"Name": "ModelId", "Value": models[i % len(models)]}]}
             for i, w in enumerate(workflows)
         ]
-        self.series["Costguard/Throttles"] = [
+        self.series["Costguard"] += [
             {"Namespace": "Costguard", "MetricName": "Throttles", "Dimensions": [{"Name": "Workflow", "Value": w}]}
             for w in workflows
         ]
@@ -98,12 +109,14 @@ class FakeAWS:
         return {"DimensionValues": [{"Value": v, "Attributes": {}} for v in values], "ReturnSize": 2, "TotalSize": 2}
 
     def _GetCostAndUsage(self, p: dict[str, Any]) -> dict[str, Any]:
+        by_service = p["GroupBy"][0]["Type"] == "DIMENSION"
+        groups = self.service_groups if by_service else self.groups
         page = int(p.get("NextPageToken") or 0)
-        chunk = self.groups[page * self.groups_per_page:(page + 1) * self.groups_per_page]
+        chunk = groups[page * self.groups_per_page:(page + 1) * self.groups_per_page]
         by_day: dict[str, list[dict[str, Any]]] = {}
-        for day, tag, usage_type in chunk:
+        for day, key, usage_type in chunk:
             by_day.setdefault(day, []).append({
-                "Keys": [tag, usage_type],
+                "Keys": [key if by_service else f"{p['GroupBy'][0]['Key']}${key}", usage_type],
                 "Metrics": {"UnblendedCost": {"Amount": "0.0123456789", "Unit": "USD"},
                             "UsageQuantity": {"Amount": "1000", "Unit": "N/A"}},
             })
@@ -112,14 +125,16 @@ class FakeAWS:
                 {"TimePeriod": {"Start": d, "End": d}, "Total": {}, "Groups": g, "Estimated": d == self.days[-1]}
                 for d, g in by_day.items()
             ],
-            "GroupDefinitions": [{"Type": "TAG", "Key": TAG}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
+            "GroupDefinitions": [p["GroupBy"][0], {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
         }
-        if (page + 1) * self.groups_per_page < len(self.groups):
+        if (page + 1) * self.groups_per_page < len(groups):
             body["NextPageToken"] = str(page + 1)
         return body
 
     def _ListMetrics(self, p: dict[str, Any]) -> dict[str, Any]:
-        found = self.series.get(f"{p['Namespace']}/{p['MetricName']}", [])
+        wanted = {d["Name"] for d in p.get("Dimensions") or []}
+        found = [m for m in self.series.get(p["Namespace"], [])
+                 if wanted <= {d["Name"] for d in m["Dimensions"]}]
         start = int(p.get("NextToken") or 0)
         body: dict[str, Any] = {"Metrics": found[start:start + 500]}
         if start + 500 < len(found):
@@ -157,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--models", type=int, default=500)
     parser.add_argument("--groups-per-page", type=int, default=500)
+    parser.add_argument("--tag-keys", type=int, default=1, help="cost allocation tag keys (one query each)")
     args = parser.parse_args(argv)
 
     start = date(2026, 10, 1)
@@ -179,20 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         ledger = seed_ledger(Path(tmp) / "bench.db", workflows, models, window.end - timedelta(days=1))
         from costguard.pricing.catalog import PriceCatalog
 
-        reconciler = Reconciler(ledger, PolicySet.empty(), ce_client=ce, cloudwatch_client=cw,
+        tag_keys = [TAG, *(f"iamPrincipal/key{i}" for i in range(1, args.tag_keys))]
+        reconciler = Reconciler(ledger, PolicySet.empty(), ce_client=ce, cloudwatch_client=cw, tag_key=tag_keys,
                                 clock=lambda: datetime(2026, 11, 1, 6, tzinfo=UTC), catalog=PriceCatalog.shipped())
         t0 = time.perf_counter()
         result = reconciler.run(window)
         elapsed = time.perf_counter() - t0
         ledger.close()
 
-    pages_needed = math.ceil(len(fake.groups) / args.groups_per_page)
+    # one query per model, one per tag key (the bench answers every tag query with the same groups)
+    pages_needed = (math.ceil(len(fake.service_groups) / args.groups_per_page)
+                    + args.tag_keys * math.ceil(len(fake.groups) / args.groups_per_page))
     ce_requests = result.api_calls.get("ce:GetCostAndUsage", 0)
     gmd_requests = result.api_calls.get("cloudwatch:GetMetricData", 0)
     per_500 = gmd_requests / max(1, fake.metric_queries / MAX_QUERIES_PER_REQUEST)
     print(f"window {window.start}..{window.end} ({len(days)} days), {args.workflows} workflows, {args.models} models")
     print(f"frame rows {len(result.frame):,}  models rows {len(result.models):,}  run {elapsed:.2f}s")
-    print(f"Cost Explorer groups {len(fake.groups):,} at {args.groups_per_page}/page (assumed): "
+    print(f"Cost Explorer groups {len(fake.service_groups):,} by service + {args.tag_keys} x {len(fake.groups):,} "
+          f"by tag at {args.groups_per_page}/page (assumed): "
           f"pages needed {pages_needed}, GetCostAndUsage requests {ce_requests} "
           f"({ce_requests / pages_needed:.2f} per page; target <= 2), "
           f"GetDimensionValues {result.api_calls.get('ce:GetDimensionValues', 0)}")

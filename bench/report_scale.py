@@ -1,9 +1,17 @@
-"""How fast are usage reports on a big ledger? pandas (costguard.reports) vs a plain Python loop.
+"""How fast are usage reports on a big ledger? costguard.reports (pandas) vs a plain Python loop.
 
 Builds a ledger with 1,000,000 model_calls rows and 25,000 requests rows (bulk executemany in one
-transaction, not record()), then times each aggregation and reports rows/s and peak memory.
+transaction, not record()). Then, for each grouping, times ``costguard.reports.usage_report`` (the
+code ``costguard report`` runs) against ``loop_report``, a plain-Python reference that produces the
+same Report from the same SQL queries: the rows, the top sessions, the daily series and the cost
+of every request. Both sides get the same warm-up run, whose outputs must be identical (compared
+as the JSON report); then ``--repeat`` timed runs each, alternating which side goes first, best
+run kept. Peak memory is measured on a further run of each under tracemalloc.
 
-    python bench/report_scale.py [--calls 1000000] [--requests 25000] [--db PATH]
+Target: usage_report takes no more than the loop's time (speedup >= 1.0) for every grouping.
+Exits 1 when it is missed or when the two sides disagree, after printing every row.
+
+    python bench/report_scale.py [--calls 1000000] [--requests 25000] [--db PATH] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from costguard.ledger import SQLiteLedger
-from costguard.reports import usage_report
+from costguard.reports import INVOKED_AGENT, Report, usage_report
 from costguard.usage import nanos_to_usd
 
 DAY_MS = 86_400_000
@@ -92,97 +101,138 @@ def build(path: Path, n_calls: int, n_requests: int, seed: int = 7) -> float:
     return time.perf_counter() - t0
 
 
-# -- plain Python baselines ---------------------------------------------------------------------
+# -- the plain-Python reference ------------------------------------------------------------------
+
+# usage_report's queries, so both sides read the same rows from SQLite and differ only in how
+# they aggregate them.
+REQUESTS_SQL = (
+    "SELECT request_id, workflow, session_id, user_id, started_ms, model_calls, tool_calls, "
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM requests"
+)
+VIOLATIONS_SQL = (
+    "SELECT v.workflow AS workflow, v.ts_ms AS ts_ms, v.enforced AS enforced, r.user_id AS user_id "
+    "FROM violations v LEFT JOIN requests r ON r.request_id = v.request_id"
+)
+CALL_PARTIALS_SQL = (
+    "SELECT {col} AS key, request_id, COUNT(*) AS model_calls, SUM(input_tokens) AS input_tokens, "
+    "SUM(output_tokens) AS output_tokens, SUM(cache_read_tokens) AS cache_read_tokens, "
+    "SUM(cache_write_tokens) AS cache_write_tokens, SUM(cost_nanos) AS cost_nanos FROM model_calls "
+    "GROUP BY request_id, key"
+)
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+EPOCH = date(1970, 1, 1)
 
 
-def loop_requests_by(conn: sqlite3.Connection, key: str) -> dict[Any, list[int]]:
-    expr = "started_ms / 86400000" if key == "day" else key
-    out: dict[Any, list[int]] = {}
-    sessions: dict[Any, set[str]] = {}
-    for k, sess, mc, tc, i, o, cr, cw, cost in conn.execute(
-        f"SELECT {expr}, session_id, model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
-        "cache_write_tokens, cost_nanos FROM requests"
-    ):
-        acc = out.get(k)
-        if acc is None:
-            acc = out[k] = [0] * 8
-            sessions[k] = set()
-        sessions[k].add(sess)
-        acc[0] += 1; acc[1] += mc; acc[2] += tc; acc[3] += i; acc[4] += o; acc[5] += cr; acc[6] += cw; acc[7] += cost  # noqa: E702
-    for k, s in sessions.items():
-        out[k].append(len(s))
-    return out
+def day_label(day_number: int) -> str:
+    return (EPOCH + timedelta(days=day_number)).isoformat()
 
 
-def loop_calls_by(conn: sqlite3.Connection, key: str) -> dict[Any, list[int]]:
-    expr = "ts_ms / 86400000" if key == "day" else key
-    out: dict[Any, list[int]] = {}
-    reqs: dict[Any, set[str]] = {}
-    for k, rid, i, o, cr, cw, cost in conn.execute(
-        f"SELECT {expr}, request_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-        "cost_nanos FROM model_calls"
-    ):
-        acc = out.get(k)
-        if acc is None:
-            acc = out[k] = [0] * 6
-            reqs[k] = set()
-        reqs[k].add(rid)
-        acc[0] += 1; acc[1] += i; acc[2] += o; acc[3] += cr; acc[4] += cw; acc[5] += cost  # noqa: E702
-    return {k: [*v, len(reqs[k])] for k, v in out.items()}
+def sort_rows(rows: list[dict[str, Any]], name: str, group_by: str) -> list[dict[str, Any]]:
+    if group_by == "day":
+        rows.sort(key=lambda r: r[name])
+    else:
+        rows.sort(key=lambda r: (-r["_nanos"], "" if r[name] is None else str(r[name])))
+    for row in rows:
+        del row["_nanos"]
+    return rows
 
 
-def pandas_calls_by_day(conn: sqlite3.Connection) -> dict[int, Decimal]:
-    """The model_calls-based day aggregation, done the way costguard.reports does it."""
-    frame = pd.read_sql_query(
-        "SELECT ts_ms, request_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos "
-        "FROM model_calls", conn,
-        dtype={"ts_ms": "int64", "input_tokens": "int64", "output_tokens": "int64", "cache_read_tokens": "int64",
-               "cache_write_tokens": "int64", "cost_nanos": "int64"},
-    )
-    frame["day"] = frame["ts_ms"] // DAY_MS
-    grouped = frame.groupby("day")
-    agg = grouped[["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos"]].sum()
-    agg["requests"] = grouped["request_id"].nunique()
-    return {int(d): nanos_to_usd(int(n)) for d, n in agg["cost_nanos"].items()}
+def loop_report(conn: sqlite3.Connection, group_by: str) -> Report:
+    """The Report usage_report builds for the whole ledger, with dicts and loops instead of pandas."""
+    by_key: dict[Any, list[int]] = {}  # requests, model_calls, tool_calls, 4 token counts, nanos
+    sessions_of: dict[Any, set[str]] = {}
+    per_session: dict[str, list[Any]] = {}  # model_calls, nanos, requests, first workflow
+    per_day_workflow: dict[tuple[int, str], int] = {}
+    cost_per_request: list[Decimal] = []
+    for rid, wf, session, user, started, mc, tc, i, o, cr, cw, nanos in conn.execute(REQUESTS_SQL):
+        day = started // DAY_MS
+        cost_per_request.append(nanos_to_usd(nanos))
+        s = per_session.get(session)
+        if s is None:
+            per_session[session] = [mc, nanos, 1, wf]
+        else:
+            s[0] += mc; s[1] += nanos; s[2] += 1  # noqa: E702
+        per_day_workflow[(day, wf)] = per_day_workflow.get((day, wf), 0) + nanos
+        if group_by in ("workflow", "day", "user"):
+            key = day if group_by == "day" else (wf if group_by == "workflow" else user)
+            acc = by_key.get(key)
+            if acc is None:
+                acc = by_key[key] = [0] * 8
+                sessions_of[key] = set()
+            sessions_of[key].add(session)
+            acc[0] += 1; acc[1] += mc; acc[2] += tc; acc[3] += i; acc[4] += o; acc[5] += cr; acc[6] += cw; acc[7] += nanos  # noqa: E702
 
+    rows: list[dict[str, Any]] = []
+    if group_by in ("workflow", "day", "user"):
+        violations: dict[Any, list[int]] = {}
+        for wf, ts, enforced, user in conn.execute(VIOLATIONS_SQL):
+            key = ts // DAY_MS if group_by == "day" else (wf if group_by == "workflow" else user)
+            counts = violations.setdefault(key, [0, 0])
+            counts[0 if enforced else 1] += 1
+        for key in [*by_key, *(k for k in violations if k not in by_key)]:
+            acc = by_key.get(key, [0] * 8)
+            enforced, shadow = violations.get(key, (0, 0))
+            row: dict[str, Any] = {group_by: day_label(key) if group_by == "day" else key,
+                                   "sessions": len(sessions_of.get(key, ())), "requests": acc[0],
+                                   "model_calls": acc[1], "tool_calls": acc[2]}
+            row.update(zip(TOKENS, acc[3:7], strict=True))
+            row.update(cost_usd=nanos_to_usd(acc[7]), violations=enforced, shadow_violations=shadow, _nanos=acc[7])
+            rows.append(row)
+    else:
+        calls: dict[Any, list[int]] = {}
+        requests_of: dict[Any, set[str]] = {}
+        sql = CALL_PARTIALS_SQL.format(col="base_model_id" if group_by == "model" else "agent")
+        for key, rid, mc, i, o, cr, cw, nanos in conn.execute(sql):
+            if group_by == "agent" and key is None:
+                key = INVOKED_AGENT
+            acc = calls.get(key)
+            if acc is None:
+                acc = calls[key] = [0] * 6
+                requests_of[key] = set()
+            requests_of[key].add(rid)
+            acc[0] += mc; acc[1] += i; acc[2] += o; acc[3] += cr; acc[4] += cw; acc[5] += nanos  # noqa: E702
+        for key, acc in calls.items():
+            row = {group_by: key, "requests": len(requests_of[key]), "model_calls": acc[0]}
+            row.update(zip(TOKENS, acc[1:5], strict=True))
+            row.update(cost_usd=nanos_to_usd(acc[5]), _nanos=acc[5])
+            rows.append(row)
 
-def pandas_calls_by_day_partials(conn: sqlite3.Connection) -> dict[int, Decimal]:
-    """Same, the way reports.py does model/agent: SQLite folds to (day, request) partials, pandas finishes."""
-    frame = pd.read_sql_query(
-        "SELECT ts_ms / 86400000 AS day, request_id, COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, "
-        "SUM(output_tokens) AS output_tokens, SUM(cache_read_tokens) AS cache_read_tokens, "
-        "SUM(cache_write_tokens) AS cache_write_tokens, SUM(cost_nanos) AS cost_nanos "
-        "FROM model_calls GROUP BY request_id, day", conn,
-        dtype={"day": "int64", "calls": "int64", "input_tokens": "int64", "output_tokens": "int64",
-               "cache_read_tokens": "int64", "cache_write_tokens": "int64", "cost_nanos": "int64"},
-    )
-    grouped = frame.groupby("day")
-    agg = grouped[["calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos"]].sum()
-    agg["requests"] = grouped["request_id"].nunique()
-    return {int(d): nanos_to_usd(int(n)) for d, n in agg["cost_nanos"].items()}
+    ranked = sorted(per_session.items(), key=lambda kv: (-kv[1][1], kv[0]))[:10]
+    top_sessions = [{"session_id": sid, "workflow": s[3], "requests": s[2], "model_calls": s[0], "cost_usd": nanos_to_usd(s[1])}
+                    for sid, s in ranked]
+    daily = [{"day": day_label(day), "workflow": wf, "cost_usd": nanos_to_usd(n)} for (day, wf), n in sorted(per_day_workflow.items())]
+    return Report(group_by=group_by, rows=sort_rows(rows, group_by, group_by), top_sessions=top_sessions, daily=daily,
+                  cost_per_request=cost_per_request, since=None, until=None)
 
 
 # -- harness ------------------------------------------------------------------------------------
 
 
-def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(seconds, peak traced MiB, result): timed without tracemalloc, then re-run under it for memory."""
+def seconds(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
-    tracemalloc.start()
     fn()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return seconds, peak, result
+    return time.perf_counter() - t0
+
+
+def peak_mib(fn: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=25_000)
     parser.add_argument("--db", type=Path, default=None, help="reuse/keep this ledger file")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per side (default 3)")
+    parser.add_argument("--quick", action="store_true", help="a small ledger, to check the bench runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.requests, args.repeat = 20_000, 1_000, 2
 
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
     path = args.db or Path(tmp.name) / "ledger.db"  # type: ignore[union-attr]
@@ -194,42 +244,35 @@ def main(argv: list[str] | None = None) -> int:
     n_reqs = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     print(f"ledger {path}: {n_calls:,} model_calls, {n_reqs:,} requests, python {sys.version.split()[0]}, pandas {pd.__version__}")
 
-    cases: list[tuple[str, int, Callable[[], Any], Callable[[], Any]]] = [
-        ("workflow (requests)", n_reqs,
-         lambda: usage_report(conn, since_ms=None, until_ms=None, workflow=None, group_by="workflow"),
-         lambda: loop_requests_by(conn, "workflow")),
-        ("day (requests)", n_reqs,
-         lambda: usage_report(conn, since_ms=None, until_ms=None, workflow=None, group_by="day"),
-         lambda: loop_requests_by(conn, "day")),
-        ("day (model_calls)", n_calls, lambda: pandas_calls_by_day(conn), lambda: loop_calls_by(conn, "day")),
-        ("day (calls, partials)", n_calls, lambda: pandas_calls_by_day_partials(conn), lambda: loop_calls_by(conn, "day")),
-        ("model (model_calls)", n_calls,
-         lambda: usage_report(conn, since_ms=None, until_ms=None, workflow=None, group_by="model"),
-         lambda: loop_calls_by(conn, "base_model_id")),
-        ("agent (model_calls)", n_calls,
-         lambda: usage_report(conn, since_ms=None, until_ms=None, workflow=None, group_by="agent"),
-         lambda: loop_calls_by(conn, "agent")),
-    ]
     print()
-    print(f"{'aggregation':<22}{'rows':>11}  {'pandas s':>9}{'rows/s':>13}{'peak MiB':>9}   {'loop s':>8}{'rows/s':>13}{'peak MiB':>9}  {'speedup':>7}  totals")
-    for name, rows, fast, slow in cases:
-        ft, fm, fres = measure(fast)
-        st, sm, sres = measure(slow)
-        # Cross-check: the grand total cost agrees to the nano between both ways.
-        if isinstance(fres, dict):
-            fast_total = sum(fres.values(), Decimal(0))
-        else:
-            fast_total = sum((r["cost_usd"] for r in fres.rows), Decimal(0))
-        cost_idx = 7 if "(requests)" in name else 5
-        slow_total = nanos_to_usd(sum(v[cost_idx] for v in sres.values()))
-        check = "match" if fast_total == slow_total else f"MISMATCH {fast_total} != {slow_total}"
-        print(f"{name:<22}{rows:>11,}  {ft:>9.3f}{rows / ft:>13,.0f}{fm:>9.1f}   {st:>8.3f}{rows / st:>13,.0f}{sm:>9.1f}  {st / ft:>6.2f}x  {check} (${fast_total:f})")
+    print(f"{'group by':<10}{'rows read':>11}  {'report s':>9}{'peak MiB':>9}   {'loop s':>8}{'peak MiB':>9}  {'speedup':>7}  same output")
+    met = True
+    for group_by in ("workflow", "day", "user", "model", "agent"):
+        rows_read = n_reqs if group_by in ("workflow", "day", "user") else n_calls
+        sides: dict[str, Callable[[], Report]] = {
+            "report": lambda g=group_by: usage_report(conn, since_ms=None, until_ms=None, workflow=None, group_by=g),
+            "loop": lambda g=group_by: loop_report(conn, g),
+        }
+        # The warm-up run of each side is also the check that both did the same work.
+        outputs = {side: fn().to_json_dict() for side, fn in sides.items()}
+        same = outputs["report"] == outputs["loop"]
+        best = {side: float("inf") for side in sides}
+        for run in range(args.repeat):
+            for side in (("report", "loop") if run % 2 == 0 else ("loop", "report")):
+                best[side] = min(best[side], seconds(sides[side]))
+        peaks = {side: peak_mib(fn) for side, fn in sides.items()}
+        speedup = best["loop"] / best["report"]
+        met = met and same and speedup >= 1.0
+        total = outputs["report"]["totals"]["cost_usd"]
+        print(f"{group_by:<10}{rows_read:>11,}  {best['report']:>9.3f}{peaks['report']:>9.1f}   {best['loop']:>8.3f}"
+              f"{peaks['loop']:>9.1f}  {speedup:>6.2f}x  {'yes' if same else 'NO'} (${total})")
     print()
     print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"target (usage_report no slower than the loop, same output, every grouping): {'MET' if met else 'NOT MET'}")
     conn.close()
     if tmp is not None:
         tmp.cleanup()
-    return 0
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Configuration (environment):
 ``COSTGUARD_REPORT_PREFIX``   key prefix for reports (default ``costguard/reports``)
 ``COSTGUARD_DRY_RUN``         ``true`` to compute everything and write/send nothing
 ``COSTGUARD_WINDOW``          ``recent`` (yesterday..today, default) or ``month`` (month to date)
-``COSTGUARD_TAG_KEY``         cost allocation tag naming the workflow (default ``costguard:workflow``)
+``COSTGUARD_TAG_KEY``         cost allocation tag key(s) naming the workflow, comma-separated, tried in
+                              order (default ``costguard:workflow``; see docs/tagging.md)
 ``COSTGUARD_DRIFT_PCT``, ``COSTGUARD_UNMETERED_TOKENS``, ``COSTGUARD_THROTTLES``  alert thresholds
 
 Event (all optional; an EventBridge scheduled event carries none of them): ``since``/``until``
@@ -132,10 +133,10 @@ def _policies_path(configured: str) -> Path:
     return path
 
 
-def _make_reconciler(ledger: Ledger, policies: PolicySet, session: Any, tag_key: str) -> Any:
+def _make_reconciler(ledger: Ledger, policies: PolicySet, session: Any, tag_keys: list[str]) -> Any:
     from costguard.reconcile import Reconciler  # imported here: only a real run needs it
 
-    return Reconciler(ledger, policies, session=session, tag_key=tag_key, region_name=session.region_name)
+    return Reconciler(ledger, policies, session=session, tag_key=tag_keys, region_name=session.region_name)
 
 
 def _build_dependencies() -> Dependencies:
@@ -149,13 +150,15 @@ def _build_dependencies() -> Dependencies:
     policies = load_policies(_policies_path(env.get("COSTGUARD_POLICIES", "policies")))
     ledger = open_ledger(ledger_url)
     session = boto3.session.Session()
-    tag_key = env.get("COSTGUARD_TAG_KEY", "costguard:workflow")
+    # Tag keys cannot contain commas (AWS allows letters, digits, spaces and _.:/=+-@).
+    tag_keys = [k.strip() for k in env.get("COSTGUARD_TAG_KEY", "costguard:workflow").split(",") if k.strip()]
+    tag_keys = tag_keys or ["costguard:workflow"]
     topic_arn = env.get("COSTGUARD_TOPIC_ARN") or None
     bucket = env.get("COSTGUARD_REPORT_BUCKET") or None
     return Dependencies(
         ledger=ledger,
         policies=policies,
-        reconciler=_make_reconciler(ledger, policies, session, tag_key),
+        reconciler=_make_reconciler(ledger, policies, session, tag_keys),
         session=session,
         sns_client=session.client("sns") if topic_arn else None,
         s3_client=session.client("s3") if bucket else None,
@@ -164,7 +167,7 @@ def _build_dependencies() -> Dependencies:
         prefix=env.get("COSTGUARD_REPORT_PREFIX", "costguard/reports"),
         dry_run=_flag(env.get("COSTGUARD_DRY_RUN", "false")),
         window_mode=env.get("COSTGUARD_WINDOW", "recent"),
-        tag_key=tag_key,
+        tag_key=tag_keys[0],
         drift_pct=Decimal(env.get("COSTGUARD_DRIFT_PCT", "10")),
         unmetered_tokens=int(env.get("COSTGUARD_UNMETERED_TOKENS", "1000")),
         throttles=int(env.get("COSTGUARD_THROTTLES", "10")),
@@ -190,7 +193,13 @@ def reset_dependencies() -> None:
 
 
 def _emit_metrics(summary: dict[str, Any], duration_ms: int) -> None:
-    """One EMF line with the run's metrics (CloudWatch Logs turns it into metrics; no API call)."""
+    """One EMF line with the run's metrics (CloudWatch Logs turns it into metrics; no API call).
+
+    ``Succeeded`` is 1 for a run without errors and 0 for a partial one: the template's
+    "no successful run" alarm sums it (a crashed run writes no line at all, which also counts).
+    """
+    from costguard.metrics import EMFMetricsSink
+
     values = {
         "Rows": summary["rows"],
         "AlertsSent": summary["alerts"]["sent"],
@@ -199,26 +208,8 @@ def _emit_metrics(summary: dict[str, Any], duration_ms: int) -> None:
         "Blocks": summary["blocks"],
         "Unblocks": summary["unblocks"],
         "ApiCalls": sum(int(v) for v in summary["api_calls"].values()),
+        "Succeeded": 0 if summary["errors"] else 1,
     }
-    try:
-        from costguard.metrics import EMFMetricsSink
-    except ImportError:  # older costguard without the metrics module: write the line ourselves
-        document: dict[str, Any] = {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["Job"]],
-                    "Metrics": [{"Name": n, "Unit": "Count"} for n in values] + [{"Name": "DurationMs", "Unit": "Milliseconds"}],
-                }],
-            },
-            "Job": "reconcile",
-            **values,
-            "DurationMs": duration_ms,
-        }
-        sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-        return
     sink = EMFMetricsSink(namespace=NAMESPACE)
     for name, value in values.items():
         sink.add(name, value, "Count", dimensions={"Job": "reconcile"})

@@ -29,11 +29,15 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 if TYPE_CHECKING:  # the reconciler is only needed for type checking here
     from costguard.reconcile import ReconcileResult
@@ -56,6 +60,7 @@ AlertKind = Literal[
     "unmetered_usage",
     "throttling",
     "unpriced_model",
+    "attribution_advice",
 ]
 ALERT_KINDS: Final[tuple[str, ...]] = (
     "budget_threshold",
@@ -64,7 +69,10 @@ ALERT_KINDS: Final[tuple[str, ...]] = (
     "unmetered_usage",
     "throttling",
     "unpriced_model",
+    "attribution_advice",
 )
+#: Where the attribution advice points: the repository's page on tagging for cost allocation.
+TAGGING_DOC: Final = "docs/tagging.md"
 #: The "workflow" of an account-level alert: CloudWatch's AWS/Bedrock metrics and Cost
 #: Explorer's untagged spend belong to no workflow.
 ACCOUNT: Final = "(account)"
@@ -76,6 +84,7 @@ MESSAGE_SCHEMA: Final = "costguard.alert/v1"
 _NA: Final[Any] = pd.NA
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _CENT = Decimal("0.01")
+_TOKEN_KINDS: Final = ("input", "output", "cache_read", "cache_write")
 
 
 def _plain(value: Decimal | int | str) -> str:
@@ -239,16 +248,26 @@ def evaluate_alerts(
       days whose Cost Explorer figures are final only. Estimated days are skipped on purpose: CE
       lags by up to a day and revises recent days, so comparing a partial bill with complete
       metering would raise false drift, and claiming the day's key on such a figure would
-      suppress the alert once the real, final figure arrives.
+      suppress the alert once the real, final figure arrives. Only workflows a cost allocation
+      tag names in the bill have a billed figure; ``(untagged)`` and workflows only the meter
+      attributes never raise it. The same rule per model and day (``models`` frame, account
+      level, keyed by model) for models the meter priced. Days in
+      ``result.drift_suppressed_days`` (service discovery failed: the bill is incomplete) raise
+      no drift alert at all.
     * ``unmetered_usage``: tokens CloudWatch saw on a model that costguard did not meter
-      (callers bypassing the wrapper), per model and day, at least ``unmetered_tokens_threshold``.
-      Account level: CloudWatch does not know workflows.
+      (callers bypassing the wrapper), per model and day, input, output, cache-read and
+      cache-write tokens together, at least ``unmetered_tokens_threshold``. Account level:
+      CloudWatch does not know workflows.
     * ``throttling``: at least ``throttle_threshold`` throttles on a day, per workflow (what the
       meter recorded) and per model (what CloudWatch's ``InvocationThrottles`` counted).
     * ``unpriced_model``: a model missing from the price catalog, once per model and month.
+    * ``attribution_advice``: some metered workflow is named by no cost allocation tag in the
+      bill, so it can only be reconciled per model. Sent once ever (its key names no period):
+      it explains why and points at ``docs/tagging.md``.
     """
     alerts: list[Alert] = []
     rows = sorted(_records(result.frame), key=lambda r: (str(r.get("workflow")), str(r.get("day"))))
+    suppressed = set(getattr(result, "drift_suppressed_days", None) or ())
 
     # Latest row per (workflow, month): the month-to-date and forecast figures of that month.
     month_last: dict[tuple[str, str], dict[str, Any]] = {}
@@ -261,7 +280,8 @@ def evaluate_alerts(
         if daily is not None and pcts:
             alerts.extend(_threshold_alert(workflow, f"day:{day}", "daily", daily, spent, pcts))
         month_last[(workflow, day[:7])] = row
-        alerts.extend(_drift_alert(row, workflow, day, drift_pct_threshold, min_drift_usd))
+        if day not in suppressed:
+            alerts.extend(_drift_alert(row, workflow, day, drift_pct_threshold, min_drift_usd))
         throttles = _int(row.get("throttles"))
         if throttle_threshold > 0 and throttles >= throttle_threshold:
             alerts.append(
@@ -300,27 +320,22 @@ def evaluate_alerts(
 
     for row in sorted(_records(result.models), key=lambda r: (str(r.get("day")), str(r.get("model_id")))):
         day, model = str(row["day"]), str(row["model_id"])
-        unmetered_in = _int(row.get("unmetered_input_tokens"))
-        unmetered_out = _int(row.get("unmetered_output_tokens"))
-        unmetered = max(unmetered_in, 0) + max(unmetered_out, 0)
+        by_kind = {kind: max(_int(row.get(f"unmetered_{kind}_tokens")), 0) for kind in _TOKEN_KINDS}
+        unmetered = sum(by_kind.values())
         if unmetered_tokens_threshold > 0 and unmetered >= unmetered_tokens_threshold:
+            detail: dict[str, Any] = {"day": day}
+            for kind in _TOKEN_KINDS:
+                for side in ("unmetered", "bedrock", "metered"):
+                    detail[f"{side}_{kind}_tokens"] = _int(row.get(f"{side}_{kind}_tokens"))
+            detail["hint"] = "calls to this model that did not go through costguard's wrapper"
             alerts.append(
                 _alert(
                     "unmetered_usage", ACCOUNT, f"day:{day}", unmetered_tokens_threshold, unmetered,
-                    f"{unmetered:,} unmetered tokens on {model} on {day}",
-                    {
-                        "day": day,
-                        "unmetered_input_tokens": unmetered_in,
-                        "unmetered_output_tokens": unmetered_out,
-                        "bedrock_input_tokens": _int(row.get("bedrock_input_tokens")),
-                        "bedrock_output_tokens": _int(row.get("bedrock_output_tokens")),
-                        "metered_input_tokens": _int(row.get("metered_input_tokens")),
-                        "metered_output_tokens": _int(row.get("metered_output_tokens")),
-                        "hint": "calls to this model that did not go through costguard's wrapper",
-                    },
-                    model_id=model,
+                    f"{unmetered:,} unmetered tokens on {model} on {day}", detail, model_id=model,
                 )
             )
+        if day not in suppressed and _decimal(row.get("metered_cost_usd")):
+            alerts.extend(_drift_alert(row, ACCOUNT, day, drift_pct_threshold, min_drift_usd, model_id=model))
         throttles = _int(row.get("bedrock_throttles"))
         if throttle_threshold > 0 and throttles >= throttle_threshold:
             alerts.append(
@@ -350,7 +365,33 @@ def evaluate_alerts(
                 model_id=model,
             )
         )
+    alerts.extend(_attribution_advice(result))
     return alerts
+
+
+def _attribution_advice(result: ReconcileResult) -> list[Alert]:
+    unattributed = getattr(result, "unattributed_workflows", None)
+    workflows = unattributed() if callable(unattributed) else []
+    if not workflows:
+        return []
+    tag_keys = list(getattr(result, "tag_keys", None) or [])
+    return [
+        _alert(
+            "attribution_advice", ACCOUNT, "once", "any", len(workflows),
+            f"{len(workflows)} workflow(s) cannot be reconciled per workflow: no cost allocation tag in the bill",
+            {
+                "workflows": workflows,
+                "tag_keys": tag_keys,
+                "reconciled_as": "per model and day (the meter's own attribution per workflow)",
+                "why": "Cost allocation tags reach billing records only through application inference "
+                "profiles or IAM principal/session tags; system-defined inference profiles "
+                "(us., eu., global.) and plain model ids cannot be tagged.",
+                "how": f"see {TAGGING_DOC}: call Bedrock through a tagged application inference profile, "
+                "or tag the calling IAM role, activate the tag key as a cost allocation tag, and pass "
+                "every key with --tag-key.",
+            },
+        )
+    ]
 
 
 def _budget_amount(policy_value: Decimal | None, frame_value: Any) -> Decimal | None:
@@ -388,7 +429,8 @@ def _threshold_alert(
 
 
 def _drift_alert(
-    row: dict[str, Any], workflow: str, day: str, threshold: Decimal, min_usd: Decimal
+    row: dict[str, Any], workflow: str, day: str, threshold: Decimal, min_usd: Decimal,
+    model_id: str | None = None,
 ) -> list[Alert]:
     if _truthy(row.get("estimated")):
         return []
@@ -401,10 +443,11 @@ def _drift_alert(
         return []
     metered = _decimal(row.get("metered_cost_usd")) or Decimal(0)
     direction = "over" if pct > 0 else "under"
+    who = model_id or workflow
     return [
         _alert(
             "drift", workflow, f"day:{day}", threshold, pct,
-            f"{workflow} billed {_usd(billed)} vs metered {_usd(metered)} on {day} ({pct:+.1f}%)",
+            f"{who} billed {_usd(billed)} vs metered {_usd(metered)} on {day} ({pct:+.1f}%)",
             {
                 "day": day,
                 "billed_cost_usd": _plain(billed),
@@ -412,7 +455,9 @@ def _drift_alert(
                 "drift_usd": None if usd is None else _plain(usd),
                 "drift_pct": _plain(pct),
                 "direction": f"billed {direction} metered",
+                "compared": "on-demand token spend",
             },
+            model_id=model_id,
         )
     ]
 

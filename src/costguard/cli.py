@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from costguard.errors import CostguardError, PolicyError
+from costguard.errors import CostguardError, MissingExtraError, PolicyError
 
 app = typer.Typer(
     help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
@@ -523,7 +523,7 @@ def reconcile_command(
     topic_arn: Annotated[str | None, typer.Option("--topic-arn", envvar="COSTGUARD_TOPIC_ARN", help="SNS topic for alerts; none: alerts are printed, not sent.")] = None,
     bucket: Annotated[str | None, typer.Option("--bucket", envvar="COSTGUARD_REPORT_BUCKET", help="S3 bucket for the reports; none: no reports written.")] = None,
     prefix: Annotated[str, typer.Option("--prefix", envvar="COSTGUARD_REPORT_PREFIX", help="S3 key prefix for the reports.")] = "costguard/reports",
-    tag_key: Annotated[str, typer.Option("--tag-key", help="Cost allocation tag that names the workflow.")] = "costguard:workflow",
+    tag_key: Annotated[list[str] | None, typer.Option("--tag-key", help="Cost allocation tag that names the workflow; repeat it to try several in order (an application inference profile tag, then an IAM principal tag such as iamPrincipal/team). See docs/tagging.md.")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="Region of the CloudWatch metrics; default: the session's.")] = None,
 ) -> None:
@@ -539,7 +539,7 @@ def reconcile_command(
 
     from costguard.jobs import parse_window, run_reconciliation
     from costguard.policy import PolicySet
-    from costguard.reconcile import Reconciler
+    from costguard.reconcile import Reconciler, tag_keys_of
 
     _check_format(fmt, ("table", "json", "csv"))
     event: dict[str, Any] = {"window": window}
@@ -551,14 +551,18 @@ def reconcile_command(
         span = parse_window(event, datetime.now(UTC).date())
     except CostguardError as exc:
         raise _fail(str(exc), 2) from exc
+    try:
+        tag_keys = tag_keys_of(tag_key or ["costguard:workflow"])
+    except CostguardError as exc:
+        raise _fail(str(exc), 2) from exc
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
     session = _aws_session(profile)
     led = _open(ledger, ctx)
     try:
-        reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_key, region_name=region)
+        reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_keys, region_name=region)
         with Console(stderr=True).status("reconciling", spinner="dots") if not _state(ctx).quiet else nullcontext():
             summary = run_reconciliation(reconciler, led, policy_set, span, topic_arn=topic_arn, bucket=bucket,
-                                         prefix=prefix, session=session, dry_run=dry_run, tag_key=tag_key)
+                                         prefix=prefix, session=session, dry_run=dry_run, tag_key=tag_keys[0])
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
     except (BotoCoreError, ClientError) as exc:
@@ -579,7 +583,7 @@ def reconcile_command(
         sys.stdout.write(frame.to_csv(index=False))
     else:
         columns = ["workflow", "day", "metered_cost_usd", "billed_cost_usd", "estimated", "drift_usd", "drift_pct",
-                   "throttles", "budget_daily_usd", "month_to_date_usd", "forecast_month_end_usd"]
+                   "attribution", "throttles", "budget_daily_usd", "month_to_date_usd", "forecast_month_end_usd"]
         _print_table(records, [c for c in columns if c in frame.columns],
                      f"Reconciliation {summary.window_start} to {summary.window_end} (end exclusive)")
         verb = "would send" if dry_run or not topic_arn else "sent"
@@ -635,4 +639,8 @@ def ledger_create_table(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtraError as exc:  # e.g. `report` on a core install: what to install, not a traceback
+        typer.echo(f"error: {exc}", err=True)  # plain: rich would read "[reports]" as markup
+        raise SystemExit(1) from exc

@@ -72,8 +72,17 @@ def text_id(value: Any) -> str | None:
     if len(text) > MAX_ID_CHARS:
         text = text[:MAX_ID_CHARS]
     if not text.isascii():
-        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = without_lone_surrogates(text)
     return text
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def utf8_len(text: Any) -> int:
@@ -81,7 +90,7 @@ def utf8_len(text: Any) -> int:
     if isinstance(text, str):
         if text.isascii():
             return len(text)
-        return len(text.encode("utf-8", "replace"))
+        return len(without_lone_surrogates(text).encode("utf-8"))
     if isinstance(text, (bytes, bytearray)):
         return len(text)
     return 0

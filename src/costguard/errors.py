@@ -42,6 +42,14 @@ class PolicyError(CostguardError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
+class MissingExtraError(CostguardError):
+    """An optional dependency is not installed; ``extra`` names what to install (``costguard[extra]``)."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        self.extra = extra
+        super().__init__(message)
+
+
 class LedgerError(CostguardError):
     """The ledger could not be read or written (corrupt file, unreachable table, bad URL)."""
 

@@ -95,6 +95,9 @@ class JobSummary:
     unpriced_models: list[str] = field(default_factory=list)
     estimated_days: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: what the reconciler could not do fully (failed discovery, unclassified usage types)
+    warnings: list[str] = field(default_factory=list)
+    drift_suppressed_days: list[str] = field(default_factory=list)
     # The run's frame and alerts, for callers that print them (the CLI); not part of to_dict().
     result: Any = None
     alerts: list[Any] = field(default_factory=list)
@@ -121,6 +124,8 @@ class JobSummary:
             "api_calls": dict(self.api_calls),
             "unpriced_models": list(self.unpriced_models),
             "estimated_days": list(self.estimated_days),
+            "drift_suppressed_days": list(self.drift_suppressed_days),
+            "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
 
@@ -161,6 +166,8 @@ def run_reconciliation(
     summary.api_calls = dict(result.api_calls)
     summary.unpriced_models = list(result.unpriced_models)
     summary.estimated_days = list(result.estimated_days)
+    summary.warnings = list(getattr(result, "warnings", None) or [])
+    summary.drift_suppressed_days = list(getattr(result, "drift_suppressed_days", None) or [])
 
     try:
         summary.actions = Enforcer(ledger, policies, clock=clock, dry_run=dry_run, actor=actor).apply(result)

@@ -18,11 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.usage import nanos_to_usd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 __all__ = [
     "GROUP_BYS",

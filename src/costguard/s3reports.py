@@ -1,11 +1,14 @@
 """Reconciliation reports in S3: CSV, Parquet, HTML and a FOCUS 1.0 cost export.
 
-Layout: ``s3://BUCKET/PREFIX/date=YYYY-MM-DD/{reconcile.csv, reconcile.parquet, report.html,
-focus.csv}`` where the date is the **last day of the reconciled window** (``window.end - 1 day``),
+Layout: ``s3://BUCKET/PREFIX/date=YYYY-MM-DD/{reconcile.csv, report.html, focus.csv}`` and
+``s3://BUCKET/PREFIX/parquet/date=YYYY-MM-DD/reconcile.parquet`` (alone in its folder, so the Glue
+table over ``PREFIX/parquet/`` reads nothing else), where the date is the **last day of the
+reconciled window** (``window.end - 1 day``),
 not the date of the run. The same window therefore always lands in the same folder, and a
 re-run replaces its objects instead of adding new ones; an hourly run over
 "yesterday..today" keeps refreshing today's folder until the day is over. ``date=`` is a Hive
-partition, so Athena/Glue can partition the Parquet files by it.
+partition: the template's Glue table projects it, so Athena needs no crawler. Every file has the
+same Parquet schema (:data:`PARQUET_TYPES`).
 
 Determinism: the content depends only on the reconciliation result, the policies and (for the
 HTML of a SQLite ledger) the ledger rows of the window. No wall-clock time is written (the HTML
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from costguard._extras import require_reports
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
 
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FOCUS_COLUMNS",
     "FRAME_COLUMNS",
+    "PARQUET_FOLDER",
+    "PARQUET_TYPES",
     "ReportObject",
     "build_reports",
     "report_date",
@@ -61,6 +67,21 @@ FRAME_COLUMNS: Final[tuple[str, ...]] = (
     "metered_cache_write_tokens", "costguard_model_calls", "throttles", "budget_daily_usd",
     "budget_monthly_usd", "month_to_date_usd", "burn_rate_usd_per_day", "forecast_month_end_usd",
 )
+
+#: The Parquet type of each frame column, fixed rather than inferred from the day's values (an empty
+#: day would otherwise write its counts as strings): the Glue table over ``PARQUET_FOLDER`` declares
+#: exactly these, and Athena fails on a file whose column type differs from the table's.
+PARQUET_TYPES: Final[dict[str, str]] = {
+    **{column: "string" for column in FRAME_COLUMNS},
+    "estimated": "bool",
+    **{column: "int64" for column in (
+        "metered_model_calls", "metered_input_tokens", "metered_output_tokens", "metered_cache_read_tokens",
+        "metered_cache_write_tokens", "costguard_model_calls", "throttles")},
+}
+
+#: The Parquet file gets a folder of its own (``PREFIX/parquet/date=YYYY-MM-DD/``): Athena reads every
+#: object under a partition's location, and the CSV and HTML files beside it are not Parquet.
+PARQUET_FOLDER: Final = "parquet"
 
 #: FOCUS 1.0 columns written to focus.csv; custom columns are prefixed ``x_`` as FOCUS requires.
 FOCUS_COLUMNS: Final[tuple[str, ...]] = (
@@ -85,6 +106,8 @@ class ReportObject:
     name: str
     body: bytes
     content_type: str
+    #: Sub-folder of the prefix holding this file's ``date=`` folders ("" = the prefix itself).
+    folder: str = ""
 
     @property
     def sha256(self) -> str:
@@ -105,12 +128,8 @@ def _missing(value: Any) -> bool:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    try:
-        import pandas as pd
-
-        return value is pd.NA or value is pd.NaT
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
+    pd = require_reports("pandas")
+    return value is pd.NA or value is pd.NaT
 
 
 def _text(value: Any) -> str | None:
@@ -171,8 +190,8 @@ def _arrow_type(values: list[Any]) -> str:
 
 def reconcile_parquet(result: ReconcileResult) -> bytes:
     """The frame as Parquet: ints as int64, flags as bool, money and the rest as exact strings."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require_reports("pyarrow")
+    pq = require_reports("pyarrow.parquet")
 
     columns = _columns(result.frame)
     rows = _rows(result.frame)
@@ -180,7 +199,7 @@ def reconcile_parquet(result: ReconcileResult) -> bytes:
     fields: list[Any] = []
     for column in columns:
         values = [r.get(column) for r in rows]
-        kind = _arrow_type(values) if rows else ("bool" if column == "estimated" else "string")
+        kind = PARQUET_TYPES.get(column) or (_arrow_type(values) if rows else "string")
         if kind == "bool":
             arrays.append(pa.array([None if _missing(v) else bool(v) for v in values], pa.bool_()))
             fields.append(pa.field(column, pa.bool_()))
@@ -341,15 +360,15 @@ def build_reports(
     """The four report files of ``result``, in memory (what :func:`write_reports` uploads)."""
     return [
         ReportObject("reconcile.csv", reconcile_csv(result), _CSV_TYPE),
-        ReportObject("reconcile.parquet", reconcile_parquet(result), _PARQUET_TYPE),
+        ReportObject("reconcile.parquet", reconcile_parquet(result), _PARQUET_TYPE, PARQUET_FOLDER),
         ReportObject("report.html", report_html(result, ledger, policies), _HTML_TYPE),
         ReportObject("focus.csv", focus_csv(result, tag_key=tag_key, region=region), _CSV_TYPE),
     ]
 
 
-def _folder(prefix: str, day: date) -> str:
-    prefix = prefix.strip("/")
-    return f"{prefix}/date={day.isoformat()}/" if prefix else f"date={day.isoformat()}/"
+def _folder(prefix: str, day: date, sub_folder: str = "") -> str:
+    base = "/".join(part for part in (prefix.strip("/"), sub_folder) if part)
+    return f"{base}/date={day.isoformat()}/" if base else f"date={day.isoformat()}/"
 
 
 def _unchanged(client: Any, bucket: str, key: str, sha: str) -> bool:
@@ -373,14 +392,14 @@ def write_reports(
     tag_key: str = "costguard:workflow",
     dry_run: bool = False,
 ) -> list[str]:
-    """Write the reports under ``s3://bucket/prefix/date=YYYY-MM-DD/``; returns the object keys.
+    """Write the reports under ``s3://bucket/prefix/[parquet/]date=YYYY-MM-DD/``; returns the object keys.
 
     ``dry_run`` builds everything and returns the keys it would write, writing nothing.
     """
     objects = build_reports(result, ledger, policies, tag_key=tag_key,
                             region=getattr(session, "region_name", None))
-    folder = _folder(prefix, report_date(result))
-    keys = [folder + obj.name for obj in objects]
+    day = report_date(result)
+    keys = [_folder(prefix, day, obj.folder) + obj.name for obj in objects]
     if dry_run:
         return keys
     if s3_client is None:

@@ -190,6 +190,9 @@ class RequestSegment:
     tool_calls: list[ToolCallRecord]
     violations: list[ViolationRecord]
     reservation: Reservation | None = None
+    #: A checkpoint of a request still running: settle what was spent against the reservation and
+    #: keep (and renew) the rest of the hold, instead of releasing it.
+    keep_reservation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +205,35 @@ class PeriodLimit:
 
 @dataclass(slots=True)
 class Reservation:
-    """Money held against a workflow's period counters until the request settles."""
+    """Money held against a workflow's period counters until the request settles.
+
+    A hold with an amount is a lease (``lease_id``): it expires at ``expires_at_ms`` unless
+    renewed, and an expired lease is reclaimed by the next reservation on its workflow (or by the
+    reconcile job's sweep), so a process killed mid-call cannot keep its hold for good.
+    """
 
     workflow: str
     periods: tuple[PeriodLimit, ...]
     amount_nanos: int
+    lease_id: str | None = None
+    owner: str = ""
+    expires_at_ms: int = 0
+    ttl_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A budget hold as the ledger keeps it (``budget status`` lists them, live and expired)."""
+
+    lease_id: str
+    workflow: str
+    periods: tuple[str, ...]
+    amount_nanos: int
+    owner: str
+    expires_at_ms: int
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_at_ms <= now_ms
 
 
 @dataclass(frozen=True, slots=True)

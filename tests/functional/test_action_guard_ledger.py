@@ -15,6 +15,7 @@ import pytest
 
 from costguard.action_guard import action_guard, utf8_len
 from costguard.ledger import SQLiteLedger, open_ledger
+from tests.support.workers import run_threads
 
 POLICY = """
 version: 1
@@ -133,7 +134,10 @@ def test_a_session_of_reads_and_writes_is_shaped_and_recorded(policy_file: Path,
     # AND the documents (non-trimmable 20 x 1200 bytes of CJK) were replaced by a notice with hints
     notice = body(documents)["costguard"]
     assert notice["error"] == "response_too_large" and notice["limit_bytes"] == 2048
-    assert notice["observed_bytes"] > 24000
+    # 20 documents of 400 "页" (3 bytes each in UTF-8) = 24,000 bytes of text; the handler sent
+    # them with 913 bytes of indented JSON around them, compact re-serialisation leaves 385
+    documents_text = 20 * 400 * 3
+    assert notice["observed_bytes"] == documents_text + 385 == 24_385
     # AND the write ran once; the retry got the same answer
     assert len(service.created) == 1 and retried == first
 
@@ -147,7 +151,13 @@ def test_a_session_of_reads_and_writes_is_shaped_and_recorded(policy_file: Path,
             ("claims /claims POST", "replayed"),
         ]
         assert [r.request_id for r in records] == ["req-1", "req-2", "req-3", "req-4"]
-        assert records[0].items_dropped == 260 and records[0].bytes_before > records[0].bytes_after
+        sent = [utf8_len(r["response"]["responseBody"]["application/json"]["body"]) for r in (search, documents)]
+        # The search: 300 items as indented JSON in, 40 items of the 3 kept fields out (2 dropped each)
+        assert [(r.bytes_before, r.bytes_after, r.fields_dropped, r.items_dropped, r.strings_truncated) for r in records[:2]] == [
+            (110_514, sent[0], 40 * 2, 300 - 40, 0),
+            (documents_text + 913, sent[1], 0, 0, 0),
+        ]
+        assert sent[0] <= 4096 and sent[1] < 2048
         (violation,) = ledger.violations(workflow="claims-intake")
         assert violation.rule == "actions.claims GET /claims/{claimId}/documents.max_response_bytes"
         assert violation.enforced and violation.request_id == "req-2"
@@ -190,18 +200,11 @@ def test_concurrent_duplicate_deliveries_run_the_write_once(policy_file: Path, t
         for _ in range(8)
     ]
     create = event("/claims", "POST", body={"amount": "5", "policyId": "P-3"})
-    results: list[dict[str, Any]] = []
-    barrier = threading.Barrier(len(handlers))
 
-    def deliver(h: Any, n: int) -> None:
-        barrier.wait()
-        results.append(h(create, ctx(n)))
+    def deliver(h: Any, n: int) -> dict[str, Any]:
+        return h(create, ctx(n))
 
-    threads = [threading.Thread(target=deliver, args=(h, n)) for n, h in enumerate(handlers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_threads(deliver, [(h, n) for n, h in enumerate(handlers)], start_together=True)
 
     # THEN exactly one ran it; every other answer is valid JSON saying it ran or is running
     assert len(service.created) == 1

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -10,6 +12,38 @@ from costguard.cli import app
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = sorted(str(p) for p in (ROOT / "examples" / "recordings").glob("*.jsonl"))
 runner = CliRunner()
+
+
+# Published on-demand prices per 1M tokens (https://aws.amazon.com/bedrock/pricing/, us-east-1,
+# retrieved 2026-11-01): Claude 3.5 Sonnet $3.00 in / $15.00 out, Claude 3 Opus $15.00 / $75.00.
+PRICES = {
+    "anthropic.claude-3-5-sonnet-20240620-v1:0": (Decimal("3.00"), Decimal("15.00")),
+    "anthropic.claude-3-opus-20240229-v1:0": (Decimal("15.00"), Decimal("75.00")),
+}
+
+
+def recorded_costs(name: str) -> list[Decimal]:
+    """The USD cost of each model call in a recording, from its token counts and PRICES."""
+    costs: list[Decimal] = []
+    model = None
+    for line in (ROOT / "examples" / "recordings" / name).read_text().splitlines():
+        event: dict[str, Any] = json.loads(line)
+        if "schemaType" in event:  # a model invocation log record
+            tokens = (event["input"]["inputTokenCount"], event["output"]["outputTokenCount"])
+            model = event["modelId"]
+        elif "trace" in event:
+            (step,) = [s for s in event["trace"]["trace"].values() if isinstance(s, dict)] or [{}]
+            if "modelInvocationInput" in step:
+                model = step["modelInvocationInput"]["foundationModel"]
+            if "modelInvocationOutput" not in step:
+                continue
+            usage = step["modelInvocationOutput"]["metadata"]["usage"]
+            tokens = (usage["inputTokens"], usage["outputTokens"])
+        else:
+            continue
+        price_in, price_out = PRICES[str(model)]
+        costs.append((tokens[0] * price_in + tokens[1] * price_out) / 10**6)
+    return costs
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -34,7 +68,25 @@ def test_simulate_then_report_json(tmp_path: Path) -> None:
     assert (log["capped_by"], log["capped_at_event"]) == ("models.allow", 20)
     assert (log["model_calls_full"], log["model_calls_kept"]) == (46, 40)
     assert [v["rule"] for v in log["violations"]] == ["models.allow"] + ["per_session.max_model_calls"] * 5
-    assert float(doc["total"]["cost_avoided_usd"]) > 0
+    # The calls each file keeps: the agent loops up to their cap; the log without its 20th call
+    # (index 19, off the allow-list) and its last five (over the session cap)
+    costs = {name: recorded_costs(name) for name in by_file}
+    kept_calls = {
+        "claim-normal.jsonl": costs["claim-normal.jsonl"],
+        "claim-runaway-loop.jsonl": costs["claim-runaway-loop.jsonl"][:12],
+        "claim-verbose-tool.jsonl": costs["claim-verbose-tool.jsonl"][:2],
+        "converse-session-log.jsonl": costs["converse-session-log.jsonl"][:19] + costs["converse-session-log.jsonl"][20:41],
+    }
+    for name, entry in by_file.items():
+        assert (entry["model_calls_full"], entry["model_calls_kept"]) == (len(costs[name]), len(kept_calls[name]))
+        assert Decimal(entry["cost_full_usd"]) == sum(costs[name])
+        assert Decimal(entry["cost_kept_usd"]) == sum(kept_calls[name])
+        assert Decimal(entry["cost_avoided_usd"]) == sum(costs[name]) - sum(kept_calls[name])
+    kept_usd = sum(sum(c) for c in kept_calls.values())
+    avoided_usd = sum(sum(c) for c in costs.values()) - kept_usd
+    assert (kept_usd, avoided_usd) == (Decimal("1.57452"), Decimal("1.708791"))
+    assert Decimal(doc["total"]["cost_avoided_usd"]) == avoided_usd
+    assert Decimal(doc["total"]["cost_full_usd"]) == kept_usd + avoided_usd
     code, out, _ = run("report", "--ledger", ledger, "--format", "json")
     assert code == 0
     rows = json.loads(out)["rows"]
@@ -42,7 +94,8 @@ def test_simulate_then_report_json(tmp_path: Path) -> None:
     # three agent requests plus forty Converse calls; 2 agent violations plus 6 in the log
     assert rows[0]["requests"] == 3 + 40 and rows[0]["violations"] == 2 + 6
     kept = sum(f["model_calls_kept"] for f in doc["files"])
-    assert rows[0]["model_calls"] == kept
+    assert rows[0]["model_calls"] == kept == 6 + 12 + 2 + 40
+    assert Decimal(rows[0]["cost_usd"]) == kept_usd
     for fmt in ("csv", "markdown", "table"):
         code, out, _ = run("report", "--ledger", ledger, "--format", fmt)
         assert code == 0 and "claims-intake" in out
@@ -114,10 +167,10 @@ def test_budget_status_with_policies_and_kill_switch(tmp_path: Path) -> None:
     lines = {(b["workflow"], b["period"]): b for b in json.loads(out)["budgets"]}
     day = lines[("claims-intake", "day")]
     assert day["budget_usd"] == "500" and day["blocked"] is True and day["block_reason"] == "manual stop"
-    from decimal import Decimal
 
     assert Decimal(day["remaining_usd"]) == Decimal("500") - Decimal(day["spent_usd"]) - Decimal(day["reserved_usd"])
-    assert Decimal(day["forecast_usd"]) >= Decimal(day["spent_usd"]) > 0
+    assert Decimal(day["spent_usd"]) == Decimal("0.06816")  # claim-normal: 17,720 in, 1,000 out at $3/$15
+    assert Decimal(day["forecast_usd"]) >= Decimal(day["spent_usd"])
     assert lines[("claims-intake", "month")]["budget_usd"] == "9000"
     code, out, _ = run("budget", "status", "--ledger", ledger, "--policies", str(ROOT / "policies"))
     assert code == 0 and "BLOCKED" in out

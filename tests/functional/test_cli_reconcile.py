@@ -65,12 +65,15 @@ def test_reconcile_prints_frame_and_alerts_and_dry_run_changes_nothing(tmp_path:
     ledger.close()
     policies = tmp_path / "p.yaml"
     policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
-    page = {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
-                               "Groups": [{"Keys": [f"{TAG}$claims", "USE1-Claude3Haiku-input-tokens"],
-                                           "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
-                                                       "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
+    def page(group: str) -> dict[str, Any]:
+        return {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
+                                   "Groups": [{"Keys": [group, "USE1-Claude3Haiku-input-tokens"],
+                                               "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
+                                                           "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
+
+    # the query per model (grouped by SERVICE) comes first, then the one per workflow tag
     assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
-                         json={"results": [page]}, timeout=5).status_code == 201
+                         json={"results": [page("Amazon Bedrock"), page(f"{TAG}$claims")]}, timeout=5).status_code == 201
     # WHEN reconcile runs as a dry run
     result = CliRunner().invoke(app, ["reconcile", "--since", yesterday, "--until", yesterday, "--dry-run",
                                       "--format", "json", "--policies", str(policies), "--ledger", f"sqlite:///{path}"])
@@ -92,6 +95,11 @@ def test_reconcile_bad_dates_are_invalid_input(tmp_path: Path) -> None:
     assert runner.invoke(app, ["reconcile", "--since", "2026-13-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
     assert runner.invoke(app, ["reconcile", "--since", "2026-11-05", "--until", "2026-11-01", "--ledger", f"sqlite:///{tmp_path}/l.db"]).exit_code == 2
     assert runner.invoke(app, ["reconcile", "--format", "xml"]).exit_code == 2
+    bad_key = runner.invoke(app, ["reconcile", "--tag-key", "team$x", "--ledger", f"sqlite:///{tmp_path}/l.db"])
+    assert bad_key.exit_code == 2 and "invalid cost allocation tag key 'team$x'" in bad_key.output
+    assert "Traceback" not in bad_key.output
+    twice = runner.invoke(app, ["reconcile", "--tag-key", "a", "--tag-key", "a", "--ledger", f"sqlite:///{tmp_path}/l.db"])
+    assert twice.exit_code == 2 and "repeat" in twice.output
 
 
 def test_reconcile_table_and_csv(tmp_path: Path, aws: Any) -> None:

@@ -26,6 +26,7 @@ from costguard.errors import LedgerError
 from costguard.ledger.dynamodb import DynamoDBLedger, create_table
 from costguard.usage import PeriodLimit
 from tests.support.ledger_data import DAY_START_MS, moto_dynamodb_like_aws, segment
+from tests.support.workers import run_threads
 
 LIMIT = 120_000
 THREADS = 8
@@ -72,7 +73,6 @@ def test_threads_sharing_one_daily_budget_never_lose_an_increment(endpoint: str)
     recorded: list[int] = []
     refused: list[int] = []
     in_flight_peak: list[int] = []
-    errors: list[BaseException] = []
     guard = threading.Lock()
     in_flight = [0]
 
@@ -105,17 +105,10 @@ def test_threads_sharing_one_daily_budget_never_lose_an_increment(endpoint: str)
                 with guard:
                     in_flight[0] -= estimate
                     recorded.append(cost)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread to fail the test
-            errors.append(exc)
         finally:
             ledger.close()
 
-    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    run_threads(worker, [(seed,) for seed in range(THREADS)], timeout_s=120)
     assert len(recorded) + len(refused) == THREADS * SESSIONS_PER_THREAD
 
     ledger = DynamoDBLedger(table, client=_client(endpoint))

@@ -47,8 +47,8 @@ def test_unpriced_model_alert_prices_at_fallback_and_records(fake: FakeBedrock, 
     guard = costguard.Guard(policy("unpriced: alert"), ledger=f"sqlite:///{tmp_path}/l.db")
     invoke(guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))
     usage = guard.session_usage("s-1")
-    fallback = guard.pricing.fallback
-    assert usage.cost_usd == fallback.cost(1000, 100) > 0
+    # The fallback is the catalog's dearest prices (Claude Opus 4: $15.00 in, $75.00 out per 1M)
+    assert usage.cost_usd == 1000 * Decimal("15.00") / 10**6 + 100 * Decimal("75.00") / 10**6 == Decimal("0.0225")
     assert [(v.rule, v.enforced) for v in usage.violations] == [("unpriced", False)]
 
 
@@ -65,7 +65,8 @@ def test_ledger_down_fails_open_or_closed_per_policy(fake: FakeBedrock, tmp_path
     fake.queue_agent_response(agent_loop(1).events)
     open_guard = costguard.Guard(policy("on_ledger_error: allow"), ledger=ledger)
     assert invoke(open_guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))[-1] == {"chunk": {"bytes": b"done"}}
-    assert open_guard.ledger_gaps >= 2  # the pre-call reads and the final write were gaps
+    # Three gaps: the kill-switch read and the session read before the call, the final write after
+    assert open_guard.ledger_gaps == 3
     closed_guard = costguard.Guard(policy("on_ledger_error: deny"), ledger=ledger)
     with pytest.raises(LedgerError):
         invoke(closed_guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))

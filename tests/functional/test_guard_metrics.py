@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,14 @@ def test_converse_calls_emit_model_metrics_per_workflow_and_base_model(fake: Fak
     nova = series(lines, Workflow="triage", ModelId=NOVA_MICRO)
     assert (nova["ModelCalls"], nova["InputTokens"], nova["OutputTokens"]) == (2, 300, 30)
     assert (nova["CacheReadTokens"], nova["CacheWriteTokens"]) == (50, 7)
-    # AND the cost is what the ledger holds for the session
-    assert nova["CostUSD"] == pytest.approx(float(guard.session_usage("c-1").cost_usd))
+    # AND the cost is Nova Micro's published prices ($0.035 in and cache write, $0.14 out,
+    # $0.00875 cache read per 1M), each call stored in whole nano-dollars (half-even)
+    first = (100 * Decimal("0.035") + 10 * Decimal("0.14") + 50 * Decimal("0.00875")) / 10**6
+    second = (200 * Decimal("0.035") + 20 * Decimal("0.14") + 7 * Decimal("0.035")) / 10**6
+    assert (first, second) == (Decimal("0.0000053375"), Decimal("0.000010045"))
+    expected = first.quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN) + second
+    assert guard.session_usage("c-1").cost_usd == expected == Decimal("0.000015383")
+    assert nova["CostUSD"] == float(expected)
     units = {m["Name"]: m["Unit"] for line in lines for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["CostUSD"] == "None" and units["ModelCalls"] == "Count"
     assert guard.metrics_errors == 0

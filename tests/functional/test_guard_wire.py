@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
 import costguard
+from costguard.metrics import EMFMetricsSink
 from costguard.policy import PolicySet
 from tests.support.traces import SONNET, Loop, agent_loop
 from tests.support.wire import FakeBedrock
@@ -192,8 +195,13 @@ def test_daily_budget_exhausted_by_one_session_blocks_the_next(fake: FakeBedrock
     # WHEN the first session runs, it is stopped when its spend crosses the budget
     with pytest.raises(costguard.BudgetExceeded):
         invoke(agents, session="first")
+    # The 7th model call takes the spend over $0.10: pre-processing (800 in, 40 out), then calls
+    # of 100 out on a context starting at 3,000 input tokens and growing 1,100 a step
+    calls = [(800, 40)] + [(3000 + 1100 * step, 100) for step in range(6)]
+    expected = sum((sonnet_cost(i, o) for i, o in calls), Decimal(0))
+    assert expected == Decimal("0.1155")
     spent = guard.ledger.budget_counters("wf")[0]
-    assert spent.reserved_nanos == 0 and spent.spent_usd == guard.session_usage("first").cost_usd
+    assert (spent.reserved_nanos, spent.spent_usd, guard.session_usage("first").cost_usd) == (0, expected, expected)
     # AND the next session is refused before anything is sent
     with pytest.raises(costguard.BudgetExceeded) as caught:
         invoke(agents, session="second")
@@ -225,14 +233,25 @@ def test_converse_stream_and_invoke_model_are_metered(fake: FakeBedrock, tmp_pat
 
 
 def test_aws_error_before_the_stream_releases_the_reservation(fake: FakeBedrock, tmp_path: Path) -> None:
-    guard = guard_for(tmp_path, "budget: {daily_usd: 5}")
+    # GIVEN a budgeted workflow whose agent is throttled before any event is streamed
+    stream = io.StringIO()
+    guard = costguard.Guard(policies("budget: {daily_usd: 5}"), ledger=f"sqlite:///{tmp_path}/ledger.db",
+                            metrics=EMFMetricsSink(stream=stream))
     agents = guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
     fake.queue_error(429, "ThrottlingException", "slow down", operation="InvokeAgent")
-    with pytest.raises(ClientError) as info:
+    # WHEN the caller invokes the agent (the test client makes one attempt, no retries)
+    with pytest.raises(ClientError) as caught:
         invoke(agents)
-    assert info.value.response["Error"]["Code"] == "ThrottlingException"
-    assert len(fake.requests) == 1
-    assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
+    # THEN it is the throttle that stopped it, on the one attempt the client made
+    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    assert [r["path"] for r in fake.requests] == ["/agents/AGENT1/agentAliases/ALIAS1/sessions/s-1/text"]
+    # AND the meter ended the request as throttled (one Throttles count for the workflow) ...
+    guard.flush_metrics()
+    throttles = [line for line in map(json.loads, stream.getvalue().splitlines()) if "Throttles" in line]
+    assert [(t["Workflow"], t["Throttles"]) for t in throttles] == [("wf", 1)]
+    # ... and released what it held
+    assert [(c.reserved_nanos, c.spent_nanos) for c in guard.ledger.budget_counters("wf")] == [(0, 0), (0, 0)]
 
 
 def test_other_methods_pass_through(fake: FakeBedrock, tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def test_scheduled_run_blocks_alerts_and_reports_once(deployed: dict[str, Any]) 
     # AND the reports exist once, under the window's last day
     stored = objects(deployed)
     assert {key.rsplit("/", 1)[-1] for key in stored} == {"reconcile.csv", "reconcile.parquet", "report.html", "focus.csv"}
-    assert all(key.startswith(f"reports/date={today.isoformat()}/") for key in stored)
+    assert all(key.startswith((f"reports/date={today.isoformat()}/", f"reports/parquet/date={today.isoformat()}/"))
+               for key in stored)
+    assert f"reports/parquet/date={today.isoformat()}/reconcile.parquet" in stored
     assert first["reports"] == second["reports"]
     ledger.close()

@@ -25,7 +25,7 @@ from costguard.ledger import SQLiteLedger
 from costguard.policy import PolicySet
 from costguard.s3reports import FOCUS_COLUMNS, write_reports
 from costguard.usage import PeriodLimit, Reservation
-from tests.unit.test_alerts import POLICIES, make_result, sample_result
+from tests.unit.test_alerts import POLICIES, SAMPLE_ALERT_KEYS, make_result, sample_result
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "reconcile_handler.py"
 BUCKET = "costguard-reports"
@@ -75,11 +75,12 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     with SQLiteLedger(tmp_path / "l.db") as ledger:
         keys = write_reports(result, ledger, POLICIES, BUCKET, "costguard/reports/", session=aws["session"])
     folder = "costguard/reports/date=2026-11-23/"
-    assert keys == [folder + n for n in ("reconcile.csv", "reconcile.parquet", "report.html", "focus.csv")]
+    parquet_key = "costguard/reports/parquet/date=2026-11-23/reconcile.parquet"  # alone: Athena's table reads it
+    assert keys == [folder + "reconcile.csv", parquet_key, folder + "report.html", folder + "focus.csv"]
     stored = objects(aws)
     assert sorted(stored) == sorted(keys)
     assert stored[folder + "reconcile.csv"][1] == "text/csv; charset=utf-8"
-    assert stored[folder + "reconcile.parquet"][1] == "application/vnd.apache.parquet"
+    assert stored[parquet_key][1] == "application/vnd.apache.parquet"
     assert stored[folder + "report.html"][1] == "text/html; charset=utf-8"
 
     # CSV: exact money strings, rows sorted by workflow then day
@@ -89,7 +90,7 @@ def test_reports_land_in_the_window_folder_and_read_back(aws: dict[str, Any], tm
     assert rows[0]["metered_cost_usd"] == "85" and rows[0]["billed_cost_usd"] == "86" and rows[0]["estimated"] == "false"
 
     # Parquet: same rows; money as strings, counts as int64, the flag as bool
-    frame = pd.read_parquet(io.BytesIO(stored[folder + "reconcile.parquet"][0]))
+    frame = pd.read_parquet(io.BytesIO(stored[parquet_key][0]))
     assert list(frame["workflow"]) == [r["workflow"] for r in rows]
     assert frame["metered_cost_usd"].tolist() == [r["metered_cost_usd"] for r in rows]
     assert str(frame["metered_model_calls"].dtype) == "int64" and str(frame["estimated"].dtype) == "bool"
@@ -184,7 +185,7 @@ def test_job_blocks_alerts_and_reports_once(aws: dict[str, Any], tmp_path: Path)
         second = run_reconciliation(reconciler, ledger, POLICIES, make_window(date(2026, 11, 21), date(2026, 11, 24)), **kwargs)
         switch = ledger.kill_switch("claims-intake", int(now.timestamp() * 1000))
     assert first.blocks == 1 and second.blocks == 0 and switch is not None
-    assert len(first.publish.sent) == first.alerts_evaluated > 0 and second.publish.sent == []
+    assert first.publish.sent == SAMPLE_ALERT_KEYS and first.alerts_evaluated == 11 and second.publish.sent == []
     assert len(drain(aws)) == first.alerts_evaluated
     assert first.report_keys == second.report_keys and len(objects(aws)) == 4
     json.dumps(first.to_dict())  # JSON-ready
@@ -279,7 +280,8 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert len(handler_env["built"]) == 1
     assert [(w.start, w.end) for w in handler_env["stub"].windows] == [(date(2026, 11, 21), date(2026, 11, 24))] * 2
     # AND alerts went out once, reports were written once and are identical
-    assert first["status"] == "ok" and first["alerts"]["sent"] > 0 and second["alerts"]["sent"] == 0
+    assert first["status"] == "ok" and first["alerts"]["sent"] == 11 and second["alerts"]["sent"] == 0
+    assert first["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert second["alerts"]["skipped_duplicates"] == first["alerts"]["sent"]
     notes = drain(handler_env)
     assert Counter(json.loads(n["Message"])["key"] for n in notes) == Counter(first["alerts"]["sent_keys"])
@@ -293,6 +295,8 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
     assert {"Rows", "AlertsSent", "AlertsSkipped", "Blocks", "Unblocks", "ApiCalls"} <= metric_names
     assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Costguard"
     assert emf[0]["Rows"] == 4 and emf[0]["AlertsSent"] == first["alerts"]["sent"] and emf[1]["AlertsSent"] == 0
+    # The template's alarms read these: AlertsFailed and Succeeded (dimension Job=reconcile)
+    assert (emf[0]["AlertsFailed"], emf[0]["Succeeded"], emf[0]["Job"]) == (0, 1, "reconcile")
     logs = [line for line in lines if line.get("logger") == "costguard.lambda"]
     assert [line["message"] for line in logs] == ["reconciliation started", "reconciliation finished"] * 2
     assert logs[1]["summary"]["rows"] == 4 and logs[0]["request_id"] == "req-1"
@@ -302,7 +306,7 @@ def test_handler_end_to_end_is_idempotent(handler_env: dict[str, Any], capsys: p
 
 def test_handler_dry_run_from_event_sends_and_writes_nothing(handler_env: dict[str, Any]) -> None:
     summary = handler_env["module"].handler({"dry_run": True}, FakeContext())
-    assert summary["dry_run"] and summary["alerts"]["sent"] > 0
+    assert summary["dry_run"] and summary["alerts"]["sent"] == 11 and summary["alerts"]["sent_keys"] == SAMPLE_ALERT_KEYS
     assert drain(handler_env) == [] and objects(handler_env) == {}
     with SQLiteLedger(handler_env["db"]) as ledger:
         assert ledger.alert_keys() == []
@@ -310,7 +314,7 @@ def test_handler_dry_run_from_event_sends_and_writes_nothing(handler_env: dict[s
 
 def test_handler_near_deadline_defers_alerts(handler_env: dict[str, Any]) -> None:
     summary = handler_env["module"].handler({}, FakeContext(remaining_ms=5_000))
-    assert summary["alerts"]["sent"] == 0 and summary["alerts"]["deferred"] > 0
+    assert summary["alerts"]["sent"] == 0 and summary["alerts"]["deferred"] == 11
     later = handler_env["module"].handler({}, FakeContext())
     assert later["alerts"]["sent"] == summary["alerts"]["deferred"]
 

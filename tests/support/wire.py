@@ -109,6 +109,8 @@ class _Scripted:
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
+    #: Seconds to wait before answering (a client read timeout shorter than this never gets it).
+    delay: float = 0.0
 
     def matches(self, path: str) -> bool:
         return self.path is None or re.fullmatch(self.path, path.split("?", 1)[0]) is not None
@@ -162,8 +164,8 @@ class FakeBedrock:
             wire = wire[:exception_after] + [encode_exception(*exception)]
         self._push(_Scripted("stream", PATHS[operation], events=wire, headers=dict(headers or {})), repeat)
 
-    def queue_json(self, operation: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self._push(_Scripted("json", PATHS[operation], body=body, headers=dict(headers or {})))
+    def queue_json(self, operation: str, body: dict[str, Any], headers: dict[str, str] | None = None, *, delay: float = 0.0) -> None:
+        self._push(_Scripted("json", PATHS[operation], body=body, headers=dict(headers or {}), delay=delay))
 
     def queue_converse(
         self,
@@ -177,6 +179,7 @@ class FakeBedrock:
         usage_extra: dict[str, Any] | None = None,
         content: list[dict[str, Any]] | None = None,
         stop_reason: str = "end_turn",
+        delay: float = 0.0,
     ) -> None:
         body = {
             "output": {"message": {"role": "assistant", "content": content if content is not None else [{"text": text}]}},
@@ -188,7 +191,7 @@ class FakeBedrock:
             "metrics": {"latencyMs": 250},
             **(extra or {}),
         }
-        self.queue_json("Converse", body)
+        self.queue_json("Converse", body, delay=delay)
 
     def queue_converse_stream(self, input_tokens: int, output_tokens: int, *, metadata_extra: dict[str, Any] | None = None) -> None:
         events = [
@@ -244,7 +247,7 @@ class FakeBedrock:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, attempts: int = 1, read_timeout: float = 10) -> Any:
         return boto3.client(
             service,
             endpoint_url=self.url,
@@ -252,7 +255,7 @@ class FakeBedrock:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             # One attempt, no retries: every request the endpoint sees is one the test scripted.
-            config=Config(retries={"total_max_attempts": 1}, read_timeout=10, connect_timeout=5),
+            config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, read_timeout=read_timeout, connect_timeout=5),
         )
 
     def __enter__(self) -> FakeBedrock:
@@ -286,6 +289,8 @@ class FakeBedrock:
                     else:
                         fake.unscripted.append(request)
                         scripted = None
+                if scripted is not None and scripted.delay:
+                    time.sleep(scripted.delay)
                 if scripted is None:
                     self._json(400, {"message": "FakeBedrock: nothing scripted for " + self.path}, {"x-amzn-errortype": "ValidationException"})
                 elif scripted.kind == "stream":

@@ -327,7 +327,10 @@ def test_openapi_still_oversize_is_replaced_by_a_valid_json_notice_with_hints(le
     # THEN the agent gets a small, valid JSON notice telling it how to ask for less
     notice = json.loads(body_of(response))["costguard"]
     assert notice["error"] == "response_too_large"
-    assert notice["limit_bytes"] == 2048 and notice["observed_bytes"] > 2048
+    # observed: the payload without "meta", re-serialised compactly (UTF-8 bytes)
+    trimmed = {k: v for k, v in claims_payload(100).items() if k != "meta"}
+    observed = utf8_len(json.dumps(trimmed, separators=(",", ":"), ensure_ascii=False))
+    assert notice["limit_bytes"] == 2048 and notice["observed_bytes"] == observed == 91_693
     assert notice["action"] == "claims /claims GET"
     assert "limit=500" in notice["hint"] and "page=1" in notice["hint"] and "claimant" not in notice["hint"]
     assert utf8_len(body_of(response)) < 2048
@@ -337,7 +340,7 @@ def test_openapi_still_oversize_is_replaced_by_a_valid_json_notice_with_hints(le
     (violation,) = ledger.violations()
     assert violation.kind == "ResponseTooLarge" and violation.enforced
     assert violation.rule == "actions.claims GET /claims.max_response_bytes"
-    assert violation.limit == "2048" and int(violation.observed) > 2048
+    assert violation.limit == "2048" and violation.observed == str(observed)
     assert violation.session_id == "sess-1" and violation.request_id == "req-1"
     assert "Smith" not in json.dumps(violation.detail)  # parameter values are not stored
     (record,) = ledger.actions()

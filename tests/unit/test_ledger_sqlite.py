@@ -5,8 +5,6 @@ What every backend must do is in tests/functional/test_ledger_contract.py.
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
 import uuid
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from costguard.ledger import SQLiteLedger, open_ledger
 from costguard.ledger.sqlite import SCHEMA_VERSION
 from costguard.usage import PeriodLimit
 from tests.support.ledger_data import segment
+from tests.support.workers import run_processes, run_threads
 
 
 def test_corrupt_file_is_a_ledger_error_naming_the_file(tmp_path: Path) -> None:
@@ -63,40 +62,33 @@ def _spend(path: str, workflow: str, rounds: int, amount: int) -> None:
     led.close()
 
 
-def _check_budget_invariants(path: Path, workflow: str, limit: int) -> None:
+def _check_budget_invariants(path: Path, workflow: str, *, calls: int, amount: int) -> None:
     led = SQLiteLedger(path)
     conn = led.connection()
     spent, reserved = conn.execute(
         "SELECT spent_nanos, reserved_nanos FROM budget_counters WHERE workflow = ? AND period = 'day:2026-11-22'",
         (workflow,),
     ).fetchone()
-    rows = conn.execute("SELECT SUM(cost_nanos) FROM model_calls WHERE workflow = ?", (workflow,)).fetchone()[0]
+    rows, recorded = conn.execute("SELECT COUNT(*), SUM(cost_nanos) FROM model_calls WHERE workflow = ?", (workflow,)).fetchone()
     led.close()
-    # THEN no increment was lost, nothing is left reserved, and the budget was never overspent
-    assert spent == rows
-    assert reserved == 0
-    assert spent <= limit
+    # THEN the budget filled to the last whole call that fits, no increment was lost and nothing
+    # is left reserved
+    assert (rows, spent, recorded, reserved) == (calls, calls * amount, calls * amount, 0)
 
 
 def test_threads_sharing_one_budget_never_lose_an_increment(tmp_path: Path) -> None:
+    # GIVEN 8 threads asking 40 times each for 700 nano-dollars of a 50,000 budget (224,000 asked)
     path = tmp_path / "shared.db"
     SQLiteLedger(path).close()
-    threads = [threading.Thread(target=_spend, args=(str(path), "wf", 40, 700)) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    _check_budget_invariants(path, "wf", 50_000)
+    # WHEN they all run at once, every one of them to the end
+    run_threads(_spend, [(str(path), "wf", 40, 700)] * 8, start_together=True)
+    # THEN exactly 71 calls were granted: 71 * 700 = 49,700 <= 50,000 < 72 * 700
+    _check_budget_invariants(path, "wf", calls=71, amount=700)
 
 
 def test_processes_sharing_one_budget_never_lose_an_increment(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     SQLiteLedger(path).close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_spend, args=(str(path), "wf", 30, 900)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    _check_budget_invariants(path, "wf", 50_000)
+    run_processes(_spend, [(str(path), "wf", 30, 900)] * 4, timeout_s=60)
+    # 55 * 900 = 49,500 <= 50,000 < 56 * 900
+    _check_budget_invariants(path, "wf", calls=55, amount=900)

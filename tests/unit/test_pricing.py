@@ -8,6 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+import costguard.pricing
 from costguard.errors import CostguardError, PricingError
 from costguard.paths import user_data_dir
 from costguard.pricing import (
@@ -76,7 +77,8 @@ def test_design_prices_are_shipped_exactly(
 
 
 def test_every_shipped_model_has_a_sane_price(shipped: PriceCatalog) -> None:
-    assert len(shipped.models) >= 40
+    data = Path(costguard.pricing.__file__).parent / "data" / "bedrock_prices.json"
+    assert set(shipped.models) == set(json.loads(data.read_text())["models"])  # every model, none lost
     assert shipped.region == "us-east-1" and shipped.retrieved == "2026-11-01"
     assert "aws.amazon.com/bedrock/pricing" in shipped.source
     for model_id, price in shipped.models.items():
@@ -195,7 +197,9 @@ def test_unknown_model_is_priced_at_the_conservative_fallback(shipped: PriceCata
     assert shipped.fallback.input == max(p.input for p in shipped.models.values())
     assert shipped.fallback.output == max(p.output for p in shipped.models.values())
     cost, _ = shipped.cost("acme.brand-new-model-v1:0", 1_000, 1_000, 1_000, 1_000)
-    assert cost > 0
+    # Claude Opus 4's $15.00 in (also for cache reads: no discount is assumed), $75.00 out and
+    # $18.75 cache write per 1M: the catalog's highest prices
+    assert cost == 1_000 * (Decimal("15.00") + Decimal("75.00") + Decimal("15.00") + Decimal("18.75")) / 10**6
     assert cost >= max(p.cost(1_000, 1_000, 1_000, 1_000) for p in shipped.models.values())
 
 

@@ -14,10 +14,15 @@ from costguard.reconcile import (
     FRAME_COLUMNS,
     MODEL_COLUMNS,
     UNTAGGED,
+    Billed,
     BilledCosts,
+    billed_by_workflow,
+    billed_summary_frame,
+    billed_usage_frame,
     MetricSeries,
     MetricTotals,
     ReconcileError,
+    ReconcileResult,
     Window,
     build_frame,
     build_models,
@@ -123,10 +128,12 @@ def test_pages_add_up_across_pages_parse_tags_and_mark_estimated_days() -> None:
     assert billed.costs[("triage", "2026-11-22")] == Decimal("1")
     assert billed.days == {"2026-11-21", "2026-11-22"}
     assert billed.estimated == {"2026-11-22"}
-    detail = billed.billed_usage_frame()
-    assert list(detail.columns) == ["workflow", "day", "usage_type", "cost_usd", "usage_quantity"]
+    detail = billed_usage_frame([(TAG, billed)])
+    assert list(detail.columns)[:5] == ["workflow", "tag_key", "day", "usage_type", "cost_usd"]
     assert len(detail) == 4
     assert all(isinstance(v, Decimal) for v in detail["cost_usd"])
+    # every line is classified in place
+    assert detail.set_index("usage_type").loc["USE1-NovaLite-input-tokens", "category"] == "token"
 
 
 @pytest.mark.parametrize(
@@ -201,8 +208,10 @@ def test_metric_query_ids_are_validated() -> None:
 # -- the frame --------------------------------------------------------------------------------------------
 
 
-def _billed(costs: dict[tuple[str, str], str], days: set[str], estimated: set[str] = frozenset()) -> BilledCosts:  # type: ignore[assignment]
-    return BilledCosts(costs={k: Decimal(v) for k, v in costs.items()}, days=set(days), estimated=set(estimated))
+def _billed(costs: dict[tuple[str, str], str], days: set[str], estimated: set[str] = frozenset()) -> Billed:  # type: ignore[assignment]
+    """Input-token spend per (workflow, day), as the workflow tag query would return it."""
+    usage = {(w, d, "USE1-Claude3Haiku-input-tokens"): (Decimal(v), Decimal(0)) for (w, d), v in costs.items()}
+    return billed_by_workflow([(TAG, BilledCosts(usage=usage, days=set(days), estimated=set(estimated)))])
 
 
 def test_frame_drift_untagged_estimated_and_missing_billing() -> None:
@@ -238,14 +247,18 @@ def test_frame_drift_untagged_estimated_and_missing_billing() -> None:
     assert bool(r["estimated"]) is True
     assert (r["costguard_model_calls"], r["throttles"]) == (2, 4)
 
+    assert r["attribution"] == f"tag:{TAG}"
+
+    # untagged spend is reported, never compared: nothing metered can match it
     u = rec[(UNTAGGED, "2026-11-21")]
     assert u["billed_cost_usd"] == Decimal("0.25") and u["metered_cost_usd"] == Decimal(0)
-    assert u["drift_usd"] == Decimal("0.25") and u["drift_pct"] == Decimal("100.00")
+    assert u["drift_usd"] is None and u["drift_pct"] is None and u["attribution"] == "untagged"
     assert u["budget_daily_usd"] is None and u["budget_monthly_usd"] is None
 
-    # a policy workflow with no spend anywhere: billed 0 on a CE day, drift_pct undefined
+    # a policy workflow no tag names: the meter's attribution, billed unknown (not $0), no drift
     i = rec[("idle", "2026-11-21")]
-    assert i["billed_cost_usd"] == Decimal(0) and i["drift_usd"] == Decimal(0) and i["drift_pct"] is None
+    assert i["attribution"] == "meter"
+    assert i["billed_cost_usd"] is None and i["drift_usd"] is None and i["drift_pct"] is None
     assert i["budget_monthly_usd"] == Decimal("50") and i["budget_daily_usd"] is None
 
 
@@ -262,7 +275,7 @@ def test_month_to_date_burn_and_forecast_are_exact_decimals() -> None:
         usage("2026-11-10", "w", HAIKU, 2_000_000_000),
         usage("2026-11-21", "w", HAIKU, 333_333_333),
     ]
-    frame = build_frame(WINDOW, rows, BilledCosts(), MetricTotals(), PolicySet.empty(),
+    frame = build_frame(WINDOW, rows, Billed(), MetricTotals(), PolicySet.empty(),
                         now=datetime(2026, 12, 1, tzinfo=UTC))
     rec = {r["day"]: r for r in frame.to_dict("records")}
     # the 21st: mtd 3.333333333 over 21 days
@@ -285,7 +298,7 @@ def test_month_to_date_prefers_budget_counters_and_resets_at_month_start() -> No
         BudgetCounter("w", "day:2026-11-30", 1_000_000_000, 0),
         BudgetCounter("w", "month:2026-11", 6_000_000_000, 0),  # more than the day counters: authority
     ]
-    frame = build_frame(window, rows, BilledCosts(), MetricTotals(), PolicySet.empty(), counters,
+    frame = build_frame(window, rows, Billed(), MetricTotals(), PolicySet.empty(), counters,
                         now=datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
     rec = {r["day"]: r for r in frame.to_dict("records")}
     assert rec["2026-11-30"]["month_to_date_usd"] == Decimal("6")
@@ -299,7 +312,7 @@ def test_month_to_date_prefers_budget_counters_and_resets_at_month_start() -> No
 
 
 def test_empty_inputs_give_empty_frames_with_the_columns() -> None:
-    frame = build_frame(WINDOW, [], BilledCosts(), MetricTotals(), PolicySet.empty())
+    frame = build_frame(WINDOW, [], Billed(), MetricTotals(), PolicySet.empty())
     assert len(frame) == 0 and tuple(frame.columns) == FRAME_COLUMNS
     models = build_models(WINDOW, [], MetricTotals())
     assert len(models) == 0 and tuple(models.columns) == MODEL_COLUMNS
@@ -333,3 +346,16 @@ def test_models_join_bedrock_and_ledger_and_flag_unmetered_tokens() -> None:
     assert lite["unmetered_input_tokens"] == 10 and lite["metered_input_tokens"] == 0
     micro = rec[("2026-11-22", "amazon.nova-micro-v1:0")]
     assert micro["bedrock_input_tokens"] == 0 and micro["unmetered_input_tokens"] == 0
+
+
+def test_unattributed_workflows_count_only_days_the_bill_covers() -> None:
+    rows = [usage("2026-11-21", "plain", HAIKU, 1_000), usage("2026-11-22", "new", HAIKU, 1_000)]
+    billed = _billed({("claims-intake", "2026-11-21"): "1.00"}, days={"2026-11-21"})
+    frame = build_frame(WINDOW, rows, billed, MetricTotals(), POLICIES, now=datetime(2026, 11, 25, tzinfo=UTC))
+    summary = billed_summary_frame(WINDOW, billed)
+    result = ReconcileResult(WINDOW, frame, build_models(WINDOW, rows, MetricTotals()), [], {}, [],
+                             billed_summary=summary)
+    # "new" only spent on the 22nd, which Cost Explorer has no figure for yet: no advice about it
+    assert result.unattributed_workflows() == ["plain"]
+    assert {r["workflow"]: r["attribution"] for r in frame.to_dict("records")} == {
+        "claims-intake": f"tag:{TAG}", "idle": "meter", "new": "meter", "plain": "meter"}

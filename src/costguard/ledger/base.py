@@ -9,6 +9,8 @@ equals the sum of the usage rows behind it.
 
 from __future__ import annotations
 
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
@@ -21,6 +23,7 @@ from costguard.usage import (
     DailyUsage,
     IdempotencyRecord,
     KillSwitch,
+    Lease,
     PeriodLimit,
     RequestSegment,
     Reservation,
@@ -29,6 +32,19 @@ from costguard.usage import (
     Totals,
     ViolationRecord,
 )
+
+#: How long a budget hold lives unless its request renews it: longer than any single model call
+#: (so a slow call is not reclaimed under it), short enough that a crashed process's hold is back
+#: well within the day. ``Guard(lease_ttl_s=...)`` changes it.
+DEFAULT_LEASE_TTL_MS = 900_000
+
+
+def new_lease_id() -> str:
+    return secrets.token_hex(12)
+
+
+def now_or(now_ms: int | None) -> int:
+    return now_ms if now_ms is not None else int(time.time() * 1000)
 
 
 class Ledger(ABC):
@@ -47,15 +63,40 @@ class Ledger(ABC):
         """The session's counters so far (zeros for a new session)."""
 
     @abstractmethod
-    def reserve(self, workflow: str, periods: Sequence[PeriodLimit], amount_nanos: int) -> ReserveResult:
+    def reserve(
+        self,
+        workflow: str,
+        periods: Sequence[PeriodLimit],
+        amount_nanos: int,
+        *,
+        owner: str = "",
+        ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        now_ms: int | None = None,
+    ) -> ReserveResult:
         """Atomically hold ``amount_nanos`` against every period, or nothing if one has no room.
 
         A period has room when ``spent + reserved + amount <= limit``; unlimited periods always do.
+        The hold is a lease owned by ``owner`` that expires ``ttl_ms`` after ``now_ms`` unless
+        renewed; leases of ``workflow`` that have expired are reclaimed first, atomically.
         """
 
     @abstractmethod
-    def extend_reservation(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
-        """Grow an existing reservation by ``amount_nanos`` under the same rule as ``reserve``."""
+    def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
+        """Grow an existing reservation by ``amount_nanos`` under the same rule as ``reserve``
+        (renewing its lease)."""
+
+    @abstractmethod
+    def renew_lease(self, reservation: Reservation, now_ms: int) -> bool:
+        """Push the lease's expiry ``ttl_ms`` past ``now_ms``; False when it was already
+        reclaimed (the reservation is then empty and the request holds nothing)."""
+
+    @abstractmethod
+    def reclaim_expired_leases(self, now_ms: int, workflow: str | None = None) -> int:
+        """Give back the holds of every expired lease (of ``workflow``, or all); their count."""
+
+    @abstractmethod
+    def leases(self, workflow: str | None = None) -> list[Lease]:
+        """The leases held now, live and expired-but-not-yet-reclaimed."""
 
     @abstractmethod
     def release(self, reservation: Reservation) -> None:

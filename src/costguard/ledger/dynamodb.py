@@ -29,6 +29,7 @@ request totals          ``R#{request}``              ``#R``                     
 model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
 daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
 budget counter          ``B#{wf}``                   ``{period}``                     ``BUDGETS`` / wf#period yes
+budget lease            ``B#{wf}``                   ``L#{lease id}``                 -                      no (reclaimed, never expired by DynamoDB)
 kill switch             ``KILL``                     workflow                         -                      no
 kill switch log         ``KLOG#{wf}``                ``{ts}#{uniq}``                  -                      no
 alert key               ``ALERT``                    key                              -                      no
@@ -92,6 +93,7 @@ latest one; GSI reads named above may lag writes by a moment.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import secrets
 import threading
@@ -107,7 +109,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import Ledger
+from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, Ledger, new_lease_id, now_or
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -115,6 +117,7 @@ from costguard.usage import (
     DailyUsage,
     IdempotencyRecord,
     KillSwitch,
+    Lease,
     PeriodLimit,
     RequestSegment,
     Reservation,
@@ -127,6 +130,8 @@ from costguard.usage import (
 )
 
 __all__ = ["DynamoDBLedger", "create_table"]
+
+logger = logging.getLogger(__name__)
 
 GSI_NAME = "gsi1"
 TTL_ATTRIBUTE = "expires_at"
@@ -507,11 +512,21 @@ class DynamoDBLedger(Ledger):
                 totals.max_tool_response_bytes = max(totals.max_tool_response_bytes, _int(item, "max_tool_response_bytes"))
         return totals
 
-    def reserve(self, workflow: str, periods: Sequence[PeriodLimit], amount_nanos: int) -> ReserveResult:
-        return self._hold(Reservation(workflow, tuple(periods), 0), amount_nanos)
+    def reserve(
+        self,
+        workflow: str,
+        periods: Sequence[PeriodLimit],
+        amount_nanos: int,
+        *,
+        owner: str = "",
+        ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        now_ms: int | None = None,
+    ) -> ReserveResult:
+        reservation = Reservation(workflow, tuple(periods), 0, None, owner, 0, ttl_ms)
+        return self._hold(reservation, amount_nanos, now_or(now_ms))
 
-    def extend_reservation(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
-        return self._hold(reservation, amount_nanos)
+    def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
+        return self._hold(reservation, amount_nanos, now_or(now_ms))
 
     def _budget_key(self, workflow: str, period: str) -> Item:
         return {"pk": _s(f"B#{_q(workflow)}"), "sk": _s(period)}
@@ -526,7 +541,31 @@ class DynamoDBLedger(Ledger):
         item = self._get("reading a budget counter", f"B#{_q(workflow)}", period)
         return _int(item, "committed") if item else 0
 
-    def _hold(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+    def _lease_key(self, workflow: str, lease_id: str) -> Item:
+        return {"pk": _s(f"B#{_q(workflow)}"), "sk": _s(f"L#{lease_id}")}
+
+    def _lease_hold_item(self, reservation: Reservation, lease_id: str, amount_nanos: int, expires: int) -> dict[str, Any]:
+        """The lease's side of a hold: created with a new lease, grown and renewed with an old one."""
+        if reservation.lease_id is None:
+            item: Item = {
+                **self._lease_key(reservation.workflow, lease_id),
+                "lease_id": _s(lease_id),
+                "workflow": _s(reservation.workflow),
+                "periods": _s(" ".join(p.period for p in reservation.periods)),
+                "amount": _n(amount_nanos),
+                "owner": _s(reservation.owner or "-"),
+                "expires_at_ms": _n(expires),
+            }
+            # No TTL attribute: DynamoDB deleting a lease by itself would leak what it holds.
+            put = self._put(item, ttl=False)
+            put["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
+            return put
+        update = _Update(self.table_name, self._lease_key(reservation.workflow, lease_id))
+        update.add("amount", amount_nanos).set("expires_at_ms", _n(expires))
+        update.condition = f"attribute_exists({update.name('pk')})"
+        return {"Update": update.params()}
+
+    def _hold(self, reservation: Reservation, amount_nanos: int, now_ms: int, *, reclaimed: bool = False) -> ReserveResult:
         items: list[dict[str, Any]] = []
         limited: list[PeriodLimit | None] = []
         for period in reservation.periods:
@@ -547,45 +586,152 @@ class DynamoDBLedger(Ledger):
             else:
                 items.append({"Update": update.params()})
                 limited.append(None)
-        if items:
-            cancelled = self._transact("reserving budget", items)
-            if cancelled is not None:
-                reasons = cancelled.response.get("CancellationReasons", [])
-                for index, reason in enumerate(reasons):
-                    period_limit = limited[index] if index < len(limited) else None
-                    if reason.get("Code") == "ConditionalCheckFailed" and period_limit is not None:
-                        old = reason.get("Item")
-                        committed = (
-                            _int(old, "committed")
-                            if old
-                            else self._committed(reservation.workflow, period_limit.period)
-                        )
-                        return ReserveResult(
-                            False, None, period_limit.period, period_limit.limit_nanos, committed
-                        )
-                raise _ledger_error(self.table_name, "reserving budget", "TransactWriteItems", cancelled)
+        if not items:
+            reservation.amount_nanos += amount_nanos
+            return ReserveResult(True, reservation)
+        lease_id = reservation.lease_id or new_lease_id()
+        expires = now_ms + reservation.ttl_ms
+        items.append(self._lease_hold_item(reservation, lease_id, amount_nanos, expires))
+        cancelled = self._transact("reserving budget", items)
+        if cancelled is not None:
+            reasons = cancelled.response.get("CancellationReasons", [])
+            lease_reason = reasons[len(limited)] if len(reasons) > len(limited) else {}
+            if lease_reason.get("Code") == "ConditionalCheckFailed" and reservation.lease_id is not None:
+                # The lease expired and was reclaimed: what it held is back in the budget.
+                reservation.amount_nanos = 0
+                reservation.lease_id = None
+                return self._hold(reservation, amount_nanos, now_ms, reclaimed=reclaimed)
+            for index, reason in enumerate(reasons):
+                period_limit = limited[index] if index < len(limited) else None
+                if reason.get("Code") == "ConditionalCheckFailed" and period_limit is not None:
+                    if not reclaimed and self.reclaim_expired_leases(now_ms, reservation.workflow):
+                        return self._hold(reservation, amount_nanos, now_ms, reclaimed=True)
+                    old = reason.get("Item")
+                    committed = (
+                        _int(old, "committed")
+                        if old
+                        else self._committed(reservation.workflow, period_limit.period)
+                    )
+                    return ReserveResult(
+                        False, None, period_limit.period, period_limit.limit_nanos, committed
+                    )
+            raise _ledger_error(self.table_name, "reserving budget", "TransactWriteItems", cancelled)
+        reservation.lease_id = lease_id
         reservation.amount_nanos += amount_nanos
+        reservation.expires_at_ms = expires
         return ReserveResult(True, reservation)
 
-    def _settle_items(self, reservation: Reservation, spent_nanos: int) -> list[dict[str, Any]]:
+    def renew_lease(self, reservation: Reservation, now_ms: int) -> bool:
+        if reservation.lease_id is None:
+            return False
+        expires = now_ms + reservation.ttl_ms
+        update = _Update(self.table_name, self._lease_key(reservation.workflow, reservation.lease_id))
+        update.set("expires_at_ms", _n(expires))
+        update.condition = f"attribute_exists({update.name('pk')})"
+        result = self._call("renewing a budget lease", "update_item", tolerate=("ConditionalCheckFailedException",), **update.params())
+        if isinstance(result, ClientError):
+            reservation.amount_nanos = 0
+            reservation.lease_id = None
+            return False
+        reservation.expires_at_ms = expires
+        return True
+
+    def leases(self, workflow: str | None = None) -> list[Lease]:
+        workflows = [workflow] if workflow is not None else sorted({c.workflow for c in self.budget_counters()})
+        found: list[Lease] = []
+        for name in workflows:
+            for item in self._query(
+                "reading budget leases",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :l)",
+                ExpressionAttributeValues={":pk": _s(f"B#{_q(name)}"), ":l": _s("L#")},
+                ConsistentRead=True,
+            ):
+                found.append(
+                    Lease(
+                        _str(item, "lease_id") or "",
+                        _str(item, "workflow") or name,
+                        tuple((_str(item, "periods") or "").split()),
+                        _int(item, "amount"),
+                        _str(item, "owner") or "",
+                        _int(item, "expires_at_ms"),
+                    )
+                )
+        return sorted(found, key=lambda lease: lease.expires_at_ms)
+
+    def reclaim_expired_leases(self, now_ms: int, workflow: str | None = None) -> int:
+        reclaimed = 0
+        for lease in self.leases(workflow):
+            if not lease.expired(now_ms):
+                continue
+            delete: dict[str, Any] = {
+                "Delete": {
+                    "TableName": self.table_name,
+                    "Key": self._lease_key(lease.workflow, lease.lease_id),
+                    # Only the lease as read: a renewal or a settlement since then wins.
+                    "ConditionExpression": "expires_at_ms <= :now AND amount = :amount",
+                    "ExpressionAttributeValues": {":now": _n(now_ms), ":amount": _n(lease.amount_nanos)},
+                }
+            }
+            items = [delete]
+            for period in lease.periods:
+                update = self._budget_update(lease.workflow, period)
+                update.add("reserved", -lease.amount_nanos).add("committed", -lease.amount_nanos)
+                items.append({"Update": update.params()})
+            if self._transact("reclaiming an expired lease", items) is None:
+                reclaimed += 1
+        if reclaimed:
+            logger.warning("reclaimed %d expired budget lease(s) (a process died or hung mid-call)", reclaimed)
+        return reclaimed
+
+    def _settle_items(self, reservation: Reservation, spent_nanos: int, *, keep: bool = False, now_ms: int = 0, lease_gone: bool = False) -> list[dict[str, Any]]:
+        """Counter updates (and the lease's delete or shrink) that settle ``spent_nanos``.
+
+        ``lease_gone``: the lease was reclaimed, so its hold is already back in the budget and
+        only the spend is counted.
+        """
+        held = 0 if lease_gone else reservation.amount_nanos
+        released = min(held, spent_nanos) if keep else held
         items = []
         for period in reservation.periods:
             update = self._budget_update(reservation.workflow, period.period)
             update.add("spent", spent_nanos)
-            update.add("reserved", -reservation.amount_nanos)
-            update.add("committed", spent_nanos - reservation.amount_nanos)
+            update.add("reserved", -released)
+            update.add("committed", spent_nanos - released)
             items.append({"Update": update.params()})
+        if reservation.lease_id is not None and not lease_gone:
+            key = self._lease_key(reservation.workflow, reservation.lease_id)
+            if keep and held - released > 0:
+                update = _Update(self.table_name, key)
+                update.add("amount", -released).set("expires_at_ms", _n(now_ms + reservation.ttl_ms))
+                update.condition = f"attribute_exists({update.name('pk')})"
+                items.append({"Update": update.params()})
+            else:
+                items.append({"Delete": {"TableName": self.table_name, "Key": key, "ConditionExpression": "attribute_exists(pk)"}})
         return items
 
+    @staticmethod
+    def _after_settle(reservation: Reservation, spent_nanos: int, *, keep: bool, now_ms: int, lease_gone: bool) -> None:
+        held = 0 if lease_gone else reservation.amount_nanos
+        released = min(held, spent_nanos) if keep else held
+        remaining = held - released
+        if keep and remaining > 0:
+            reservation.amount_nanos = remaining
+            reservation.expires_at_ms = now_ms + reservation.ttl_ms
+        else:
+            reservation.amount_nanos = 0
+            reservation.lease_id = None
+
     def release(self, reservation: Reservation) -> None:
-        if not reservation.amount_nanos:
+        if not reservation.amount_nanos and reservation.lease_id is None:
             return
-        items = self._settle_items(reservation, 0)
-        if items:
-            cancelled = self._transact("releasing a reservation", items)
-            if cancelled is not None:
+        for lease_gone in (False, True):
+            cancelled = self._transact("releasing a reservation", self._settle_items(reservation, 0, lease_gone=lease_gone))
+            if cancelled is None:
+                break
+            if lease_gone:
                 raise _ledger_error(self.table_name, "releasing a reservation", "TransactWriteItems", cancelled)
         reservation.amount_nanos = 0
+        reservation.lease_id = None
 
     # -- record ---------------------------------------------------------------------------------
 
@@ -757,8 +903,10 @@ class DynamoDBLedger(Ledger):
         session_max = self._session_max_update(segment)
         if session_max is not None:
             counters.append(session_max)
+        settle_at = len(counters)
         if segment.reservation is not None:
-            counters.extend(self._settle_items(segment.reservation, d.cost_nanos))
+            counters.extend(self._settle_items(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms))
+        settle_end = len(counters)
         counters.extend(self._daily_items(segment))
         rows = self._chunk_items(segment) + self._violation_items(segment.violations)
         fixed = len(counters) + 2  # + request and session updates
@@ -785,7 +933,8 @@ class DynamoDBLedger(Ledger):
             if failed is not None:
                 raise _ledger_error(self.table_name, "recording call rows", "TransactWriteItems", failed)
         new = t == d  # a first segment's running totals are its delta
-        for _ in range(2):
+        lease_gone = False
+        for _ in range(3):
             items = [
                 {"Update": self._request_update(segment, new).params()},
                 {"Update": self._session_update(segment, new).params()},
@@ -796,6 +945,14 @@ class DynamoDBLedger(Ledger):
             if cancelled is None:
                 break
             codes = _cancel_codes(cancelled)
+            failed = [i for i, code in enumerate(codes) if code == "ConditionalCheckFailed"]
+            if failed and failed[0] >= 2 and segment.reservation is not None and not lease_gone:
+                # The lease expired and was reclaimed: its hold is already back, count the spend only.
+                lease_gone = True
+                counters[settle_at:settle_end] = self._settle_items(
+                    segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms, lease_gone=True
+                )
+                continue
             if not codes or codes[0] != "ConditionalCheckFailed":
                 raise _ledger_error(self.table_name, "recording usage", "TransactWriteItems", cancelled)
             new = not new  # the guess about the request item was wrong; nothing was written
@@ -805,7 +962,7 @@ class DynamoDBLedger(Ledger):
                 "kept conflicting with a concurrent writer of the same request"
             )
         if segment.reservation is not None:
-            segment.reservation.amount_nanos = 0
+            self._after_settle(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms, lease_gone=lease_gone)
 
     def record_violation(self, violation: ViolationRecord) -> None:
         cancelled = self._transact("recording a violation", self._violation_items([violation]))
@@ -997,6 +1154,7 @@ class DynamoDBLedger(Ledger):
         counters = [
             BudgetCounter(_str(i, "workflow") or "", _str(i, "period") or "", _int(i, "spent"), _int(i, "reserved"))
             for i in items
+            if not (_str(i, "sk") or "").startswith("L#")  # the leases share the counters' partition
         ]
         return sorted(counters, key=lambda c: (c.workflow, c.period))
 

@@ -8,6 +8,7 @@ cannot both see room in a budget and both take it. Money is stored as integer na
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import LedgerError
-from costguard.ledger.base import Ledger
+from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, Ledger, new_lease_id
+from costguard.ledger.base import now_or as _now
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -26,6 +28,7 @@ from costguard.usage import (
     DailyUsage,
     IdempotencyRecord,
     KillSwitch,
+    Lease,
     PeriodLimit,
     RequestSegment,
     Reservation,
@@ -35,6 +38,8 @@ from costguard.usage import (
     ViolationRecord,
     nanos_to_usd,
 )
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -159,6 +164,15 @@ CREATE TABLE IF NOT EXISTS budget_counters (
     reserved_nanos INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (workflow, period)
 );
+CREATE TABLE IF NOT EXISTS budget_leases (
+    lease_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    periods TEXT NOT NULL,
+    amount_nanos INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_leases_by_expiry ON budget_leases (workflow, expires_at_ms);
 CREATE TABLE IF NOT EXISTS kill_switches (
     workflow TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -360,15 +374,29 @@ class SQLiteLedger(Ledger):
             ).fetchone()
         return Totals(*row) if row else Totals()
 
-    def reserve(self, workflow: str, periods: Sequence[PeriodLimit], amount_nanos: int) -> ReserveResult:
-        reservation = Reservation(workflow, tuple(periods), 0)
-        return self._hold(reservation, amount_nanos)
+    def reserve(
+        self,
+        workflow: str,
+        periods: Sequence[PeriodLimit],
+        amount_nanos: int,
+        *,
+        owner: str = "",
+        ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        now_ms: int | None = None,
+    ) -> ReserveResult:
+        reservation = Reservation(workflow, tuple(periods), 0, None, owner, 0, ttl_ms)
+        return self._hold(reservation, amount_nanos, _now(now_ms))
 
-    def extend_reservation(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
-        return self._hold(reservation, amount_nanos)
+    def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
+        return self._hold(reservation, amount_nanos, _now(now_ms))
 
-    def _hold(self, reservation: Reservation, amount_nanos: int) -> ReserveResult:
+    def _hold(self, reservation: Reservation, amount_nanos: int, now_ms: int) -> ReserveResult:
         with self._errors("reserving budget"), self._write() as conn:
+            self._reclaim(conn, now_ms, reservation.workflow)
+            if reservation.lease_id is not None and not self._lease_amount(conn, reservation.lease_id):
+                # Reclaimed under us (expired): what it held is already back in the budget.
+                reservation.amount_nanos = 0
+                reservation.lease_id = None
             for period in reservation.periods:
                 if period.limit_nanos is None:
                     continue
@@ -388,27 +416,127 @@ class SQLiteLedger(Ledger):
                     for p in reservation.periods
                 ],
             )
+            expires = now_ms + reservation.ttl_ms
+            if reservation.lease_id is None:
+                reservation.lease_id = new_lease_id()
+                conn.execute(
+                    "INSERT INTO budget_leases (lease_id, workflow, periods, amount_nanos, owner, expires_at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        reservation.lease_id,
+                        reservation.workflow,
+                        " ".join(p.period for p in reservation.periods),
+                        amount_nanos,
+                        reservation.owner,
+                        expires,
+                    ),
+                )
+            else:
+                conn.execute(
+                    "UPDATE budget_leases SET amount_nanos = amount_nanos + ?, expires_at_ms = ? WHERE lease_id = ?",
+                    (amount_nanos, expires, reservation.lease_id),
+                )
         reservation.amount_nanos += amount_nanos
+        reservation.expires_at_ms = expires
         return ReserveResult(True, reservation)
 
-    def release(self, reservation: Reservation) -> None:
-        if not reservation.amount_nanos:
-            return
-        with self._errors("releasing a reservation"), self._write() as conn:
-            self._settle(conn, reservation, 0)
-        reservation.amount_nanos = 0
+    def renew_lease(self, reservation: Reservation, now_ms: int) -> bool:
+        if reservation.lease_id is None:
+            return False
+        expires = now_ms + reservation.ttl_ms
+        with self._errors("renewing a budget lease"), self._write() as conn:
+            renewed = conn.execute(
+                "UPDATE budget_leases SET expires_at_ms = ? WHERE lease_id = ?", (expires, reservation.lease_id)
+            ).rowcount
+        if not renewed:
+            reservation.amount_nanos = 0
+            reservation.lease_id = None
+            return False
+        reservation.expires_at_ms = expires
+        return True
+
+    def reclaim_expired_leases(self, now_ms: int, workflow: str | None = None) -> int:
+        with self._errors("reclaiming expired leases"), self._write() as conn:
+            return self._reclaim(conn, now_ms, workflow)
+
+    def leases(self, workflow: str | None = None) -> list[Lease]:
+        query = "SELECT lease_id, workflow, periods, amount_nanos, owner, expires_at_ms FROM budget_leases"
+        params: tuple[Any, ...] = ()
+        if workflow is not None:
+            query += " WHERE workflow = ?"
+            params = (workflow,)
+        with self._errors("reading budget leases"):
+            rows = self._conn().execute(query + " ORDER BY expires_at_ms", params).fetchall()
+        return [Lease(r[0], r[1], tuple(r[2].split()), r[3], r[4], r[5]) for r in rows]
 
     @staticmethod
-    def _settle(conn: sqlite3.Connection, reservation: Reservation, spent_nanos: int) -> None:
+    def _reclaim(conn: sqlite3.Connection, now_ms: int, workflow: str | None) -> int:
+        if workflow is None:
+            expired = conn.execute(
+                "SELECT lease_id, workflow, periods, amount_nanos FROM budget_leases WHERE expires_at_ms <= ?",
+                (now_ms,),
+            ).fetchall()
+        else:
+            expired = conn.execute(
+                "SELECT lease_id, workflow, periods, amount_nanos FROM budget_leases "
+                "WHERE workflow = ? AND expires_at_ms <= ?",
+                (workflow, now_ms),
+            ).fetchall()
+        for lease_id, lease_workflow, periods, amount in expired:
+            conn.executemany(
+                "UPDATE budget_counters SET reserved_nanos = MAX(0, reserved_nanos - ?) WHERE workflow = ? AND period = ?",
+                [(amount, lease_workflow, period) for period in periods.split()],
+            )
+            conn.execute("DELETE FROM budget_leases WHERE lease_id = ?", (lease_id,))
+        if expired:
+            logger.warning("reclaimed %d expired budget lease(s) (a process died or hung mid-call)", len(expired))
+        return len(expired)
+
+    @staticmethod
+    def _lease_amount(conn: sqlite3.Connection, lease_id: str) -> int | None:
+        row = conn.execute("SELECT amount_nanos FROM budget_leases WHERE lease_id = ?", (lease_id,)).fetchone()
+        return row[0] if row else None
+
+    def release(self, reservation: Reservation) -> None:
+        if not reservation.amount_nanos and reservation.lease_id is None:
+            return
+        with self._errors("releasing a reservation"), self._write() as conn:
+            self._settle(conn, reservation, 0, keep=False, now_ms=_now(None))
+        reservation.amount_nanos = 0
+        reservation.lease_id = None
+
+    @classmethod
+    def _settle(cls, conn: sqlite3.Connection, reservation: Reservation, spent_nanos: int, *, keep: bool = False, now_ms: int = 0) -> None:
+        """Count ``spent_nanos`` and give back the lease's hold (all of it, or with ``keep`` only
+        what was spent, renewing the rest). A lease already reclaimed holds nothing to give back."""
+        held = 0
+        if reservation.lease_id is not None:
+            held = cls._lease_amount(conn, reservation.lease_id) or 0
+        elif reservation.amount_nanos:
+            held = reservation.amount_nanos  # a hold from before leases existed
+        released = min(held, spent_nanos) if keep else held
         conn.executemany(
             "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) "
             "VALUES (?, ?, ?, 0) ON CONFLICT (workflow, period) DO UPDATE SET "
             "spent_nanos = spent_nanos + ?, reserved_nanos = MAX(0, reserved_nanos - ?)",
             [
-                (reservation.workflow, p.period, spent_nanos, spent_nanos, reservation.amount_nanos)
+                (reservation.workflow, p.period, spent_nanos, spent_nanos, released)
                 for p in reservation.periods
             ],
         )
+        if reservation.lease_id is not None:
+            if keep and held:
+                conn.execute(
+                    "UPDATE budget_leases SET amount_nanos = ?, expires_at_ms = ? WHERE lease_id = ?",
+                    (held - released, now_ms + reservation.ttl_ms, reservation.lease_id),
+                )
+            else:
+                conn.execute("DELETE FROM budget_leases WHERE lease_id = ?", (reservation.lease_id,))
+        reservation.amount_nanos = held - released if keep else 0
+        if not keep or not held:
+            reservation.lease_id = None
+        else:
+            reservation.expires_at_ms = now_ms + reservation.ttl_ms
 
     def record(self, segment: RequestSegment) -> None:
         t, d = segment.totals, segment.delta
@@ -554,9 +682,7 @@ class SQLiteLedger(Ledger):
             )
             self._insert_violations(conn, segment.violations)
             if segment.reservation is not None:
-                self._settle(conn, segment.reservation, d.cost_nanos)
-        if segment.reservation is not None:
-            segment.reservation.amount_nanos = 0
+                self._settle(conn, segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms)
 
     @staticmethod
     def _insert_violations(conn: sqlite3.Connection, violations: Sequence[ViolationRecord]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from costguard.errors import UnmeteredCallBlocked
+from costguard.meter import attempts
 from costguard.meter.operations import operations_for, unmetered_for
 from costguard.meter.request import Binding, RequestMeter
 from costguard.metrics import record_unmetered
@@ -30,6 +31,7 @@ class GuardedClient:
         self._operations = operations_for(service)
         self._unmetered = unmetered_for(service)
         self._bound: dict[str, Callable[..., Any]] = {}
+        attempts.install(client)
 
     @property
     def unwrapped(self) -> Any:

@@ -7,9 +7,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from costguard.coerce import text_id
+from costguard.coerce import text_id, token_count
 from costguard.errors import LedgerError, PolicyViolation
+from costguard.meter import attempts
+from costguard.meter.request import UNKNOWN_MODEL
 from costguard.meter.streams import EventConsumer, MeteredStream, call_error_status
+from costguard.trace import ModelCall
+
+_UNANSWERED = frozenset({"usage_unknown", "estimated"})
 
 if TYPE_CHECKING:
     from costguard.meter.client import GuardedClient
@@ -39,12 +44,18 @@ class Operation(ABC):
             # the call goes out unmetered, and the gap is counted and logged.
             guard.contain(f"{self.api_name} pre-call", exc)
             return getattr(proxy.unwrapped, self.method)(**kwargs)
+        with attempts.tracking() as tried:
+            try:
+                response = getattr(proxy.unwrapped, self.method)(**send_kwargs)
+            except BaseException as exc:
+                if tried.unanswered:
+                    self._settle_unanswered(meter, send_kwargs, tried.unanswered, final=True)
+                else:
+                    meter.finish(call_error_status(exc), write_usage=False)
+                raise
         try:
-            response = getattr(proxy.unwrapped, self.method)(**send_kwargs)
-        except BaseException as exc:
-            meter.finish(call_error_status(exc), write_usage=False)
-            raise
-        try:
+            if tried.unanswered:
+                self._settle_unanswered(meter, send_kwargs, tried.unanswered, final=False)
             return self.meter_response(meter, send_kwargs, state, response)
         except (PolicyViolation, LedgerError):
             raise
@@ -53,6 +64,29 @@ class Operation(ABC):
             if not meter.finished:
                 meter.finish("ok")
             return response
+
+    def unanswered_attempt(self, meter: RequestMeter, kwargs: dict[str, Any]) -> ModelCall:
+        """What an attempt that was sent but never answered is settled at: the request's size
+        as input tokens and its ``maxTokens`` (when it says) as output, flagged ``usage_unknown``."""
+        config = kwargs.get("inferenceConfig")
+        max_tokens = config.get("maxTokens") if isinstance(config, dict) else None
+        output, _ = token_count(max_tokens)
+        model = meter.requested_model or meter.policy.default_model or UNKNOWN_MODEL
+        return ModelCall(model, "UNANSWERED", estimate_tokens(kwargs), output, usage_missing=True, flags=_UNANSWERED)
+
+    def _settle_unanswered(self, meter: RequestMeter, kwargs: dict[str, Any], count: int, *, final: bool) -> None:
+        steps = [self.unanswered_attempt(meter, kwargs) for _ in range(count)]
+        if final:
+            # Nothing else will come: the request ends here, with what the lost attempts cost.
+            try:
+                for step in steps:
+                    meter.on_step(step)
+            except PolicyViolation:
+                pass  # recorded with the segment; the caller gets the AWS error it is owed
+            meter.finish("error:unanswered")
+        else:
+            for step in steps:
+                meter.on_step(step)
 
     @abstractmethod
     def prepare(self, proxy: GuardedClient, kwargs: dict[str, Any]) -> tuple[RequestMeter, dict[str, Any], Any]:

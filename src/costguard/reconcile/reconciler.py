@@ -1,15 +1,27 @@
 """Reconciliation: what AWS billed (Cost Explorer), what Bedrock saw (CloudWatch) and what
 costguard metered (the ledger), joined per (workflow, UTC day) and per (day, model).
 
+The bill supports two levels, and the reconciler uses both (see :mod:`.billing`):
+
+* **per model and day, always**: usage types name the model (Marketplace editions through
+  their service name) and the meter knows the model, so token spend is compared kind by kind
+  (input, output, cache read, cache write) whether or not anything is tagged;
+* **per workflow and day, where tags exist**: cost allocation tags reach the bill only through
+  application inference profiles or IAM principal (and session) tags. A workflow none of the
+  tag keys names is shown with the meter's own attribution (``attribution = "meter"``), its
+  billed figure unknown rather than $0; ``(untagged)`` spend is reported, never compared.
+
 The :class:`Reconciler` only reads. One run costs:
 
 * Cost Explorer: one ``GetDimensionValues`` request (which Bedrock services exist: Marketplace
   editions such as ``Claude 3 Haiku (Amazon Bedrock Edition)`` are billed under their own
-  service name) plus one ``GetCostAndUsage`` request per result page. Every CE request is billed
-  ($0.01), so nothing is asked twice in a run and the page loop follows ``NextPageToken`` only.
-* CloudWatch: ``ListMetrics`` per metric name (to find every series, including models called by
-  code that bypasses costguard) and ``GetMetricData`` with up to 500 queries per request (the
-  API limit), following ``NextToken``.
+  service name), then ``GetCostAndUsage`` pages: one query grouped by SERVICE and USAGE_TYPE,
+  plus one per tag key grouped by that TAG and USAGE_TYPE (``GroupBy`` takes two keys at most).
+  Every CE request is billed ($0.01), so nothing is asked twice in a run and each page loop
+  follows ``NextPageToken`` only.
+* CloudWatch: one ``ListMetrics`` listing per namespace, filtered on the dimension every useful
+  series has (``ModelId``, ``AgentAliasArn``, ``Workflow``), and ``GetMetricData`` with up to
+  500 queries per request (the API limit), following ``NextToken``.
 * The ledger: ``daily_usage`` (from the first day of the window's first month, for
   month-to-date) and ``budget_counters``.
 
@@ -18,11 +30,12 @@ strings, ledger amounts come as integer nano-dollars. Only CloudWatch counts (to
 throttles) arrive as floats and are rounded to ints.
 
 Why ``GetDimensionValues`` first: the Cost Explorer ``Filter`` on ``SERVICE`` only matches exact
-values in ``GetCostAndUsage`` (``MatchOptions`` such as CONTAINS apply to cost categories and
-anomaly subscriptions only), and the list of Marketplace Bedrock editions grows with every new
-model. Asking CE for the service names that actually carry charges in the window is one cheap
-request and never goes stale. If the discovery call fails (no permission, an emulator without
-it), the run goes on with ``Amazon Bedrock`` alone and says so in :attr:`ReconcileResult.warnings`.
+values in ``GetCostAndUsage``, and the list of Marketplace Bedrock editions grows with every new
+model. Asking CE for the service names that carry charges in the window is one cheap request and
+never goes stale. If the discovery call fails (no permission, an emulator without it), the run
+goes on with ``Amazon Bedrock`` alone, which misses every Marketplace edition: the billed side
+of every day is then incomplete, so :attr:`ReconcileResult.drift_suppressed_days` lists the
+window's days (no drift alert for them) and :attr:`ReconcileResult.warnings` says so.
 """
 
 from __future__ import annotations
@@ -35,47 +48,68 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-import pandas as pd
-
+from costguard._extras import require_reports
 from costguard.errors import CostguardError
 from costguard.ledger.base import Ledger
 from costguard.policy import PolicySet
+from costguard.reconcile.base import UNTAGGED, ReconcileError, Window
+from costguard.reconcile.billing import (
+    BILLED_SUMMARY_COLUMNS,
+    BILLED_USAGE_COLUMNS,
+    COMPARED_KINDS,
+    Billed,
+    BilledCosts,
+    page_error,
+    billed_by_model,
+    billed_by_workflow,
+    billed_summary_frame,
+    billed_usage_frame,
+    parse_cost_pages,
+)
+from costguard.reconcile.model_names import ModelNames
 from costguard.usage import BudgetCounter, DailyUsage, nanos_to_usd
 
 if TYPE_CHECKING:
-    from costguard.pricing.catalog import InferenceProfileResolver, PriceCatalog
+    import pandas as pd
+
+    from costguard.pricing.catalog import InferenceProfileResolver, ModelPrice, PriceCatalog
+else:  # the report and reconcile paths need the reports extra
+    pd = require_reports("pandas")
 
 __all__ = [
+    "AGENT_COLUMNS",
     "BEDROCK_SERVICE",
+    "DEFAULT_TAG_KEY",
     "FRAME_COLUMNS",
+    "KIND_COLUMNS",
     "MAX_QUERIES_PER_REQUEST",
+    "METER_ATTRIBUTION",
     "MODEL_COLUMNS",
-    "UNTAGGED",
-    "BilledCosts",
     "MetricSeries",
     "MetricTotals",
-    "ReconcileError",
-    "parse_day",
     "ReconcileResult",
     "Reconciler",
-    "Window",
+    "build_agents",
     "build_frame",
+    "build_kinds",
     "build_models",
     "collect_metric_results",
-    "parse_cost_pages",
+    "tag_keys_of",
 ]
 
 logger = logging.getLogger("costguard.reconcile")
 
-UNTAGGED: Final = "(untagged)"
 BEDROCK_SERVICE: Final = "Amazon Bedrock"
 #: GetMetricData accepts at most 500 MetricDataQueries per request.
 MAX_QUERIES_PER_REQUEST: Final = 500
 DAY_SECONDS: Final = 86_400
 COSTGUARD_NAMESPACE: Final = "Costguard"
+DEFAULT_TAG_KEY: Final = "costguard:workflow"
+#: ``attribution`` of a workflow no tag key names: its figures are the meter's alone.
+METER_ATTRIBUTION: Final = "meter"
 
 FRAME_COLUMNS: Final[tuple[str, ...]] = (
     "workflow",
@@ -85,6 +119,11 @@ FRAME_COLUMNS: Final[tuple[str, ...]] = (
     "estimated",
     "drift_usd",
     "drift_pct",
+    "attribution",
+    "billed_non_token_usd",
+    "billed_agentcore_usd",
+    "billed_unclassified_usd",
+    "billed_total_usd",
     "metered_model_calls",
     "metered_input_tokens",
     "metered_output_tokens",
@@ -104,17 +143,38 @@ MODEL_COLUMNS: Final[tuple[str, ...]] = (
     "bedrock_invocations",
     "bedrock_input_tokens",
     "bedrock_output_tokens",
+    "bedrock_cache_read_tokens",
+    "bedrock_cache_write_tokens",
     "bedrock_throttles",
     "metered_input_tokens",
     "metered_output_tokens",
+    "metered_cache_read_tokens",
+    "metered_cache_write_tokens",
     "unmetered_input_tokens",
     "unmetered_output_tokens",
+    "unmetered_cache_read_tokens",
+    "unmetered_cache_write_tokens",
+    "billed_input_tokens",
+    "billed_output_tokens",
+    "billed_cache_read_tokens",
+    "billed_cache_write_tokens",
+    "metered_cost_usd",
+    "billed_cost_usd",
+    "estimated",
+    "drift_usd",
+    "drift_pct",
 )
-BILLED_USAGE_COLUMNS: Final[tuple[str, ...]] = ("workflow", "day", "usage_type", "cost_usd", "usage_quantity")
+#: Token spend kind by kind: ``level`` is "workflow" or "model", ``key`` the workflow or model id.
+#: ``metered_usd`` prices the metered tokens of a kind at the catalog's rate for that kind (the
+#: ledger keeps one cost per call, not one per kind), so it is an estimate of the split.
+KIND_COLUMNS: Final[tuple[str, ...]] = (
+    "level", "key", "day", "kind", "billed_usd", "metered_usd", "drift_usd", "billed_tokens", "metered_tokens",
+)
 AGENT_COLUMNS: Final[tuple[str, ...]] = ("day", "agent_alias_arn", "input_tokens", "output_tokens", "throttles")
 
 _NANO: Final = Decimal("0.000000001")
 _PCT: Final = Decimal("0.01")
+_PER_TOKENS: Final = Decimal(1_000_000)
 _QUERY_ID_RE: Final = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 # Error codes that mean "slow down": Cost Explorer answers LimitExceededException, which
 # botocore's standard retry mode does not treat as throttling, so it is retried here.
@@ -131,77 +191,43 @@ _THROTTLE_CODES: Final = frozenset(
     }
 )
 
-# What CloudWatch is asked for. Bedrock metrics are per ModelId; costguard's own ModelCalls are
-# published per (Workflow, ModelId) and Throttles per Workflow (plus ModelId when known), so
-# the reconciler queries every series it finds and sums them per workflow.
+# What CloudWatch is asked for. AWS/Bedrock publishes per ModelId, including the prompt-cache
+# token counts (https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-runtime-metrics.html:
+# CacheReadInputTokenCount, CacheWriteInputTokenCount beside InputTokenCount and OutputTokenCount).
 _BEDROCK_METRICS: Final = {
     "Invocations": "bedrock_invocations",
     "InputTokenCount": "bedrock_input_tokens",
     "OutputTokenCount": "bedrock_output_tokens",
+    "CacheReadInputTokenCount": "bedrock_cache_read_tokens",
+    "CacheWriteInputTokenCount": "bedrock_cache_write_tokens",
     "InvocationThrottles": "bedrock_throttles",
 }
+# AWS/Bedrock/Agents publishes every metric under three dimension sets
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-agents-cw-metrics.html):
+# {Operation}, {Operation, ModelId} and {Operation, AgentAliasArn, ModelId}. The first two are
+# account-wide aggregates of the third, so only the third is read and summed per alias (over
+# its models and operations): adding the aggregates would count every token two or three times.
 _AGENT_METRICS: Final = {
     "InputTokenCount": "input_tokens",
     "OutputTokenCount": "output_tokens",
     "InvocationThrottles": "throttles",
 }
+_AGENT_DIMENSIONS: Final = frozenset({"Operation", "AgentAliasArn", "ModelId"})
 _COSTGUARD_METRICS: Final = {"ModelCalls": "costguard_model_calls", "Throttles": "throttles"}
 
 
-class ReconcileError(CostguardError):
-    """Reconciliation could not run: a bad window, a malformed Cost Explorer page, an AWS error."""
-
-
-# -- the window -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """UTC days ``start <= day < end`` (``end`` exclusive, like Cost Explorer's ``TimePeriod``)."""
-
-    start: date
-    end: date
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.start, date) or not isinstance(self.end, date):
-            raise ReconcileError("a window needs start and end dates")
-        if self.end <= self.start:
-            raise ReconcileError(
-                f"empty window: end {self.end.isoformat()} is not after start {self.start.isoformat()}"
-            )
-
-    @classmethod
-    def parse(cls, since: str | None, until: str | None, today: date) -> Window:
-        """The window from ``since``/``until`` as typed by a person (``YYYY-MM-DD``, UTC).
-
-        ``until`` is the **last day included**, like ``costguard report --until`` and the Lambda
-        event's ``until``, so ``--since 2026-11-01 --until 2026-11-30`` is November; the window's
-        ``end`` is the day after it. Defaults: ``since`` the first day of ``today``'s month,
-        ``until`` today (so ``end`` is tomorrow).
-        """
-        start = parse_day(since, "since") if since is not None else today.replace(day=1)
-        last = parse_day(until, "until") if until is not None else today
-        if last < start:
-            raise ReconcileError(f"until {last.isoformat()} is before since {start.isoformat()}")
-        return cls(start, last + timedelta(days=1))
-
-    def days(self) -> list[str]:
-        """Every day of the window as ``YYYY-MM-DD``, in order."""
-        return [(self.start + timedelta(days=i)).isoformat() for i in range((self.end - self.start).days)]
-
-    def time_period(self) -> dict[str, str]:
-        return {"Start": self.start.isoformat(), "End": self.end.isoformat()}
-
-
-def parse_day(value: Any, name: str) -> date:
-    """A ``YYYY-MM-DD`` day typed by a person or an event; ``ReconcileError`` names ``name``."""
-    text = value.strip() if isinstance(value, str) else value
-    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise ReconcileError(f"{name} must be a date YYYY-MM-DD, got {value!r}")
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise ReconcileError(f"{name} is not a valid date: {value!r} ({exc})") from None
+def tag_keys_of(tag_key: str | Sequence[str]) -> list[str]:
+    """One cost allocation tag key or several, checked: ``ReconcileError`` names the bad one."""
+    tag_keys = [tag_key] if isinstance(tag_key, str) else list(tag_key)
+    if not tag_keys:
+        raise ReconcileError("at least one cost allocation tag key is needed")
+    for key in tag_keys:
+        # Cost Explorer answers "<key>$<value>": a "$" in the key would make that ambiguous
+        if not isinstance(key, str) or not key.strip() or "$" in key:
+            raise ReconcileError(f"invalid cost allocation tag key {key!r}")
+    if len(set(tag_keys)) != len(tag_keys):
+        raise ReconcileError(f"cost allocation tag keys repeat: {tag_keys!r}")
+    return tag_keys
 
 
 # -- the result -------------------------------------------------------------------------------------
@@ -211,10 +237,11 @@ def parse_day(value: Any, name: str) -> date:
 class ReconcileResult:
     """One reconciliation: ``frame`` per (workflow, day), ``models`` per (day, model).
 
-    ``billed_usage`` (Cost Explorer per workflow, day and usage type), ``agents`` (CloudWatch
-    AWS/Bedrock/Agents per alias, only when asked for), ``services`` (the CE services filtered
-    on) and ``warnings`` are extra detail for reports; the alerts and enforcement only need the
-    first six fields.
+    ``kinds`` (token spend kind by kind), ``billed_usage`` (Cost Explorer per workflow, day and
+    usage type, classified), ``billed_summary`` (the whole Bedrock bill per day, token spend
+    beside every non-token column), ``agents`` (CloudWatch AWS/Bedrock/Agents per alias, only
+    when asked for), ``services`` (the CE services filtered on), ``tag_keys``, ``warnings``
+    and ``drift_suppressed_days`` are extra detail for reports and alerts.
     """
 
     window: Window
@@ -227,143 +254,23 @@ class ReconcileResult:
     agents: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(AGENT_COLUMNS)))
     services: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    kinds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(KIND_COLUMNS)))
+    billed_summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(BILLED_SUMMARY_COLUMNS)))
+    tag_keys: list[str] = field(default_factory=lambda: [DEFAULT_TAG_KEY])
+    #: days whose billed side is known to be incomplete: no drift alert is raised for them
+    drift_suppressed_days: list[str] = field(default_factory=list)
+    #: usage types no pattern recognised, with their cost over the window
+    unclassified_usage: dict[str, Decimal] = field(default_factory=dict)
 
-
-# -- Cost Explorer pages -------------------------------------------------------------------------------
-
-
-@dataclass
-class BilledCosts:
-    """What Cost Explorer billed, parsed from every page of one ``GetCostAndUsage`` query."""
-
-    costs: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (workflow, day)
-    usage: dict[tuple[str, str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
-    days: set[str] = field(default_factory=set)  # days CE returned (billed is known, maybe 0)
-    estimated: set[str] = field(default_factory=set)
-    pages: int = 0
-
-    def billed_usage_frame(self) -> pd.DataFrame:
-        rows = [
-            {"workflow": w, "day": d, "usage_type": u, "cost_usd": c, "usage_quantity": q}
-            for (w, d, u), (c, q) in sorted(self.usage.items())
-        ]
-        return pd.DataFrame(rows, columns=list(BILLED_USAGE_COLUMNS))
-
-
-def _page_error(page_no: int, where: str, message: str) -> ReconcileError:
-    return ReconcileError(f"malformed Cost Explorer page {page_no}: {where}: {message}")
-
-
-def _amount(value: Any, page_no: int, where: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise _page_error(page_no, where, f"not a number: {value!r}")
-    try:
-        if isinstance(value, float):
-            number = Decimal(repr(value))
-        elif isinstance(value, int | Decimal):
-            number = Decimal(value)
-        elif isinstance(value, str):
-            number = Decimal(value.strip())
-        else:
-            raise InvalidOperation
-    except InvalidOperation:
-        raise _page_error(page_no, where, f"not a number: {value!r}") from None
-    if not number.is_finite():
-        raise _page_error(page_no, where, f"not a finite number: {value!r}")
-    return number
-
-
-def _get(mapping: Any, key: str, page_no: int, where: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(mapping, Mapping):
-        raise _page_error(page_no, where, f"expected an object, got {type(mapping).__name__}")
-    if key not in mapping:
-        raise _page_error(page_no, f"{where}.{key}" if where else key, "missing")
-    value = mapping[key]
-    if not isinstance(value, kind):
-        raise _page_error(page_no, f"{where}.{key}" if where else key, f"unexpected {type(value).__name__}")
-    return value
-
-
-def parse_tag_key(key: str, tag_key: str) -> str | None:
-    """``tag_key$value`` -> ``value``; ``tag_key$`` (untagged) -> :data:`UNTAGGED`; else None."""
-    prefix = f"{tag_key}$"
-    if not key.startswith(prefix):
-        return None
-    value = key[len(prefix):]
-    return value if value else UNTAGGED
-
-
-def parse_cost_pages(
-    pages: Iterable[Mapping[str, Any]], tag_key: str, window: Window | None = None
-) -> BilledCosts:
-    """Fold ``GetCostAndUsage`` pages (grouped by TAG ``tag_key`` and USAGE_TYPE) into costs.
-
-    A day can span pages (CE paginates groups, not days): amounts add up across pages and a day
-    is estimated when any of its entries says so. Days outside ``window`` are ignored. Anything
-    malformed raises :class:`ReconcileError` naming the page (1-based) and the field.
-    """
-    billed = BilledCosts()
-    for page_no, page in enumerate(pages, start=1):
-        billed.pages += 1
-        results = _get(page, "ResultsByTime", page_no, "", list)
-        for i, entry in enumerate(results):
-            where = f"ResultsByTime[{i}]"
-            period = _get(entry, "TimePeriod", page_no, where, Mapping)
-            start = _get(period, "Start", page_no, f"{where}.TimePeriod", str)
-            try:
-                day = date.fromisoformat(start[:10])
-            except ValueError:
-                raise _page_error(page_no, f"{where}.TimePeriod.Start", f"not a date: {start!r}") from None
-            if window is not None and not window.start <= day < window.end:
-                continue
-            day_key = day.isoformat()
-            estimated = entry.get("Estimated", False)
-            if not isinstance(estimated, bool):
-                raise _page_error(page_no, f"{where}.Estimated", f"not a boolean: {estimated!r}")
-            billed.days.add(day_key)
-            if estimated:
-                billed.estimated.add(day_key)
-            groups = entry.get("Groups", [])
-            if not isinstance(groups, list):
-                raise _page_error(page_no, f"{where}.Groups", f"expected a list, got {type(groups).__name__}")
-            for j, group in enumerate(groups):
-                gwhere = f"{where}.Groups[{j}]"
-                keys = _get(group, "Keys", page_no, gwhere, list)
-                if not keys or not all(isinstance(k, str) for k in keys):
-                    raise _page_error(page_no, f"{gwhere}.Keys", f"expected a list of strings, got {keys!r}")
-                workflow = parse_tag_key(keys[0], tag_key)
-                if workflow is None:
-                    raise _page_error(
-                        page_no, f"{gwhere}.Keys[0]", f"{keys[0]!r} is not a '{tag_key}$<value>' tag group"
-                    )
-                usage_type = keys[1] if len(keys) > 1 else ""
-                metrics = _get(group, "Metrics", page_no, gwhere, Mapping)
-                cost = _get(metrics, "UnblendedCost", page_no, f"{gwhere}.Metrics", Mapping)
-                amount = _amount(
-                    _get(cost, "Amount", page_no, f"{gwhere}.Metrics.UnblendedCost", (str, int, float, Decimal)),
-                    page_no,
-                    f"{gwhere}.Metrics.UnblendedCost.Amount",
-                )
-                unit = cost.get("Unit", "USD")
-                if unit != "USD":
-                    raise _page_error(page_no, f"{gwhere}.Metrics.UnblendedCost.Unit", f"expected USD, got {unit!r}")
-                quantity = Decimal(0)
-                usage_metric = metrics.get("UsageQuantity")
-                if usage_metric is not None:
-                    quantity = _amount(
-                        _get(usage_metric, "Amount", page_no, f"{gwhere}.Metrics.UsageQuantity", (str, int, float)),
-                        page_no,
-                        f"{gwhere}.Metrics.UsageQuantity.Amount",
-                    )
-                key = (workflow, day_key)
-                billed.costs[key] = billed.costs.get(key, Decimal(0)) + amount
-                ukey = (workflow, day_key, usage_type)
-                old_cost, old_qty = billed.usage.get(ukey, (Decimal(0), Decimal(0)))
-                billed.usage[ukey] = (old_cost + amount, old_qty + quantity)
-        token = page.get("NextPageToken")
-        if token is not None and not isinstance(token, str):
-            raise _page_error(page_no, "NextPageToken", f"expected a string, got {type(token).__name__}")
-    return billed
+    def unattributed_workflows(self) -> list[str]:
+        """Workflows with metered spend that no tag key attributes in the bill, on days Cost
+        Explorer has figures for (a workflow whose first tagged spend has not reached the bill
+        yet is not one)."""
+        if len(self.frame) == 0 or "attribution" not in self.frame.columns:
+            return []
+        billed_days = {str(d) for d in self.billed_summary["day"]} if len(self.billed_summary) else set()
+        rows = self.frame[(self.frame["attribution"] == METER_ATTRIBUTION)].to_dict("records")
+        return sorted({str(r["workflow"]) for r in rows if r["metered_cost_usd"] and str(r["day"]) in billed_days})
 
 
 # -- CloudWatch series ----------------------------------------------------------------------------
@@ -507,27 +414,35 @@ def _month_to_date(
     out: dict[tuple[str, str], int] = {}
     for workflow in workflows:
         running, current = 0, ""
-        day = first
-        while day < window.end:
-            key = day.isoformat()
+        cursor = first
+        while cursor < window.end:
+            key = cursor.isoformat()
             if key[:7] != current:
                 running, current = 0, key[:7]
             spend = day_counter.get((workflow, key))
             running += spend if spend is not None else usage_by_day.get((workflow, key), 0)
-            if day >= window.start:
+            if cursor >= window.start:
                 mtd = running
                 month = month_counter.get((workflow, current))
                 if month is not None and key >= last_data_day.get((workflow, current), ""):
                     mtd = max(mtd, month)
                 out[(workflow, key)] = mtd
-            day += timedelta(days=1)
+            cursor += timedelta(days=1)
     return out
+
+
+def _drift(billed: Decimal | None, metered: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    if billed is None:
+        return None, None
+    drift = billed - metered
+    pct = (drift * 100 / billed).quantize(_PCT, ROUND_HALF_EVEN) if billed else None
+    return drift, pct
 
 
 def build_frame(
     window: Window,
     usage: Sequence[DailyUsage],
-    billed: BilledCosts,
+    billed: Billed,
     metrics: MetricTotals,
     policies: PolicySet,
     counters: Sequence[BudgetCounter] = (),
@@ -535,9 +450,13 @@ def build_frame(
 ) -> pd.DataFrame:
     """One row per (workflow, day) of the window, for every workflow seen anywhere or in a policy.
 
-    ``usage`` may reach back before the window (to the first of its first month): those rows
-    only feed the month-to-date figures. ``estimated`` is true when Cost Explorer marked the day
-    estimated or has no figure for it yet (either way the billed side is not final).
+    ``billed`` is :func:`~.billing.billed_by_workflow`. A workflow some tag key names in the bill
+    is compared: ``billed_cost_usd`` is its on-demand token spend, the rest of its Bedrock spend
+    sits in the ``billed_*_usd`` columns beside it. A workflow no tag names (``attribution`` is
+    ``meter``) has no billed figure, and :data:`UNTAGGED` has no metered one: neither gets a
+    drift. ``usage`` may reach back before the window (to the first of its first month): those
+    rows only feed the month-to-date figures. ``estimated`` is true when Cost Explorer marked the
+    day estimated or has no figure for it yet (either way the billed side is not final).
     """
     days = window.days()
     first, last = days[0], days[-1]
@@ -555,7 +474,7 @@ def build_frame(
             cell[5] += row.cache_write_tokens
     workflows = (
         {w for w, _ in metered}
-        | {w for w, _ in billed.costs}
+        | {w for w, _ in billed.keys()}
         | {k for _, k in metrics.keys("costguard")}
         | set(policies.names())
     )
@@ -563,16 +482,15 @@ def build_frame(
     rows: list[dict[str, Any]] = []
     for workflow in sorted(workflows):
         budget = None if workflow == UNTAGGED else policies.for_workflow(workflow).budget
+        attribution = billed.sources.get(workflow, METER_ATTRIBUTION)
+        compared = attribution.startswith("tag:")
         for day in days:
             cell = metered.get((workflow, day), [0, 0, 0, 0, 0, 0])
             metered_usd = nanos_to_usd(cell[0])
-            billed_usd: Decimal | None = None
-            if day in billed.days:
-                billed_usd = billed.costs.get((workflow, day), Decimal(0))
-            drift = None if billed_usd is None else billed_usd - metered_usd
-            drift_pct = None
-            if drift is not None and billed_usd:
-                drift_pct = (drift * 100 / billed_usd).quantize(_PCT, ROUND_HALF_EVEN)
+            spend = billed.cells.get((workflow, day))
+            known = day in billed.days and attribution != METER_ATTRIBUTION
+            billed_usd = (spend.token_total if spend else Decimal(0)) if known else None
+            drift, drift_pct = _drift(billed_usd if compared else None, metered_usd)
             the_day = date.fromisoformat(day)
             month_to_date = nanos_to_usd(mtd.get((workflow, day), 0))
             burn = (month_to_date / _elapsed_days(the_day, now)).quantize(_NANO, ROUND_HALF_EVEN)
@@ -581,11 +499,17 @@ def build_frame(
                 {
                     "workflow": workflow,
                     "day": day,
+                    "attribution": attribution,
                     "metered_cost_usd": metered_usd,
                     "billed_cost_usd": billed_usd,
-                    "estimated": day in billed.estimated or billed_usd is None,
+                    "estimated": day in billed.estimated or day not in billed.days,
                     "drift_usd": drift,
                     "drift_pct": drift_pct,
+                    "billed_non_token_usd": (spend.non_token_total if spend else Decimal(0)) if known else None,
+                    "billed_agentcore_usd": (spend.other("agentcore") if spend else Decimal(0)) if known else None,
+                    "billed_unclassified_usd": (spend.other("unclassified") if spend else Decimal(0))
+                    if known else None,
+                    "billed_total_usd": (spend.total if spend else Decimal(0)) if known else None,
                     "metered_model_calls": cell[1],
                     "metered_input_tokens": cell[2],
                     "metered_output_tokens": cell[3],
@@ -603,37 +527,133 @@ def build_frame(
     return _frame(rows, FRAME_COLUMNS)
 
 
+_METERED_KIND_FIELDS: Final = {
+    "input": "input_tokens",
+    "output": "output_tokens",
+    "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens",
+}
+
+
+def _metered_by(
+    window: Window, usage: Sequence[DailyUsage], key: Callable[[DailyUsage], str]
+) -> dict[tuple[str, str], DailyUsage]:
+    """Ledger rows of the window summed per (day, key)."""
+    first, last = window.start.isoformat(), (window.end - timedelta(days=1)).isoformat()
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, 0])
+    for row in usage:
+        if first <= row.day <= last:
+            cell = out[(row.day, key(row))]
+            for i, value in enumerate((row.model_calls, row.input_tokens, row.output_tokens, row.cache_read_tokens,
+                                       row.cache_write_tokens, row.cost_nanos, row.unpriced_calls)):
+                cell[i] += value
+    return {
+        (day, k): DailyUsage(day, "", k, c[0], c[1], c[2], c[3], c[4], c[5], c[6]) for (day, k), c in out.items()
+    }
+
+
 def build_models(
     window: Window,
     usage: Sequence[DailyUsage],
     metrics: MetricTotals,
     normalise: Callable[[str], str] | None = None,
+    billed: Billed | None = None,
 ) -> pd.DataFrame:
-    """One row per (day, base model): what Bedrock counted vs what costguard metered."""
+    """One row per (day, base model): what Bedrock counted, what costguard metered, what AWS billed.
+
+    ``billed`` is :func:`~.billing.billed_by_model` (keys are catalog model ids, or
+    ``billing:<name>`` for a billing name the catalog does not know). ``billed_cost_usd`` is the
+    model's on-demand token spend; ``drift`` compares it with the metered cost of every workflow
+    on that model. Unmetered tokens are what CloudWatch counted beyond what the meter saw, kind by
+    kind (cache reads and writes included).
+    """
     norm = normalise or (lambda m: m)
-    first, last = window.start.isoformat(), (window.end - timedelta(days=1)).isoformat()
-    metered: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for row in usage:
-        if first <= row.day <= last:
-            cell = metered[(row.day, norm(row.base_model_id))]
-            cell[0] += row.input_tokens
-            cell[1] += row.output_tokens
+    billed = billed or Billed()
+    metered = _metered_by(window, usage, lambda r: norm(r.base_model_id))
+    keys = set(metered) | metrics.keys("bedrock") | {(d, k) for k, d in billed.keys() if billed.cells[(k, d)].tokens
+                                                     or billed.cells[(k, d)].token_usd}
     rows: list[dict[str, Any]] = []
-    for day, model in sorted(set(metered) | metrics.keys("bedrock")):
+    for day, model in sorted(keys):
         values = {col: metrics.get("bedrock", day, model, col) for col in _BEDROCK_METRICS.values()}
-        m_in, m_out = metered.get((day, model), [0, 0])
+        m = metered.get((day, model))
+        counted = {
+            kind: getattr(m, field_name) if m else 0 for kind, field_name in _METERED_KIND_FIELDS.items()
+        }
+        metered_usd = nanos_to_usd(m.cost_nanos if m else 0)
+        spend = billed.cells.get((model, day))
+        billed_usd = (spend.token_total if spend else Decimal(0)) if day in billed.days else None
+        drift, drift_pct = _drift(billed_usd, metered_usd)
         rows.append(
             {
                 "day": day,
                 "model_id": model,
                 **values,
-                "metered_input_tokens": m_in,
-                "metered_output_tokens": m_out,
-                "unmetered_input_tokens": max(0, values["bedrock_input_tokens"] - m_in),
-                "unmetered_output_tokens": max(0, values["bedrock_output_tokens"] - m_out),
+                **{f"metered_{kind}_tokens": counted[kind] for kind in COMPARED_KINDS},
+                **{f"unmetered_{kind}_tokens": max(0, values[f"bedrock_{kind}_tokens"] - counted[kind])
+                   for kind in COMPARED_KINDS},
+                **{f"billed_{kind}_tokens": spend.tokens.get(kind, 0) if spend else 0 for kind in COMPARED_KINDS},
+                "metered_cost_usd": metered_usd,
+                "billed_cost_usd": billed_usd,
+                "estimated": day in billed.estimated or day not in billed.days,
+                "drift_usd": drift,
+                "drift_pct": drift_pct,
             }
         )
     return _frame(rows, MODEL_COLUMNS)
+
+
+def build_kinds(
+    window: Window,
+    usage: Sequence[DailyUsage],
+    by_workflow: Billed,
+    by_model: Billed,
+    price_of: Callable[[str], ModelPrice],
+    normalise: Callable[[str], str] | None = None,
+) -> pd.DataFrame:
+    """Token spend kind by kind, per (workflow, day) for tag-attributed workflows and per (model, day).
+
+    The ledger keeps one cost per call, so a kind's metered spend is its metered tokens at the
+    catalog's rate for that kind (cache tokens at the input rate when the catalog has no cache
+    rate, as the meter does): exact for in-region standard-tier calls, an estimate of the split
+    otherwise. Days Cost Explorer has no figure for are left out.
+    """
+    norm = normalise or (lambda m: m)
+    first, last = window.start.isoformat(), (window.end - timedelta(days=1)).isoformat()
+    metered: dict[tuple[str, str, str, str], list[Decimal | int]] = defaultdict(lambda: [Decimal(0), 0])
+    for row in usage:
+        if not first <= row.day <= last:
+            continue
+        model = norm(row.base_model_id)
+        price = price_of(model)
+        rates = {"input": price.input, "output": price.output,
+                 "cache_read": price.input if price.cache_read is None else price.cache_read,
+                 "cache_write": price.input if price.cache_write is None else price.cache_write}
+        for kind, field_name in _METERED_KIND_FIELDS.items():
+            tokens = int(getattr(row, field_name))
+            for level, key in (("workflow", row.workflow), ("model", model)):
+                cell = metered[(level, key, row.day, kind)]
+                cell[0] = Decimal(cell[0]) + tokens * rates[kind] / _PER_TOKENS
+                cell[1] = int(cell[1]) + tokens
+    rows: list[dict[str, Any]] = []
+    for level, billed in (("workflow", by_workflow), ("model", by_model)):
+        keys = {(k, d) for k, d in billed.keys()} | {(k, d) for lv, k, d, _ in metered if lv == level}
+        for key, day in sorted(keys):
+            if day not in billed.days:
+                continue
+            if level == "workflow" and not billed.sources.get(key, "").startswith("tag:"):
+                continue
+            spend = billed.cells.get((key, day))
+            for kind in COMPARED_KINDS:
+                m_usd, m_tokens = metered.get((level, key, day, kind), (Decimal(0), 0))
+                b_usd = spend.token_usd.get(kind, Decimal(0)) if spend else Decimal(0)
+                b_tokens = spend.tokens.get(kind, 0) if spend else 0
+                if not (m_usd or m_tokens or b_usd or b_tokens):
+                    continue
+                m_usd = Decimal(m_usd).quantize(_NANO, ROUND_HALF_EVEN)
+                rows.append({"level": level, "key": key, "day": day, "kind": kind, "billed_usd": b_usd,
+                             "metered_usd": m_usd, "drift_usd": b_usd - m_usd, "billed_tokens": b_tokens,
+                             "metered_tokens": int(m_tokens)})
+    return _frame(rows, KIND_COLUMNS)
 
 
 def build_agents(metrics: MetricTotals) -> pd.DataFrame:
@@ -666,7 +686,8 @@ class Reconciler:
     ``service:Operation``, through a botocore ``before-call`` hook registered first on each
     client (so it also sees calls answered by a ``Stubber``). ``sleep`` and ``max_attempts``
     drive the backoff on throttling (``LimitExceededException`` and friends); ``catalog`` (the
-    price catalog, loaded when first needed) maps model ids to the base ids the ledger uses.
+    price catalog, loaded when first needed) maps model ids to the base ids the ledger uses and
+    billing names to model ids. ``tag_key`` is one cost allocation tag key or several, in order.
     """
 
     def __init__(
@@ -677,7 +698,7 @@ class Reconciler:
         session: Any = None,
         ce_client: Any = None,
         cloudwatch_client: Any = None,
-        tag_key: str = "costguard:workflow",
+        tag_key: str | Sequence[str] = DEFAULT_TAG_KEY,
         region_name: str | None = None,
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -689,13 +710,15 @@ class Reconciler:
         include_agents: bool = False,
         metrics_namespace: str = COSTGUARD_NAMESPACE,
     ) -> None:
-        if not tag_key or "$" in tag_key:
-            raise ReconcileError(f"invalid cost allocation tag key {tag_key!r}")
+        tag_keys = tag_keys_of(tag_key)
         if max_attempts < 1:
             raise ReconcileError("max_attempts must be at least 1")
         self.ledger = ledger
         self.policies = policies
-        self.tag_key = tag_key
+        #: Tried in order: spend carrying an earlier key is attributed by it (application
+        #: inference profile tags, then IAM principal tags such as ``iamPrincipal/team``...).
+        self.tag_keys = tag_keys
+        self.tag_key = tag_keys[0]
         self.region_name = region_name
         self.include_agents = include_agents
         self.metrics_namespace = metrics_namespace
@@ -794,12 +817,15 @@ class Reconciler:
                 raise ReconcileError(f"{service}:{operation} failed: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _normalise(self) -> Callable[[str], str]:
+    def _catalog_loaded(self) -> PriceCatalog:
         if self._catalog is None:
             from costguard.pricing.catalog import PriceCatalog
 
             self._catalog = PriceCatalog.load()
-        catalog, resolver = self._catalog, self._resolver
+        return self._catalog
+
+    def _normalise(self) -> Callable[[str], str]:
+        catalog, resolver = self._catalog_loaded(), self._resolver
         cache: dict[str, str] = {}
 
         def normalise(model_id: str) -> str:
@@ -824,6 +850,7 @@ class Reconciler:
         warnings: list[str] = []
         now = self._clock()
         normalise = self._normalise()
+        catalog = self._catalog_loaded()
 
         month_start = window.start.replace(day=1)
         usage = self.ledger.daily_usage(month_start.isoformat(), window.end.isoformat())
@@ -831,15 +858,29 @@ class Reconciler:
         first, last = window.start.isoformat(), (window.end - timedelta(days=1)).isoformat()
         in_window = [u for u in usage if first <= u.day <= last]
 
-        services = self._bedrock_services(window, warnings)
-        pages = self._cost_pages(window, services)
-        billed = parse_cost_pages(pages, self.tag_key, window)
+        services, discovered = self._bedrock_services(window, warnings)
+        by_service = parse_cost_pages(self._cost_pages(window, services, None), None, window)
+        tagged = [
+            (key, parse_cost_pages(self._cost_pages(window, services, key), key, window)) for key in self.tag_keys
+        ]
+        by_model = billed_by_model(by_service, ModelNames(catalog))
+        by_workflow = billed_by_workflow(tagged)
+        suppressed = [] if discovered else window.days()
+        if suppressed:
+            warnings.append(
+                f"drift alerts suppressed for {suppressed[0]}..{suppressed[-1]}: without service discovery "
+                "the billed side misses every Marketplace edition"
+            )
+        if by_model.unclassified:
+            names = ", ".join(sorted(by_model.unclassified))
+            warnings.append(f"unclassified Bedrock usage types (reported, not compared): {names}")
 
         specs = self._metric_series(in_window, normalise)
         metrics = self._metric_data(window, specs, normalise)
 
-        frame = build_frame(window, usage, billed, metrics, self.policies, counters, now)
-        models = build_models(window, in_window, metrics, normalise)
+        frame = build_frame(window, usage, by_workflow, metrics, self.policies, counters, now)
+        models = build_models(window, in_window, metrics, normalise, by_model)
+        kinds = build_kinds(window, in_window, by_workflow, by_model, lambda m: catalog.quote(m).price, normalise)
         unpriced = sorted({normalise(u.base_model_id) for u in in_window if u.unpriced_calls > 0})
         return ReconcileResult(
             window=window,
@@ -847,17 +888,23 @@ class Reconciler:
             models=models,
             unpriced_models=unpriced,
             api_calls=dict(sorted(self._calls.items())),
-            estimated_days=sorted(billed.estimated),
-            billed_usage=billed.billed_usage_frame(),
+            estimated_days=sorted(by_service.estimated | by_workflow.estimated),
+            billed_usage=billed_usage_frame(tagged),
             agents=build_agents(metrics),
             services=services,
             warnings=warnings,
+            kinds=kinds,
+            billed_summary=billed_summary_frame(window, by_model),
+            tag_keys=list(self.tag_keys),
+            drift_suppressed_days=suppressed,
+            unclassified_usage=dict(sorted(by_model.unclassified.items())),
         )
 
     # -- Cost Explorer ------------------------------------------------------------------------------
 
-    def _bedrock_services(self, window: Window, warnings: list[str]) -> list[str]:
-        """``Amazon Bedrock`` plus every service name with "Bedrock" CE knows in the window."""
+    def _bedrock_services(self, window: Window, warnings: list[str]) -> tuple[list[str], bool]:
+        """``Amazon Bedrock`` plus every service name with "Bedrock" CE knows in the window, and
+        whether discovery worked."""
         found = {BEDROCK_SERVICE}
         params: dict[str, Any] = {
             "TimePeriod": window.time_period(),
@@ -882,42 +929,58 @@ class Reconciler:
             message = f"Bedrock service discovery failed, filtering on {BEDROCK_SERVICE!r} only: {exc}"
             logger.warning(message)
             warnings.append(message)
-        return sorted(found)
+            return sorted(found), False
+        return sorted(found), True
 
-    def _cost_pages(self, window: Window, services: Sequence[str]) -> list[dict[str, Any]]:
+    def _cost_filter(self, services: Sequence[str], tag_key: str | None) -> dict[str, Any]:
+        """The services, and for a tag query none of the tag keys before ``tag_key``."""
+        service_filter: dict[str, Any] = {"Dimensions": {"Key": "SERVICE", "Values": list(services)}}
+        earlier = [] if tag_key is None else self.tag_keys[: self.tag_keys.index(tag_key)]
+        if not earlier:
+            return service_filter
+        # TagValues: "If Key is provided and Values isn't specified, the ABSENT MatchOption is
+        # applied to the tag Key only" (botocore ce/2017-10-25 service-2.json).
+        absent = [{"Tags": {"Key": key, "MatchOptions": ["ABSENT"]}} for key in earlier]
+        return {"And": [service_filter, *absent]}
+
+    def _cost_pages(self, window: Window, services: Sequence[str], tag_key: str | None) -> list[dict[str, Any]]:
+        """Every page of one query: by SERVICE (``tag_key`` None) or by the TAG ``tag_key``."""
+        group = {"Type": "DIMENSION", "Key": "SERVICE"} if tag_key is None else {"Type": "TAG", "Key": tag_key}
         params: dict[str, Any] = {
             "TimePeriod": window.time_period(),
             "Granularity": "DAILY",
             "Metrics": ["UnblendedCost", "UsageQuantity"],
-            "Filter": {"Dimensions": {"Key": "SERVICE", "Values": list(services)}},
-            "GroupBy": [{"Type": "TAG", "Key": self.tag_key}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
+            "Filter": self._cost_filter(services, tag_key),
+            "GroupBy": [group, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
         }
         pages: list[dict[str, Any]] = []
         seen_tokens: set[str] = set()
         while True:
             page = self._call(self.ce, "get_cost_and_usage", **params)
             if not isinstance(page, Mapping):
-                raise _page_error(len(pages) + 1, "response", "not an object")
+                raise page_error(len(pages) + 1, "response", "not an object")
             pages.append(page)
             token = page.get("NextPageToken")
             if not token:
                 return pages
             if not isinstance(token, str):
-                raise _page_error(len(pages), "NextPageToken", f"expected a string, got {type(token).__name__}")
+                raise page_error(len(pages), "NextPageToken", f"expected a string, got {type(token).__name__}")
             if token in seen_tokens:
-                raise _page_error(len(pages), "NextPageToken", f"token {token!r} repeated: pagination loops")
+                raise page_error(len(pages), "NextPageToken", f"token {token!r} repeated: pagination loops")
             seen_tokens.add(token)
             params["NextPageToken"] = token
 
     # -- CloudWatch ---------------------------------------------------------------------------------
 
-    def _list_metrics(self, namespace: str, metric: str) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"Namespace": namespace, "MetricName": metric}
+    def _list_metrics(self, namespace: str, dimension: str) -> list[dict[str, Any]]:
+        """Every series of ``namespace`` that has ``dimension``: one listing per namespace, the
+        metric names filtered here, rather than one listing per metric name."""
+        params: dict[str, Any] = {"Namespace": namespace, "Dimensions": [{"Name": dimension}]}
         found: list[dict[str, Any]] = []
         seen: set[str] = set()
         while True:
             page = self._call(self.cloudwatch, "list_metrics", **params)
-            found.extend(m for m in page.get("Metrics") or [] if isinstance(m, Mapping))
+            found.extend(dict(m) for m in page.get("Metrics") or [] if isinstance(m, Mapping))
             token = page.get("NextToken")
             if not token or token in seen:
                 return found
@@ -940,31 +1003,30 @@ class Reconciler:
                 (namespace, metric, tuple(sorted(dims))), MetricSeries(namespace, metric, dims, kind, key, col)
             )
 
-        def dims_of(metric: Mapping[str, Any]) -> dict[str, str]:
-            return {
-                str(d.get("Name")): str(d.get("Value"))
-                for d in metric.get("Dimensions") or []
-                if isinstance(d, Mapping)
-            }
+        def listed(namespace: str, dimension: str, names: Mapping[str, str]) -> Iterable[tuple[str, str, dict[str, str]]]:
+            for m in self._list_metrics(namespace, dimension):
+                name = m.get("MetricName")
+                if name in names:
+                    dims = {
+                        str(d.get("Name")): str(d.get("Value"))
+                        for d in m.get("Dimensions") or []
+                        if isinstance(d, Mapping)
+                    }
+                    yield str(name), names[str(name)], dims
 
-        for name, column in _BEDROCK_METRICS.items():
-            for m in self._list_metrics("AWS/Bedrock", name):
-                dims = dims_of(m)
-                if set(dims) == {"ModelId"}:
-                    add("AWS/Bedrock", name, (("ModelId", dims["ModelId"]),), "bedrock", dims["ModelId"], column)
-            for model in sorted({u.base_model_id for u in usage}):
+        for name, column, dims in listed("AWS/Bedrock", "ModelId", _BEDROCK_METRICS):
+            if set(dims) == {"ModelId"}:
+                add("AWS/Bedrock", name, (("ModelId", dims["ModelId"]),), "bedrock", dims["ModelId"], column)
+        for model in sorted({u.base_model_id for u in usage}):
+            for name, column in _BEDROCK_METRICS.items():
                 add("AWS/Bedrock", name, (("ModelId", model),), "bedrock", model, column)
         if self.include_agents:
-            for name, column in _AGENT_METRICS.items():
-                for m in self._list_metrics("AWS/Bedrock/Agents", name):
-                    dims = dims_of(m)
-                    if "AgentAliasArn" in dims and "ModelId" not in dims:
-                        add("AWS/Bedrock/Agents", name, tuple(dims.items()), "agents", dims["AgentAliasArn"], column)
-        for name, column in _COSTGUARD_METRICS.items():
-            for m in self._list_metrics(self.metrics_namespace, name):
-                dims = dims_of(m)
-                if "Workflow" in dims and set(dims) <= {"Workflow", "ModelId"}:
-                    add(self.metrics_namespace, name, tuple(dims.items()), "costguard", dims["Workflow"], column)
+            for name, column, dims in listed("AWS/Bedrock/Agents", "AgentAliasArn", _AGENT_METRICS):
+                if set(dims) == _AGENT_DIMENSIONS:
+                    add("AWS/Bedrock/Agents", name, tuple(dims.items()), "agents", dims["AgentAliasArn"], column)
+        for name, column, dims in listed(self.metrics_namespace, "Workflow", _COSTGUARD_METRICS):
+            if set(dims) <= {"Workflow", "ModelId"}:
+                add(self.metrics_namespace, name, tuple(dims.items()), "costguard", dims["Workflow"], column)
         for workflow, model in sorted({(u.workflow, u.base_model_id) for u in usage}):
             # the order costguard.metrics publishes them in
             add(self.metrics_namespace, "ModelCalls", (("Workflow", workflow), ("ModelId", model)), "costguard",
