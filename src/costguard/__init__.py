@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceeded": "costguard.errors",
     "CostCapExceeded": "costguard.errors",
     "CostguardError": "costguard.errors",
+    "IntegrationError": "costguard.errors",
     "LedgerError": "costguard.errors",
     "LoopCapExceeded": "costguard.errors",
     "ModelNotAllowed": "costguard.errors",

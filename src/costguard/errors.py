@@ -69,6 +69,11 @@ class PricingError(CostguardError):
     """The price catalog is missing, malformed, or cannot price a model."""
 
 
+class IntegrationError(CostguardError):
+    """A framework integration cannot work: its framework is not installed, or it was handed an
+    object it cannot meter."""
+
+
 class PolicyViolation(CostguardError):
     """A policy limit was crossed (or, in shadow mode, would have been).
 

@@ -88,6 +88,8 @@ class ToolResult:
     latency_ms: int | None
     trace_id: str | None
     agent: str | None
+    #: The call this answers was already counted (a Converse ``toolUse`` seen in an earlier response).
+    call_counted: bool = False
 
 
 @dataclass(slots=True)

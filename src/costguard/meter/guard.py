@@ -20,6 +20,7 @@ from costguard.identity import UserIdHasher
 from costguard.ledger import Ledger, open_ledger
 from costguard.ledger.base import check_storable_id
 from costguard.meter.request import Binding, RequestMeter
+from costguard.meter.tools import ToolUseMemory
 from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
 from costguard.policy import PolicySet, WorkflowPolicy, load_policies
 from costguard.pricing import InferenceProfileResolver, PriceCatalog
@@ -27,6 +28,7 @@ from costguard.usage import KillSwitch, PeriodLimit, SessionUsage, Totals, usd_t
 
 if TYPE_CHECKING:
     from costguard.meter.client import GuardedClient
+    from costguard.meter.session import GuardedSession
     from costguard.pricing.catalog import RateCard
 
 logger = logging.getLogger("costguard")
@@ -117,6 +119,8 @@ class Guard:
         self._typical_cost: dict[str, float] = {}
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._open_requests: dict[tuple[str, str], RequestMeter] = {}
+        #: The toolUseIds each session's Converse loop has shown (see :mod:`costguard.meter.tools`).
+        self.tool_uses = ToolUseMemory()
         self._lock = threading.Lock()
         #: Ledger operations that failed under ``on_ledger_error: allow`` (usage not recorded).
         self.ledger_gaps = 0
@@ -158,6 +162,21 @@ class Guard:
         region = _region_name(client)
         binding = Binding(workflow, self._user_ref(user_id), session_id, region)
         return GuardedClient(self, client, service, binding)
+
+    def wrap_session(
+        self,
+        session: Any,
+        *,
+        workflow: str,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> GuardedSession:
+        """A proxy of a ``boto3.Session`` whose Bedrock runtime clients come out wrapped."""
+        from costguard.meter.session import GuardedSession
+
+        if not workflow or not isinstance(workflow, str):
+            raise PolicyError("wrap_session() needs a workflow name")
+        return GuardedSession(self, session, workflow=workflow, user_id=user_id, session_id=session_id)
 
     def session_usage(self, session_id: str) -> SessionUsage:
         """What the ledger holds for ``session_id`` (zeros for a session never seen)."""

@@ -425,7 +425,8 @@ class RequestMeter:
         row = self._pending_tool_row(step)
         if row is None:
             # An observation whose invocationInput never came: still a tool response to count.
-            t.tool_calls += 1
+            if not step.call_counted:
+                t.tool_calls += 1
             row = ToolCallRecord(
                 self.request_id,
                 self.binding.workflow,

@@ -5,19 +5,24 @@ Shapes from botocore's bedrock-runtime service model (2023-09-30): ``TokenUsage`
 outputTokens, cacheReadInputTokens, cacheWriteInputTokens, cacheDetails[{ttl: 5m|1h,
 inputTokens}]), ``ServiceTier{type: priority|default|flex|reserved}``,
 ``PerformanceConfiguration{latency: standard|optimized}``, ``ConverseTrace{guardrail,
-promptRouter{invokedModelId}}``, ``GuardrailAssessment.invocationMetrics.usage``.
+promptRouter{invokedModelId}}``, ``GuardrailAssessment.invocationMetrics.usage``. Tool calls
+and tool results: :mod:`costguard.meter.tools`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.coerce import optional_ms, text_id, token_count, usage_counts
 from costguard.meter.operations import register
 from costguard.meter.operations.base import SingleResponseOperation, estimate_tokens
-from costguard.meter.request import GuardrailUsage
+from costguard.meter.request import GuardrailUsage, RequestMeter
+from costguard.meter.tools import ToolTurn
 from costguard.trace import ModelCall
+
+if TYPE_CHECKING:
+    from costguard.meter.client import GuardedClient
 
 _USAGE_FIELDS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
 _SUSPECT = frozenset({"usage_suspect"})
@@ -127,10 +132,26 @@ def guardrail_usage(usage: Mapping[str, Any]) -> GuardrailUsage:
     return GuardrailUsage(units, _SUSPECT if suspect else _NO_FLAGS)
 
 
+def prepare_tool_turn(
+    prepared: tuple[RequestMeter, dict[str, Any], str], kwargs: Mapping[str, Any]
+) -> tuple[RequestMeter, dict[str, Any], tuple[str, ToolTurn]]:
+    """Converse and ConverseStream: size the tool results the request carries, before it is sent."""
+    meter, send_kwargs, model_id = prepared
+    turn = ToolTurn(meter, meter.guard.tool_uses)
+    turn.check_request(kwargs)
+    return meter, send_kwargs, (model_id, turn)
+
+
 @register
 class Converse(SingleResponseOperation):
     method = "converse"
     api_name = "Converse"
 
-    def steps(self, model_id: str, kwargs: dict[str, Any], response: Any) -> Iterator[object]:
-        return converse_steps(model_id, kwargs, response)
+    def prepare(self, proxy: GuardedClient, kwargs: dict[str, Any]) -> tuple[RequestMeter, dict[str, Any], Any]:
+        return prepare_tool_turn(super().prepare(proxy, kwargs), kwargs)
+
+    def steps(self, state: tuple[str, ToolTurn], kwargs: dict[str, Any], response: Any) -> Iterator[object]:
+        model_id, turn = state
+        turn.sent()
+        yield from converse_steps(model_id, kwargs, response)
+        yield from turn.response_calls(response)
