@@ -108,6 +108,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from costguard.coerce import canonical as _canonical
 from costguard.errors import CostguardError, PolicyError
 from costguard.ledger import Ledger, open_ledger
 from costguard.policy import ActionRule, ActionTrim, PolicySet, WorkflowPolicy, load_policies, parse_trim_path
@@ -428,16 +429,6 @@ def _param_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
             if isinstance(props, list):
                 found.extend((str(p.get("name")), p.get("value")) for p in props if isinstance(p, Mapping))
     return found
-
-
-def _canonical(value: Any) -> Any:
-    """Order-independent form of event parameters: name/type/value lists are sorted."""
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        items = [_canonical(v) for v in value]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False, default=str))
-    return value
 
 
 def _body_slots(response: Any) -> tuple[str | None, list[tuple[dict[str, Any], str]]]:
