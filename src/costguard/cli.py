@@ -88,7 +88,7 @@ def _done(ctx: typer.Context, message: str) -> None:
 
 def _console() -> Console:
     # Piped output (CI logs, files) gets a wide page instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
