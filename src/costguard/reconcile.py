@@ -227,6 +227,8 @@ class ReconcileResult:
     agents: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(AGENT_COLUMNS)))
     services: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Action group Lambda spend per (workflow, day), when asked for (``include_lambda``).
+    lambda_spend: pd.DataFrame | None = None
 
 
 # -- Cost Explorer pages -------------------------------------------------------------------------------
@@ -688,6 +690,7 @@ class Reconciler:
         profile_resolver: InferenceProfileResolver | None = None,
         include_agents: bool = False,
         metrics_namespace: str = COSTGUARD_NAMESPACE,
+        include_lambda: bool = False,
     ) -> None:
         if not tag_key or "$" in tag_key:
             raise ReconcileError(f"invalid cost allocation tag key {tag_key!r}")
@@ -698,6 +701,7 @@ class Reconciler:
         self.tag_key = tag_key
         self.region_name = region_name
         self.include_agents = include_agents
+        self.include_lambda = include_lambda
         self.metrics_namespace = metrics_namespace
         self._session = session
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -841,6 +845,7 @@ class Reconciler:
         frame = build_frame(window, usage, billed, metrics, self.policies, counters, now)
         models = build_models(window, in_window, metrics, normalise)
         unpriced = sorted({normalise(u.base_model_id) for u in in_window if u.unpriced_calls > 0})
+        lambda_spend = self._lambda_spend(window) if self.include_lambda else None
         return ReconcileResult(
             window=window,
             frame=frame,
@@ -852,7 +857,15 @@ class Reconciler:
             agents=build_agents(metrics),
             services=services,
             warnings=warnings,
+            lambda_spend=lambda_spend,
         )
+
+    def _lambda_spend(self, window: Window) -> pd.DataFrame:
+        from costguard.reconcile_lambda import LAMBDA_SERVICE, build_lambda_spend
+
+        billed = parse_cost_pages(self._cost_pages(window, [LAMBDA_SERVICE]), self.tag_key, window)
+        since_ms = int(datetime.combine(window.start, datetime.min.time(), UTC).timestamp() * 1000)
+        return build_lambda_spend(window.days(), billed, self.ledger.actions(since_ms=since_ms))
 
     # -- Cost Explorer ------------------------------------------------------------------------------
 
