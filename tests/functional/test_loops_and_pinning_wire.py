@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 import costguard
-from costguard.ledger.dynamodb import DynamoDBLedger, create_table
+from costguard.ledger.dynamodb import DynamoDBLedger
 from costguard.policy import PolicySet
+from tests.functional.test_guard_dynamodb import table  # noqa: F401 - the shared-table fixture
 from tests.support.traces import SONNET, Loop
 from tests.support.wire import FakeBedrock
 
@@ -178,16 +177,7 @@ def test_pinned_session_refuses_a_second_model_before_sending_sqlite(fake: FakeB
     other_session.converse(modelId=NOVA_MICRO, messages=HELLO)
 
 
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        create_table("pins", client=boto3.client("dynamodb", region_name="us-east-1"))
-        yield "pins"
-
-
-def test_pinned_session_refuses_a_second_model_before_sending_dynamodb(fake: FakeBedrock, table: str) -> None:
+def test_pinned_session_refuses_a_second_model_before_sending_dynamodb(fake: FakeBedrock, table: str) -> None:  # noqa: F811
     def host() -> Any:
         ledger = DynamoDBLedger(table, client=boto3.client("dynamodb", region_name="us-east-1"))
         return costguard.Guard(policies(PIN), ledger=ledger).wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-p")
