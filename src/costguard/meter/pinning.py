@@ -10,8 +10,10 @@ the same model; an application inference profile is resolved as for pricing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from costguard.pricing import base_model_id
 
@@ -26,20 +28,40 @@ def pinned_identity(model_id: str, card: RateCard) -> str:
     return card.base_model_id if card.priced else base_model_id(model_id)
 
 
+#: Pins already learnt, per ledger: a pin never changes, so a process asks the ledger once per
+#: session (a conditional write on DynamoDB) instead of once per request. Bounded: cleared whole
+#: when full, which only costs the next requests one more ledger round trip each.
+MAX_KNOWN_PINS = 10_000
+_known: WeakKeyDictionary[Any, dict[str, str]] = WeakKeyDictionary()
+_known_lock = threading.Lock()
+
+
+def known_pins(ledger: Any) -> dict[str, str]:
+    with _known_lock:
+        pins = _known.get(ledger)
+        if pins is None or len(pins) >= MAX_KNOWN_PINS:
+            pins = _known[ledger] = {}
+        return pins
+
+
 class SessionPin:
-    """One request's view of its session's pinned model: the ledger is asked once per request."""
+    """One request's view of its session's pinned model."""
 
-    __slots__ = ("_pin", "pinned")
+    __slots__ = ("_pin", "_known", "_session_id", "pinned")
 
-    def __init__(self, pin: Callable[[str], str | None]) -> None:
+    def __init__(self, session_id: str, pin: Callable[[str], str | None], known: dict[str, str]) -> None:
+        self._session_id = session_id
         self._pin = pin
-        self.pinned: str | None = None
+        self._known = known
+        self.pinned: str | None = known.get(session_id)
 
     def violates(self, identity: str) -> str | None:
         """The pinned model when ``identity`` is another one, else None (pinning it if first)."""
         if self.pinned is None:
             # None back: the ledger is down and failing open; the next call asks again.
             self.pinned = self._pin(identity)
+            if self.pinned is not None:
+                self._known[self._session_id] = self.pinned
         if self.pinned is not None and self.pinned != identity:
             return self.pinned
         return None

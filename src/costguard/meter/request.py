@@ -22,7 +22,7 @@ from costguard.errors import (
     WorkflowBlocked,
 )
 from costguard.meter.loops import RepeatCounter, converse_tool_uses
-from costguard.meter.pinning import SessionPin, pinned_identity
+from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing.key import CallUsage
 from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
@@ -238,12 +238,14 @@ class RequestMeter:
         if self._pin is None:
             ledger, session_id = self.guard.ledger, self.session_id
             self._pin = SessionPin(
+                session_id,
                 lambda model: self.guard.ledger_call(
                     self.policy,
                     "session model pin",
                     lambda: ledger.pin_session_model(session_id, model, self.guard.now_ms()),
                     None,
-                )
+                ),
+                known_pins(ledger),
             )
         pinned = self._pin.violates(pinned_identity(model_id, card))
         if pinned is not None:
