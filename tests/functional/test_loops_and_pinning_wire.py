@@ -203,6 +203,16 @@ def test_pinned_agent_session_stops_the_step_on_another_model(fake: FakeBedrock,
     assert guard.session_usage("s-1").model_calls == 1
 
 
+def test_a_step_of_unknown_model_does_not_pin_the_session(fake: FakeBedrock, tmp_path: Path) -> None:
+    # GIVEN an agent whose trace names no model for its first step (and no default model)
+    loop = Loop().model_call(None, 100, 10, "a").model_call(SONNET, 100, 10, "b").answer()
+    fake.queue_agent_response(loop.events)
+    guard = costguard.Guard(policies(PIN), ledger=f"sqlite:///{tmp_path}/l.db")
+    # THEN the session is pinned by the first model that is known
+    assert invoke(guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf")) == [{"chunk": {"bytes": b"done"}}]
+    assert guard.ledger.pin_session_model("s-1", NOVA_MICRO, 0) == SONNET
+
+
 # -- latency split ----------------------------------------------------------------------------------
 
 

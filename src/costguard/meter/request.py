@@ -216,7 +216,8 @@ class RequestMeter:
         models = self.policy.models
         if models.allow is not None and not models.allows(model_id, card.base_model_id):
             self.violate(ModelNotAllowed, "models.allow", list(models.allow), model_id, model=model_id)
-        if models.pinned_per_session:
+        if models.pinned_per_session and model_id != UNKNOWN_MODEL:
+            # A step whose model nobody knows must not pin the session to "unknown".
             self._check_pin(model_id, card)
         if not card.priced:
             unpriced = self.policy.unpriced
