@@ -155,3 +155,34 @@ def test_dynamodb_ledger_counts_the_cost_in_session_and_budgets(monkeypatch: pyt
         assert usage is not None and usage.cost_usd == expected
         assert {c.period: c.spent_usd for c in ledger.budget_counters("claims-intake")} == {
             "day:2025-12-01": expected, "month:2025-12": expected}
+
+
+def test_an_invocation_whose_handler_raises_is_still_billed(sqlite: SQLiteLedger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COSTGUARD_LAMBDA_ARCHITECTURE", "arm64")
+    now = {"t": 5.0}
+
+    def handler(evt: dict[str, Any], context: Any) -> dict[str, Any]:
+        now["t"] += 0.0301  # 30.1 ms: billed as 31 ms
+        raise RuntimeError("backend down")
+
+    guarded_handler = action_guard(PolicySet.empty(), workflow="claims-intake", ledger=sqlite, timer=lambda: now["t"])(handler)
+    with pytest.raises(RuntimeError):
+        guarded_handler(event(), SimpleNamespace(memory_limit_in_mb=512))
+    (record,) = sqlite.actions()
+    assert (record.outcome, record.billed_ms, record.cost_usd) == ("error", 31, published_cost(512, 31, "arm64"))
+
+
+@pytest.mark.parametrize("memory", ["lots", "-1", None, 0])
+def test_a_context_without_a_usable_memory_size_prices_nothing(
+    sqlite: SQLiteLedger, monkeypatch: pytest.MonkeyPatch, memory: object
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    guarded(sqlite, 0.1)(event(), SimpleNamespace(memory_limit_in_mb=memory))
+    assert sqlite.actions()[0].cost_nanos == 0
+
+
+def test_the_memory_size_falls_back_to_the_runtime_variable(sqlite: SQLiteLedger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+    monkeypatch.setenv("COSTGUARD_LAMBDA_ARCHITECTURE", "x86_64")
+    guarded(sqlite, 0.1)(event(), SimpleNamespace())
+    assert sqlite.actions()[0].cost_usd == published_cost(512, 100, "x86_64")
