@@ -63,7 +63,10 @@ gets the handler's response exactly as returned; the violation is recorded with
 
 **Recording.** Every invocation writes an :class:`~costguard.usage.ActionRecord` (sizes, trim
 counts, outcome ``passed|trimmed|replaced|replayed|error``, latency): sizes and counts only, never
-the body. Ledger failures follow ``on_ledger_error``: ``allow`` logs a warning and the response
+the body. In Lambda the record also carries what the invocation itself costs
+(:mod:`costguard.action_cost`: billed duration x configured memory at the architecture's
+GB-second price, plus the request price); the ledger adds that cost to the session (it counts
+toward ``per_session.max_cost_usd``) and to the workflow's budget counters. Ledger failures follow ``on_ledger_error``: ``allow`` logs a warning and the response
 goes out; ``deny`` returns a structured failure (OpenAPI: httpStatusCode 503; function details:
 ``responseState: "FAILURE"``, which ends the agent's turn with a dependency failure) that says the
 cost ledger is unavailable and whether the action ran. The ledger is opened before the handler
@@ -114,6 +117,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from costguard.action_cost import invocation_cost
+from costguard.coerce import canonical as _canonical
 from costguard.errors import CostguardError, PolicyError
 from costguard.ledger import Ledger, open_ledger
 from costguard.policy import ActionRule, ActionTrim, PolicySet, WorkflowPolicy, load_policies, parse_trim_path
@@ -433,6 +438,9 @@ class _Invocation:
     session_id: str | None
     agent_id: str | None
     request_id: str | None
+    #: The Lambda context (its memory size prices the invocation) and when the invocation began.
+    context: Any = None
+    started: float = 0.0
 
     @property
     def is_function(self) -> bool:
@@ -469,16 +477,6 @@ def _param_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
             if isinstance(props, list):
                 found.extend((str(p.get("name")), p.get("value")) for p in props if isinstance(p, Mapping))
     return found
-
-
-def _canonical(value: Any) -> Any:
-    """Order-independent form of event parameters: name/type/value lists are sorted."""
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        items = [_canonical(v) for v in value]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False, default=str))
-    return value
 
 
 def _body_slots(response: Any) -> tuple[str | None, list[tuple[dict[str, Any], str]]]:
@@ -639,6 +637,7 @@ class ActionGuard:
         metrics: MetricsLike | None = None,
         clock: Callable[[], float] = time.time,
         user_id_key: str | bytes | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.handler = handler
         self.policies = policies
@@ -647,6 +646,7 @@ class ActionGuard:
         self._ledger_spec = ledger
         self._ledger: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         self._clock = clock
+        self._timer = timer
         key = user_id_key if user_id_key is not None else os.environ.get("COSTGUARD_USER_KEY")
         self._user_key: bytes | None = key.encode() if isinstance(key, str) else key
         self._lock = threading.Lock()
@@ -717,6 +717,8 @@ class ActionGuard:
             session_id=_str_or_none(event.get("sessionId")),
             agent_id=_str_or_none(agent.get("id")) if isinstance(agent, Mapping) else None,
             request_id=_str_or_none(getattr(context, "aws_request_id", None)),
+            context=context,
+            started=self._timer(),
         )
 
     def idempotency_key(self, inv: _Invocation) -> str:
@@ -900,6 +902,7 @@ class ActionGuard:
         self, inv: _Invocation, policy: WorkflowPolicy, record: ActionRecord, violation: ViolationRecord | None
     ) -> bool:
         """Write the action (and violation); False when the ledger failed."""
+        self._add_cost(inv, record)
         try:
             self._ledger_call("recording an action", lambda ledger: ledger.record_action(record))
             if violation is not None:
@@ -907,6 +910,22 @@ class ActionGuard:
         except _LedgerUnavailable:
             return False
         return True
+
+    def _add_cost(self, inv: _Invocation, record: ActionRecord) -> None:
+        """What this invocation costs in Lambda time, as billed: measured up to this point."""
+        try:
+            cost = invocation_cost(inv.context, self._timer() - inv.started)
+        except Exception:  # a costguard bug must not break the action: record it unpriced
+            logger.exception("costguard action guard: could not price the invocation of %s", inv.action)
+            return
+        if cost is None:
+            return  # not in Lambda (no memory size): nothing Lambda bills
+        if cost.region_assumed:
+            logger.warning("costguard action guard: no Lambda price for this region; priced as %s", cost.region)
+        record.cost_nanos = cost.cost_nanos
+        record.billed_ms = cost.billed_ms
+        record.memory_mb = cost.memory_mb
+        record.architecture = cost.architecture
 
     def _replayed(
         self,
@@ -1135,6 +1154,7 @@ def action_guard(
     metrics: MetricsLike | None = None,
     clock: Callable[[], float] | None = None,
     user_id_key: str | bytes | None = None,
+    timer: Callable[[], float] | None = None,
 ) -> Any:
     """Decorate an action group Lambda handler ``handler(event, context) -> response``.
 
@@ -1145,13 +1165,15 @@ def action_guard(
     invocation (``None``: ``$COSTGUARD_LEDGER`` or the default SQLite file). ``metrics``: an
     object with ``add(name, value, unit, *, workflow, model_id=None)``. ``clock``: seconds since
     the epoch (tests). ``user_id_key``: HMAC key for user ids in idempotency keys (else
-    ``$COSTGUARD_USER_KEY``). The wrapped function exposes its :class:`ActionGuard` as ``.guard``.
+    ``$COSTGUARD_USER_KEY``). ``timer``: the monotonic seconds the invocation's billed duration is
+    measured with (tests; default ``time.perf_counter``). The wrapped function exposes its
+    :class:`ActionGuard` as ``.guard``.
 
     ``@action_guard`` without arguments works too (policies from ``$COSTGUARD_POLICIES``).
     """
     if callable(policies) and not isinstance(policies, PolicySet):
         return action_guard(workflow=workflow, ledger=ledger, metrics=metrics, clock=clock,
-                            user_id_key=user_id_key)(policies)
+                            user_id_key=user_id_key, timer=timer)(policies)
     policy_set = _load(policies)  # type: ignore[arg-type]
 
     def decorate(handler: Handler) -> Handler:
@@ -1163,6 +1185,7 @@ def action_guard(
             metrics=metrics,
             clock=clock or time.time,
             user_id_key=user_id_key,
+            timer=timer or time.perf_counter,
         )
 
         @functools.wraps(handler)

@@ -88,7 +88,7 @@ def _done(ctx: typer.Context, message: str) -> None:
 
 def _console() -> Console:
     # Piped output (CI logs, files) gets a wide page instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -563,6 +563,7 @@ def reconcile_command(
     tag_key: Annotated[list[str] | None, typer.Option("--tag-key", help="Cost allocation tag that names the workflow; repeat it to try several in order (an application inference profile tag, then an IAM principal tag such as iamPrincipal/team). See docs/tagging.md.")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="Region of the CloudWatch metrics; default: the session's.")] = None,
+    include_lambda: Annotated[bool, typer.Option("--lambda", help="Also compare the AWS Lambda spend of functions carrying the tag with what action_guard metered (one more Cost Explorer query).")] = False,
 ) -> None:
     """Join Cost Explorer (billed), CloudWatch (what Bedrock saw) and the ledger (metered).
 
@@ -596,7 +597,8 @@ def reconcile_command(
     session = _aws_session(profile)
     led = _open(ledger, ctx)
     try:
-        reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_keys, region_name=region)
+        reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_keys, region_name=region,
+                                include_lambda=include_lambda)
         with Console(stderr=True).status("reconciling", spinner="dots") if not _state(ctx).quiet else nullcontext():
             summary = run_reconciliation(reconciler, led, policy_set, span, topic_arn=topic_arn, bucket=bucket,
                                          prefix=prefix, session=session, dry_run=dry_run, tag_key=tag_keys[0])
@@ -607,10 +609,12 @@ def reconcile_command(
     finally:
         led.close()
     frame = summary.result.frame
-    records = [{k: _json_cell(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    records = _records(frame)
     if fmt == "json":
         doc = summary.to_dict()
         doc["frame"] = records
+        if summary.result.lambda_spend is not None:
+            doc["lambda_spend"] = _records(summary.result.lambda_spend)
         doc["alert_list"] = [
             {"key": a.key, "kind": a.kind, "workflow": a.workflow, "period": a.period, "subject": a.subject, "message": a.message}
             for a in summary.alerts
@@ -628,12 +632,19 @@ def reconcile_command(
         _print_table(alert_rows, ["kind", "workflow", "period", "subject"], f"Alerts ({verb}; already-sent ones are skipped)")
         for action in summary.actions:
             typer.echo(f"{'would ' if dry_run else ''}{action.action}: {action.workflow}")
+        if summary.result.lambda_spend is not None:
+            spend = summary.result.lambda_spend
+            _print_table(_records(spend), list(spend.columns), "Action group Lambda spend (metered by action_guard, billed by Cost Explorer)")
     for warning in getattr(summary.result, "warnings", []) or []:
         _note(ctx, f"warning: {warning}")
     for error in summary.errors:
         typer.echo(f"error: {error}", err=True)
     if summary.errors:
         raise typer.Exit(1)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return [{k: _json_cell(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def _json_cell(value: Any) -> Any:

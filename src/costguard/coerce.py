@@ -8,6 +8,8 @@ had to be coerced is kept, bounded, and flagged ``usage_suspect`` so reports can
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -94,3 +96,24 @@ def utf8_len(text: Any) -> int:
     if isinstance(text, (bytes, bytearray)):
         return len(text)
     return 0
+
+
+def canonical(value: Any) -> Any:
+    """Order-independent form of tool parameters: mapping keys as strings, lists sorted.
+
+    Bedrock hands the same call's parameters over in any order (``[{name, type, value}]`` lists),
+    so two calls that differ only in order are the same call (idempotency keys, loop detection).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [canonical(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False, default=str))
+    return value
+
+
+def canonical_hash(*parts: Any) -> str:
+    """SHA-256 hex of the canonical JSON of ``parts``: a key that never reveals the values."""
+    text = json.dumps([canonical(p) for p in parts], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -77,6 +77,8 @@ CACHE_WRITE_TOKENS: Final = "CacheWriteTokens"
 COST_USD: Final = "CostUSD"
 TOOL_CALLS: Final = "ToolCalls"
 TOOL_RESPONSE_BYTES: Final = "ToolResponseBytes"
+TOOL_LATENCY_MS: Final = "ToolLatencyMs"
+TIME_TO_FIRST_TOKEN_MS: Final = "TimeToFirstTokenMs"
 VIOLATIONS: Final = "Violations"
 THROTTLES: Final = "Throttles"
 LEDGER_ERRORS: Final = "LedgerErrors"
@@ -614,8 +616,9 @@ def record_segment(sink: MetricsSink, segment: RequestSegment) -> None:
     """The metrics of one recorded request segment.
 
     Per model call (dimensions Workflow, ModelId = the base model id): ModelCalls, the four token
-    counts and CostUSD. Per tool call (Workflow): ToolCalls and ToolResponseBytes. Per violation
-    (Workflow, Rule): Violations.
+    counts and CostUSD. Per tool call (Workflow): ToolCalls, ToolResponseBytes and ToolLatencyMs
+    (when the trace timed it). Per segment that produced output (Workflow): TimeToFirstTokenMs.
+    Per violation (Workflow, Rule): Violations.
     """
     add = sink.add
     workflow = segment.workflow
@@ -631,6 +634,10 @@ def record_segment(sink: MetricsSink, segment: RequestSegment) -> None:
         add(TOOL_CALLS, 1, "Count", workflow=workflow)
         if tool.response_bytes is not None:
             add(TOOL_RESPONSE_BYTES, tool.response_bytes, "Bytes", workflow=workflow)
+        if tool.latency_ms is not None:
+            add(TOOL_LATENCY_MS, tool.latency_ms, "Milliseconds", workflow=workflow)
+    if segment.ttft_ms is not None:
+        add(TIME_TO_FIRST_TOKEN_MS, segment.ttft_ms, "Milliseconds", workflow=workflow)
     for violation in segment.violations:
         record_violation(sink, violation)
 

@@ -58,6 +58,10 @@ _REQUEST_ROW_COLUMNS = (
     "shadow_violations",
 )
 _CALL_ROW_COLUMNS = ("requests", "model_calls", *_TOKEN_COLUMNS, "cost_usd")
+# The by-workflow report's own picture: action group Lambda spend (besides the model spend in
+# cost_usd) and the latency split's percentiles over the window's requests.
+_PERCENTILE_COLUMNS = ("ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms")
+_WORKFLOW_ROW_COLUMNS = (*_REQUEST_ROW_COLUMNS, "lambda_cost_usd", *_PERCENTILE_COLUMNS)
 _ACTION_ROW_COLUMNS = (
     "workflow",
     "invocations",
@@ -72,9 +76,11 @@ _ACTION_ROW_COLUMNS = (
     "items_dropped",
     "est_tokens_saved",
     "est_input_usd_saved",
+    "lambda_cost_usd",
 )
-# Not summable across rows: a name, a maximum.
-_UNSUMMED = frozenset({"sessions", "workflow", "max_bytes_before"})
+# Not summable across rows: a name, a maximum, percentiles.
+_UNSUMMED = frozenset({"sessions", "workflow", "max_bytes_before", *_PERCENTILE_COLUMNS})
+_DECIMAL_SUMS = frozenset({"cost_usd", "est_input_usd_saved", "lambda_cost_usd"})
 # Bedrock tokenisers average roughly 4 bytes of English/JSON per token; the saving is an estimate.
 BYTES_PER_TOKEN = 4
 
@@ -100,12 +106,9 @@ class Report:
         for col in table_columns(self)[1:]:
             if col in self.extra_columns or col in _UNSUMMED:
                 continue
-            if col == "est_input_usd_saved":
-                out[col] = sum((r[col] for r in self.rows), Decimal(0))
-                continue
             if col == "sessions" or (col == "requests" and self.group_by in _CALL_KEYS):
                 continue
-            if col == "cost_usd":
+            if col in _DECIMAL_SUMS:
                 out[col] = sum((r[col] for r in self.rows), Decimal(0))
             else:
                 out[col] = sum(int(r[col]) for r in self.rows)
@@ -151,6 +154,8 @@ def table_columns(report: Report) -> list[str]:
         return ["action", *_ACTION_ROW_COLUMNS, *report.extra_columns]
     if report.group_by in _CALL_KEYS:
         return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS, *report.extra_columns]
+    if report.group_by == "workflow":
+        return ["workflow", *_WORKFLOW_ROW_COLUMNS, *report.extra_columns]
     return [_REQUEST_KEYS[report.group_by], *_REQUEST_ROW_COLUMNS, *report.extra_columns]
 
 
@@ -205,11 +210,11 @@ def _read_requests(
     conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
 ) -> pd.DataFrame:
     where, params = _where("started_ms", since_ms, until_ms, workflow)
-    ints = ("started_ms", "model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos")
+    ints = ("started_ms", "model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos", "latency_ms")
     sql = (
         "SELECT request_id, workflow, session_id, user_id, started_ms, model_calls, tool_calls, "
-        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM requests"
-        + where
+        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, "
+        "ttft_ms FROM requests" + where
     )
     frame = _read(conn, sql, params, ints)
     frame["day"] = frame["started_ms"] // _MS_PER_DAY
@@ -390,10 +395,10 @@ def _action_rows(
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
     frame = _read(
         conn,
-        "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome "
-        f"FROM actions{where}",
+        "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome, "
+        f"cost_nanos FROM actions{where}",
         params,
-        ("bytes_before", "bytes_after", "fields_dropped", "items_dropped"),
+        ("bytes_before", "bytes_after", "fields_dropped", "items_dropped", "cost_nanos"),
     )
     if frame.empty:
         return []
@@ -409,7 +414,8 @@ def _action_rows(
     for outcome in ("trimmed", "replaced", "replayed"):
         frame[outcome] = (frame["outcome"] == outcome).astype("int64")
     grouped = frame.groupby(["workflow", "action"], sort=False)
-    agg = grouped[["bytes_before", "bytes_after", "fields_dropped", "items_dropped", "trimmed", "replaced", "replayed"]].sum()
+    agg = grouped[["bytes_before", "bytes_after", "fields_dropped", "items_dropped", "trimmed", "replaced", "replayed",
+                   "cost_nanos"]].sum()
     agg["invocations"] = grouped.size()
     agg["max_bytes_before"] = grouped["bytes_before"].max()
     rows: list[dict[str, Any]] = []
@@ -427,10 +433,44 @@ def _action_rows(
         row["bytes_saved"] = saved
         row["est_tokens_saved"] = tokens
         row["est_input_usd_saved"] = usd if usd is not None else Decimal(0)
+        row["lambda_cost_usd"] = _usd(rec["cost_nanos"])
         rows.append(row)
     # The verbose tools first: that is the question this report answers.
     rows.sort(key=lambda r: (-r["bytes_before"], r["workflow"], r["action"]))
     return rows
+
+
+def _lambda_cost_by_workflow(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> dict[str, int]:
+    where, params = _where("ts_ms", since_ms, until_ms, workflow)
+    sql = f"SELECT workflow, SUM(cost_nanos) FROM actions{where} GROUP BY workflow"
+    return {str(name): int(nanos or 0) for name, nanos in conn.execute(sql, params).fetchall()}
+
+
+def nearest_rank(values: list[int], pct: int) -> int | None:
+    """The ``pct``-th percentile by nearest rank: the smallest value with pct% of values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct * len(ordered) / 100) - 1)]
+
+
+def _add_workflow_picture(rows: list[dict[str, Any]], requests: pd.DataFrame, lambda_nanos: dict[str, int]) -> None:
+    """Lambda spend and latency percentiles on the by-workflow rows (a row for Lambda-only spend)."""
+    by_name = {row["workflow"]: row for row in rows}
+    for name in lambda_nanos:
+        if name not in by_name:
+            by_name[name] = _request_row("workflow", name, "workflow", {}, 0, 0)
+            del by_name[name]["_nanos"]
+            rows.append(by_name[name])
+    for name, row in by_name.items():
+        row["lambda_cost_usd"] = _usd(lambda_nanos.get(name, 0))
+        mine = requests[requests["workflow"] == name]
+        ttft = [int(v) for v in mine["ttft_ms"].dropna().tolist()]
+        latency = [int(v) for v in mine["latency_ms"].tolist()]
+        row["ttft_p50_ms"], row["ttft_p95_ms"] = nearest_rank(ttft, 50), nearest_rank(ttft, 95)
+        row["latency_p50_ms"], row["latency_p95_ms"] = nearest_rank(latency, 50), nearest_rank(latency, 95)
 
 
 def usage_report(
@@ -459,6 +499,8 @@ def usage_report(
         rows = _call_rows(conn, group_by, since_ms, until_ms, workflow)
     else:
         rows = _request_rows(requests, group_by, _violation_counts(conn, group_by, since_ms, until_ms, workflow))
+        if group_by == "workflow":
+            _add_workflow_picture(rows, requests, _lambda_cost_by_workflow(conn, since_ms, until_ms, workflow))
     return Report(
         group_by=group_by,
         rows=rows,

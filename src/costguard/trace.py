@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from costguard.coerce import optional_ms, text_id, usage_counts, utf8_len
+from costguard.coerce import canonical_hash, optional_ms, text_id, usage_counts, utf8_len
 
 #: invocationType values that are tool calls (DESIGN.md section 5).
 TOOL_KINDS = frozenset(
@@ -76,6 +76,14 @@ class ToolCall:
     name: str | None
     trace_id: str | None
     agent: str | None
+    #: :func:`tool_call_hash` of the tool and its parameters (never the parameters themselves):
+    #: equal hashes are repeats of one call (``max_repeated_tool_calls``).
+    call_hash: str | None = None
+
+
+def tool_call_hash(name: str | None, parameters: Any) -> str:
+    """The key of a call for loop detection: the tool and the canonical JSON of its parameters."""
+    return canonical_hash(name, parameters)
 
 
 @dataclass(slots=True)
@@ -282,22 +290,30 @@ class AgentTraceNormalizer:
         if kind not in TOOL_KINDS:
             return None
         name: str | None
+        # What makes two calls of one tool the same call (hashed, never kept).
+        parameters: Any
         if kind == "ACTION_GROUP":
             ag = ii.get("actionGroupInvocationInput") or {}
             name = ag.get("actionGroupName")
             op = ag.get("function") or ag.get("apiPath")
             if name and op:
                 name = f"{name}::{op}"
+            parameters = {k: ag.get(k) for k in ("verb", "parameters", "requestBody")}
         elif kind == "KNOWLEDGE_BASE":
-            name = (ii.get("knowledgeBaseLookupInput") or {}).get("knowledgeBaseId")
+            kb = ii.get("knowledgeBaseLookupInput") or {}
+            name = kb.get("knowledgeBaseId")
+            parameters = kb.get("text")
         elif kind == "AGENT_COLLABORATOR":
-            name = (ii.get("agentCollaboratorInvocationInput") or {}).get("agentCollaboratorName")
+            collaborator = ii.get("agentCollaboratorInvocationInput") or {}
+            name = collaborator.get("agentCollaboratorName")
+            parameters = collaborator.get("input")
         else:
             name = "codeInterpreter"
+            parameters = ii.get("codeInterpreterInvocationInput")
         name = text_id(name)
         trace_id = ii.get("traceId")
         self._tools_by_trace.setdefault(trace_id, []).append((kind, name))
-        return ToolCall(kind, name, trace_id, agent)
+        return ToolCall(kind, name, trace_id, agent, tool_call_hash(name, parameters))
 
     def _observation(self, obs: Mapping[str, Any], agent: str | None) -> Step | None:
         trace_id = obs.get("traceId")

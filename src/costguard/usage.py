@@ -193,6 +193,9 @@ class RequestSegment:
     #: A checkpoint of a request still running: settle what was spent against the reservation and
     #: keep (and renew) the rest of the hold, instead of releasing it.
     keep_reservation: bool = False
+    #: Milliseconds from the request's start to its first model output (a chunk, a streamed
+    #: delta or a model invocation's output); None when no output came.
+    ttft_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,10 @@ class SessionUsage:
     tool_response_bytes: int = 0
     user_id: str | None = None
     violations: list[ViolationRecord] = field(default_factory=list)
+    #: Latency roll-up of the session's requests (sums, milliseconds).
+    latency_ms: int = 0
+    model_latency_ms: int = 0
+    tool_latency_ms: int = 0
 
     @property
     def tokens(self) -> int:
@@ -325,6 +332,9 @@ class SessionUsage:
             "cost_usd": format(self.cost_usd, "f"),
             "tool_response_bytes": self.tool_response_bytes,
             "max_tool_response_bytes": self.max_tool_response_bytes,
+            "latency_ms": self.latency_ms,
+            "model_latency_ms": self.model_latency_ms,
+            "tool_latency_ms": self.tool_latency_ms,
             "violations": [v.to_dict() for v in self.violations],
         }
 
@@ -351,6 +361,20 @@ class ActionRecord:
     outcome: str
     latency_ms: int | None = None
     agent_id: str | None = None
+    #: What the invocation cost in Lambda time and requests (``costguard.action_cost``): counted
+    #: in the session's cost and the workflow's budget counters. 0 outside Lambda.
+    cost_nanos: int = 0
+    billed_ms: int | None = None
+    memory_mb: int | None = None
+    architecture: str | None = None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanos)
+
+    def budget_periods(self) -> tuple[str, str]:
+        """The budget counter periods its cost lands in (as the meter names them)."""
+        return "day:" + day_key(self.ts_ms), "month:" + month_key(self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from costguard import cli
 from costguard.cli import app
 from costguard.ledger.sqlite import SQLiteLedger
-from costguard.usage import PeriodLimit, Reservation
+from costguard.usage import ActionRecord, PeriodLimit, Reservation
 from tests.functional.test_reconcile_aws import answer_dimension_values
 from tests.support.ledger_data import segment
 
@@ -132,3 +132,29 @@ def test_ledger_create_table_then_use_it_from_the_cli(aws: Any) -> None:
     # AND a report on a DynamoDB ledger says what it cannot do instead of a traceback
     report = runner.invoke(app, ["--ledger", url, "report"])
     assert report.exit_code == 1 and "SQLite" in report.stderr
+
+
+def test_reconcile_with_lambda_prints_the_action_group_lambda_spend(tmp_path: Path, aws: Any) -> None:
+    # GIVEN yesterday's metered action group Lambda cost, and Cost Explorer's AWS Lambda bill
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    path = tmp_path / "l.db"
+    ledger = SQLiteLedger(path)
+    ledger.record_action(ActionRecord(day_ms(yesterday), "claims", "claims get_claim", "s-1", None, 1, 1, 0, 0, 0,
+                                      "passed", cost_nanos=16_867, billed_ms=1000, memory_mb=1024, architecture="x86_64"))
+    ledger.close()
+    bedrock = {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
+                                  "Groups": []}]}
+    lambda_bill = {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
+                                      "Groups": [{"Keys": [f"{TAG}$claims", "USE1-Lambda-GB-Second"],
+                                                  "Metrics": {"UnblendedCost": {"Amount": "0.00002", "Unit": "USD"},
+                                                              "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
+    assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
+                         json={"results": [bedrock, bedrock, lambda_bill]}, timeout=5).status_code == 201  # Bedrock per model, per tag; Lambda
+    # WHEN reconcile runs with --lambda
+    result = CliRunner().invoke(app, ["reconcile", "--since", yesterday, "--until", yesterday, "--dry-run", "--lambda",
+                                      "--format", "json", "--ledger", f"sqlite:///{path}"])
+    # THEN the JSON carries the metered and billed Lambda spend of the workflow's day
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["lambda_spend"]
+    assert (row["workflow"], row["day"], row["metered_lambda_usd"], row["billed_lambda_usd"], row["invocations"]) == (
+        "claims", yesterday, "0.000016867", "0.00002", 1)

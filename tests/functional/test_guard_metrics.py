@@ -143,7 +143,9 @@ def test_a_ledger_failure_still_emits_the_segment_and_a_ledger_error(
     runtime.converse(modelId=NOVA_MICRO, messages=MESSAGES)
     lines = flushed(guard, stream)
     assert series(lines, Workflow="triage", ModelId=NOVA_MICRO)["ModelCalls"] == 1
-    assert series(lines, Workflow="triage") == {"LedgerErrors": 1}
+    workflow = series(lines, Workflow="triage")
+    # The call's own time to first token (a duration, so not an exact figure) and the ledger error.
+    assert set(workflow) == {"LedgerErrors", "TimeToFirstTokenMs"} and workflow["LedgerErrors"] == 1
     assert guard.ledger_gaps == 1
 
 

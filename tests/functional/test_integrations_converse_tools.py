@@ -85,7 +85,7 @@ def test_a_refused_result_is_refused_again_when_the_loop_sends_it_again(fake: Fa
 
 def test_in_shadow_mode_an_oversize_result_is_sent_and_recorded(fake: FakeBedrock, tmp_path: Path) -> None:
     policies = PolicySet.from_yaml("version: 1\nworkflows:\n  wf:\n    mode: shadow\n    per_request:\n      max_tool_response_bytes: 10\n")
-    guard = costguard.Guard(policies, ledger=f"sqlite:///{tmp_path}/ledger.db")
+    guard = costguard.Guard(policies, ledger=f"sqlite:///{tmp_path}/ledger.db", user_id_key=False)
     runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-shadow")
     fake.queue_converse(50, 5)
     runtime.converse(modelId=NOVA_MICRO, messages=[user({"text": "go"}), assistant_tool_use("t-s"), user(result("t-s", {"text": "y" * 64}))])

@@ -481,3 +481,49 @@ def test_dynamodb_record_costs_one_write_request_and_no_read() -> None:
         calls.clear()
         assert led.kill_switch("wf", 0) is None and led.kill_switch("wf", 0) is None
         assert calls == ["GetItem"]  # the second check came from the in-process cache
+
+
+# -- model pins, repeat counters, latency roll-up, action cost -------------------------------------
+
+
+def test_the_first_model_pinned_wins_and_every_caller_learns_it(ledger: Ledger) -> None:
+    assert ledger.pin_session_model("s-1", "anthropic.claude-3-5-sonnet-20240620-v1:0", 1_000) == (
+        "anthropic.claude-3-5-sonnet-20240620-v1:0")
+    assert ledger.pin_session_model("s-1", "amazon.nova-micro-v1:0", 2_000) == "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    assert ledger.pin_session_model("s-2", "amazon.nova-micro-v1:0", 2_000) == "amazon.nova-micro-v1:0"
+    # A pin is no usage: the session's counters stay empty.
+    assert ledger.session_totals("s-1").model_calls == 0
+
+
+def test_tool_repeat_counters_add_per_session(ledger: Ledger) -> None:
+    assert ledger.tool_repeats("s-1") == {}
+    ledger.add_tool_repeats("s-1", {"a" * 64: 2, "b" * 64: 1}, 1_000)
+    ledger.add_tool_repeats("s-1", {"a" * 64: 1}, 2_000)
+    ledger.add_tool_repeats("s-2", {"a" * 64: 5}, 2_000)
+    assert ledger.tool_repeats("s-1") == {"a" * 64: 3, "b" * 64: 1}
+    ledger.record(segment("r1", 10))
+    assert ledger.session_totals("s-1").model_calls == 1  # repeat counters are not usage
+
+
+def test_latency_rolls_up_per_session_and_ttft_keeps_the_first_segment(ledger: Ledger) -> None:
+    first = segment("r1", 10)
+    first.latency_ms, first.model_latency_ms, first.tool_latency_ms, first.ttft_ms = 900, 700, 100, 250
+    ledger.record(first)
+    again = segment("r2", 10)
+    again.latency_ms, again.model_latency_ms, again.tool_latency_ms = 100, 60, 20
+    ledger.record(again)
+    usage = ledger.session_usage("s-1")
+    assert usage is not None
+    assert (usage.latency_ms, usage.model_latency_ms, usage.tool_latency_ms) == (1_000, 760, 120)
+
+
+def test_an_action_cost_counts_in_its_session_and_budgets(ledger: Ledger) -> None:
+    ledger.record(segment("r1", 100))
+    ledger.record_action(ActionRecord(DAY_START_MS + 5, "wf", "claims get_claim", "s-1", "req-1", 10, 10, 0, 0, 0,
+                                      "passed", 250, "A1", cost_nanos=4_367, billed_ms=251, memory_mb=1024,
+                                      architecture="x86_64"))
+    assert ledger.session_totals("s-1").cost_nanos == 100 + 4_367
+    (record,) = ledger.actions()
+    assert (record.cost_nanos, record.billed_ms, record.memory_mb, record.architecture) == (4_367, 251, 1024, "x86_64")
+    # The segment had no reservation, so the counters hold the action's cost alone.
+    assert {c.period: c.spent_nanos for c in ledger.budget_counters("wf")} == {DAY.period: 4_367, MONTH.period: 4_367}

@@ -34,7 +34,8 @@ def guard_with(tmp_path: Path, limits: str, workflow: str = "wf") -> costguard.G
     """A guard enforcing ``limits`` (policy YAML lines under the workflow) on a SQLite ledger."""
     text = f"version: 1\nworkflows:\n  {workflow}:\n    mode: enforce\n"
     text += "".join(f"    {line}\n" for line in limits.strip().splitlines())
-    return costguard.Guard(PolicySet.from_yaml(text), ledger=f"sqlite:///{tmp_path}/ledger.db")
+    # Raw user ids (an explicit opt-in; hashed by default) so tests can read attribution back.
+    return costguard.Guard(PolicySet.from_yaml(text), ledger=f"sqlite:///{tmp_path}/ledger.db", user_id_key=False)
 
 
 def queue_tool_use(fake: FakeBedrock, *, streaming: bool, tool_use_id: str, name: str, tool_input: dict[str, Any],

@@ -41,9 +41,13 @@ class Loop:
         self.output_tokens += o
         return self
 
-    def action_group(self, text: str, trace_id: str, group: str = "claims", function: str = "get_claim", **kw: Any) -> Loop:
+    def action_group(self, text: str, trace_id: str, group: str = "claims", function: str = "get_claim",
+                     parameters: list[dict[str, Any]] | None = None, **kw: Any) -> Loop:
+        agi: dict[str, Any] = {"actionGroupName": group, "function": function}
+        if parameters is not None:
+            agi["parameters"] = parameters
         self.events.append(part({"orchestrationTrace": {"invocationInput": {"traceId": trace_id, "invocationType": "ACTION_GROUP",
-                                 "actionGroupInvocationInput": {"actionGroupName": group, "function": function}}}}, **kw))
+                                 "actionGroupInvocationInput": agi}}}, **kw))
         self.events.append(part({"orchestrationTrace": {"observation": {"traceId": trace_id, "type": "ACTION_GROUP",
                                  "actionGroupInvocationOutput": {"text": text, "metadata": {"totalTimeMs": 120}}}}}, **kw))
         self.tool_calls += 1

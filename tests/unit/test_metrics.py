@@ -199,6 +199,22 @@ def test_record_segment_maps_a_request_segment_to_metrics() -> None:
     assert violations["Violations"] == 1
 
 
+def test_record_segment_records_time_to_first_token_and_tool_latency() -> None:
+    stream = io.StringIO()
+    sink = EMFMetricsSink(stream=stream)
+    seg = segment()
+    seg.ttft_ms = 640
+    seg.tool_calls[0].latency_ms = 120
+    seg.tool_calls[1].latency_ms = 80
+    record_segment(sink, seg)
+    sink.flush()
+    tools = find(emf_lines(stream), Workflow="wf")
+    # One EMF line per flush carries each series' sum: 120 + 80 ms of tool time.
+    assert (tools["TimeToFirstTokenMs"], tools["ToolLatencyMs"]) == (640, 200)
+    units = {m["Name"]: m["Unit"] for m in tools["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units["TimeToFirstTokenMs"] == units["ToolLatencyMs"] == "Milliseconds"
+
+
 # -- EMF ----------------------------------------------------------------------------------------
 
 

@@ -579,7 +579,9 @@ def test_json_schema_is_draft_2020_12_and_closed_to_unknown_keys() -> None:
         "max_tokens",
         "max_cost_usd",
         "max_tool_response_bytes",
+        "max_repeated_tool_calls",
     }
+    assert set(schema["$defs"]["ModelRules"]["properties"]) == {"allow", "pin"}
     assert {"type": "number", "minimum": 0} in limits["max_cost_usd"]["anyOf"]
     assert {"type": "integer", "minimum": 0} in limits["max_model_calls"]["anyOf"]
     assert schema == PolicyFile.model_json_schema() | {
@@ -603,8 +605,8 @@ def test_json_schema_rejects_what_the_loader_rejects() -> None:
 
 def test_rules_name_every_enforceable_rule() -> None:
     limits = [f"{scope}.{field}" for scope in ("per_request", "per_session") for field in Limits.model_fields]
-    assert set(RULES) == {*limits, "models.allow", "budget.daily_usd", "budget.monthly_usd", "kill_switch", "unpriced", "unmetered"}
-    assert isinstance(RULES, tuple) and len(RULES) == len(set(RULES)) == 16
+    assert set(RULES) == {*limits, "models.allow", "models.pin", "budget.daily_usd", "budget.monthly_usd", "kill_switch", "unpriced", "unmetered"}
+    assert isinstance(RULES, tuple) and len(RULES) == len(set(RULES)) == 19
 
 
 def test_workflow_policy_defaults_and_shadow_property() -> None:

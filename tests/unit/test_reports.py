@@ -11,7 +11,7 @@ import pytest
 
 from costguard.ledger import SQLiteLedger
 from costguard.reports import Report, render, table_columns, usage_report
-from costguard.usage import ModelCallRecord, RequestSegment, Totals, ToolCallRecord, ViolationRecord
+from costguard.usage import ActionRecord, ModelCallRecord, RequestSegment, Totals, ToolCallRecord, ViolationRecord
 
 DAY_MS = 86_400_000
 D1 = 1_763_769_600_000  # 2025-11-22T00:00:00Z
@@ -135,6 +135,36 @@ def rows_by(report: Report) -> dict[object, dict[str, object]]:
     return {r[key]: r for r in report.rows}
 
 
+def test_by_workflow_report_shows_lambda_spend_and_latency_percentiles(ledger: SQLiteLedger) -> None:
+    # GIVEN five requests of wf-a (total latency and time to first token per request)
+    for n, (latency, ttft) in enumerate([(300, 70), (100, 50), (1000, None), (200, 60), (400, 80)]):
+        seg = segment(f"r{n}", [call(f"r{n}", "wf-a", "s-1", D1 + n, 1000)], started=D1 + n)
+        seg.latency_ms, seg.ttft_ms = latency, ttft
+        ledger.record(seg)
+    # AND action group Lambda spend in wf-a, and in wf-tools (a workflow with no model calls)
+    for workflow, nanos in (("wf-a", 16_867), ("wf-a", 8_533), ("wf-tools", 6_867)):
+        ledger.record_action(ActionRecord(D1, workflow, "claims get_claim", "s-1", None, 10, 10, 0, 0, 0, "passed",
+                                          cost_nanos=nanos, billed_ms=1000, memory_mb=1024, architecture="x86_64"))
+    report = usage_report(ledger.connection(), group_by="workflow")
+    rows = rows_by(report)
+    a = rows["wf-a"]
+    assert (a["cost_usd"], a["lambda_cost_usd"]) == (Decimal("0.000005"), Decimal("0.0000254"))
+    # Nearest rank: p50 of 5 is the 3rd smallest, p95 the 5th; of 4 ttfts, the 2nd and the 4th.
+    assert (a["latency_p50_ms"], a["latency_p95_ms"], a["ttft_p50_ms"], a["ttft_p95_ms"]) == (300, 1000, 60, 80)
+    tools = rows["wf-tools"]
+    assert (tools["requests"], tools["cost_usd"], tools["lambda_cost_usd"]) == (0, Decimal(0), Decimal("0.000006867"))
+    assert tools["latency_p50_ms"] is None
+    assert report.totals()["lambda_cost_usd"] == Decimal("0.000032267")
+    assert "latency_p50_ms" not in report.totals()
+    # AND the action report carries each action's Lambda spend
+    actions = usage_report(ledger.connection(), group_by="action")
+    assert {(r["workflow"], r["lambda_cost_usd"]) for r in actions.rows} == {
+        ("wf-a", Decimal("0.0000254")), ("wf-tools", Decimal("0.000006867"))}
+    for fmt in ("json", "csv", "markdown"):
+        assert "lambda_cost_usd" in render(report, fmt) and "ttft_p95_ms" in render(report, fmt)
+    assert "lambda cost usd" in render(report, "html")
+
+
 def test_group_by_workflow_exact_totals(populated: SQLiteLedger) -> None:
     report = usage_report(populated.connection(), since_ms=None, until_ms=None, workflow=None, group_by="workflow")
     rows = rows_by(report)
@@ -150,6 +180,7 @@ def test_group_by_workflow_exact_totals(populated: SQLiteLedger) -> None:
     assert table_columns(report) == [
         "workflow", "sessions", "requests", "model_calls", "tool_calls", "input_tokens", "output_tokens",
         "cache_read_tokens", "cache_write_tokens", "cost_usd", "violations", "shadow_violations",
+        "lambda_cost_usd", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms",
     ]
     assert report.totals()["cost_usd"] == Decimal("0.123460296")
     assert [s["session_id"] for s in report.top_sessions] == ["s-3", "s-1", "s-2"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from costguard.trace import (
@@ -125,7 +127,10 @@ def test_action_group_call_and_response_bytes_are_utf8_bytes() -> None:
             }
         )
     )
-    assert call == ToolCall("ACTION_GROUP", "claims::/claims/{id}", "t-1", None)
+    # The call's key: SHA-256 of the canonical JSON of the tool and its parameters.
+    material = ["claims::/claims/{id}", {"parameters": None, "requestBody": None, "verb": "get"}]
+    key = hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert call == ToolCall("ACTION_GROUP", "claims::/claims/{id}", "t-1", None, key)
     assert result == ToolResult("ACTION_GROUP", "claims::/claims/{id}", len(text.encode("utf-8")), 42, "t-1", None)
     assert len(text.encode("utf-8")) > len(text)
 

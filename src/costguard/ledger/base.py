@@ -155,6 +155,22 @@ class Ledger(ABC):
     def find_return_control(self, session_id: str, invocation_id: str) -> str | None:
         """The request id paused by a returnControl with this invocation id, if any."""
 
+    @abstractmethod
+    def pin_session_model(self, session_id: str, model: str, now_ms: int) -> str:
+        """Pin ``model`` as the session's model unless one is pinned already; the pinned model.
+
+        Atomic across processes: of two first calls racing on one session, one model wins and
+        both callers get it back.
+        """
+
+    @abstractmethod
+    def tool_repeats(self, session_id: str) -> dict[str, int]:
+        """How often each (tool, canonical parameters) hash was called in the session."""
+
+    @abstractmethod
+    def add_tool_repeats(self, session_id: str, counts: dict[str, int], now_ms: int) -> None:
+        """Add ``counts`` (hash -> calls) to the session's repeat counters (atomic increments)."""
+
     # -- administration and reads -------------------------------------------------------------
 
     @abstractmethod
@@ -227,7 +243,11 @@ class Ledger(ABC):
 
     @abstractmethod
     def record_action(self, record: ActionRecord) -> None:
-        """Record one guarded action group invocation (sizes and trim counts only)."""
+        """Record one guarded action group invocation (sizes and trim counts only).
+
+        Its ``cost_nanos`` (the Lambda's own cost) is added, in the same atomic unit, to its
+        session's cost and to the workflow's day and month budget counters.
+        """
 
     @abstractmethod
     def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:

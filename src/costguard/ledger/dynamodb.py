@@ -39,6 +39,8 @@ user id key             ``CONFIG``                   ``user-id-key``            
 action record           ``A#{wf}``                   ``{ts}#{uniq}``                  -                      yes
 workflow registry       ``WF``                       ``V#{wf}`` / ``A#{wf}``          -                      no
 idempotency key         ``I#{key}``                  ``#I``                           -                      yes (its own expiry)
+pinned session model    ``S#{session}``              ``P``                            -                      yes
+tool repeat counter     ``S#{session}``              ``T#{call hash}``                -                      yes
 ======================  ===========================  ===============================  =====================  ===
 
 TTL (``usage_ttl_days``, default 400, ``None`` = keep forever) is refreshed on every write of a
@@ -796,6 +798,8 @@ class DynamoDBLedger(Ledger):
         update.add("tool_latency_ms", segment.tool_latency_ms)
         update.add("unknown_events", segment.unknown_events)
         update.add("unpriced_calls", segment.unpriced_calls)
+        if segment.ttft_ms is not None:
+            update.set_if_absent("ttft_ms", _n(segment.ttft_ms))
         if segment.return_control_id is not None:
             update.set("return_control_id", _s(segment.return_control_id))
             update.set("gsi1pk", _s(f"RC#{_q(segment.session_id)}#{_q(segment.return_control_id)}"))
@@ -818,6 +822,9 @@ class DynamoDBLedger(Ledger):
         update.add("requests", 1 if new else 0)
         for attr in _ADDITIVE_ATTRS:
             update.add(attr, getattr(d, attr))
+        update.add("latency_ms", segment.latency_ms)
+        update.add("model_latency_ms", segment.model_latency_ms)
+        update.add("tool_latency_ms", segment.tool_latency_ms)
         return self._with_ttl(update)
 
     def _daily_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
@@ -1050,6 +1057,50 @@ class DynamoDBLedger(Ledger):
             )
         )
 
+    def pin_session_model(self, session_id: str, model: str, now_ms: int) -> str:
+        item: Item = {"pk": _s(f"S#{_q(session_id)}"), "sk": _s("P"), "model": _s(model), "pinned_ms": _n(now_ms)}
+        ttl = self._ttl()
+        if ttl is not None:
+            item[TTL_ATTRIBUTE] = ttl
+        result = self._call(
+            "pinning a session's model",
+            "put_item",
+            tolerate=("ConditionalCheckFailedException",),
+            TableName=self.table_name,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        if not isinstance(result, ClientError):
+            return model
+        pinned = self._get("reading a session's pinned model", f"S#{_q(session_id)}", "P")
+        found = _str(pinned, "model") if pinned else None
+        if found is None:  # pragma: no cover - a pin is never deleted while its session lives
+            raise LedgerError(f"DynamoDB ledger table {self.table_name!r}: session {session_id!r} pin vanished")
+        return found
+
+    def tool_repeats(self, session_id: str) -> dict[str, int]:
+        return {
+            (_str(item, "sk") or "")[2:]: _int(item, "calls")
+            for item in self._query(
+                "reading tool repeat counters",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :t)",
+                ExpressionAttributeValues={":pk": _s(f"S#{_q(session_id)}"), ":t": _s("T#")},
+                ConsistentRead=True,
+            )
+        }
+
+    def add_tool_repeats(self, session_id: str, counts: dict[str, int], now_ms: int) -> None:
+        items = []
+        for key, n in counts.items():
+            update = _Update(self.table_name, {"pk": _s(f"S#{_q(session_id)}"), "sk": _s(f"T#{key}")})
+            update.add("calls", n).set("last_ms", _n(now_ms))
+            items.append({"Update": self._with_ttl(update).params()})
+        # One transaction per 100 counters: its ClientRequestToken keeps a retried ADD single.
+        for start in range(0, len(items), _TXN_MAX_ITEMS):
+            failed = self._transact("counting tool repeats", items[start : start + _TXN_MAX_ITEMS])
+            if failed is not None:
+                raise _ledger_error(self.table_name, "counting tool repeats", "TransactWriteItems", failed)
+
     def session_usage(self, session_id: str) -> SessionUsage | None:
         summary: Item | None = None
         violation_items: list[Item] = []
@@ -1092,6 +1143,9 @@ class DynamoDBLedger(Ledger):
             max_tool_response_bytes=largest_response,
             tool_response_bytes=_int(summary, "tool_response_bytes"),
             violations=violations,
+            latency_ms=_int(summary, "latency_ms"),
+            model_latency_ms=_int(summary, "model_latency_ms"),
+            tool_latency_ms=_int(summary, "tool_latency_ms"),
         )
 
     def _kill_log_item(self, workflow: str, action: str, reason: str | None, actor: str, now_ms: int) -> dict[str, Any]:
@@ -1371,11 +1425,37 @@ class DynamoDBLedger(Ledger):
                 item[attr] = _s(value)
         if record.latency_ms is not None:
             item["latency_ms"] = _n(record.latency_ms)
+        for attr in ("billed_ms", "memory_mb"):
+            value = getattr(record, attr)
+            if value is not None:
+                item[attr] = _n(value)
+        if record.architecture is not None:
+            item["architecture"] = _s(record.architecture)
+        item["cost_nanos"] = _n(record.cost_nanos)
         failed = self._transact(
-            "recording an action", [self._put(item), *self._registry_items("A", [record.workflow])]
+            "recording an action",
+            [self._put(item), *self._registry_items("A", [record.workflow]), *self._action_cost_items(record)],
         )
         if failed is not None:
             raise _ledger_error(self.table_name, "recording an action", "TransactWriteItems", failed)
+
+    def _action_cost_items(self, record: ActionRecord) -> list[dict[str, Any]]:
+        """The Lambda's cost counts in its session and its workflow's budget periods."""
+        if not record.cost_nanos:
+            return []
+        items = []
+        for period in record.budget_periods():
+            update = self._budget_update(record.workflow, period)
+            update.add("spent", record.cost_nanos).add("committed", record.cost_nanos)
+            items.append({"Update": update.params()})
+        if record.session_id is not None:
+            update = _Update(self.table_name, {"pk": _s(f"S#{_q(record.session_id)}"), "sk": _s("#S")})
+            update.set_if_absent("session_id", _s(record.session_id))
+            update.set_if_absent("workflow", _s(record.workflow))
+            update.set_if_absent("first_ms", _n(record.ts_ms))
+            update.add("cost_nanos", record.cost_nanos)
+            items.append({"Update": self._with_ttl(update).params()})
+        return items
 
     def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
         workflows = [workflow] if workflow is not None else self._registered("A")
@@ -1403,6 +1483,10 @@ class DynamoDBLedger(Ledger):
                     _str(i, "outcome") or "",
                     _opt_int(i, "latency_ms"),
                     _str(i, "agent_id"),
+                    _int(i, "cost_nanos"),
+                    _opt_int(i, "billed_ms"),
+                    _opt_int(i, "memory_mb"),
+                    _str(i, "architecture"),
                 )
                 # sk's "{time_ns}{random}" tail orders same-millisecond records as written.
                 keyed.append(((record.ts_ms, (_str(i, "sk") or "").split("#", 1)[-1]), record))

@@ -63,6 +63,11 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # alert claims have a state and a lease; every older row was sent
     ("alert_keys", "state", "TEXT NOT NULL DEFAULT 'sent'"),
     ("alert_keys", "lease_until_ms", "INTEGER"),
+    ("requests", "ttft_ms", "INTEGER"),
+    ("actions", "cost_nanos", "INTEGER NOT NULL DEFAULT 0"),
+    ("actions", "billed_ms", "INTEGER"),
+    ("actions", "memory_mb", "INTEGER"),
+    ("actions", "architecture", "TEXT"),
 )
 
 
@@ -100,7 +105,8 @@ CREATE TABLE IF NOT EXISTS requests (
     tool_latency_ms INTEGER NOT NULL,
     unknown_events INTEGER NOT NULL,
     unpriced_calls INTEGER NOT NULL,
-    return_control_id TEXT
+    return_control_id TEXT,
+    ttft_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_by_workflow ON requests (workflow, started_ms);
 CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session_id, return_control_id);
@@ -224,9 +230,25 @@ CREATE TABLE IF NOT EXISTS actions (
     strings_truncated INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     latency_ms INTEGER,
-    agent_id TEXT
+    agent_id TEXT,
+    cost_nanos INTEGER NOT NULL DEFAULT 0,
+    billed_ms INTEGER,
+    memory_mb INTEGER,
+    architecture TEXT
 );
 CREATE INDEX IF NOT EXISTS actions_by_time ON actions (ts_ms);
+CREATE TABLE IF NOT EXISTS session_models (
+    session_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    pinned_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tool_repeats (
+    session_id TEXT NOT NULL,
+    call_hash TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY (session_id, call_hash)
+);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -723,7 +745,7 @@ class SQLiteLedger(Ledger):
                 "tool_calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
                 "cost_nanos, tool_response_bytes, max_tool_response_bytes, latency_ms, "
                 "model_latency_ms, tool_latency_ms, unknown_events, unpriced_calls, "
-                "return_control_id) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "return_control_id, ttft_ms) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (request_id) DO UPDATE SET ended_ms = excluded.ended_ms, "
                 "status = excluded.status, segments = segments + 1, "
                 "model_calls = excluded.model_calls, tool_calls = excluded.tool_calls, "
@@ -738,7 +760,9 @@ class SQLiteLedger(Ledger):
                 "tool_latency_ms = tool_latency_ms + excluded.tool_latency_ms, "
                 "unknown_events = unknown_events + excluded.unknown_events, "
                 "unpriced_calls = unpriced_calls + excluded.unpriced_calls, "
-                "return_control_id = excluded.return_control_id",
+                "return_control_id = excluded.return_control_id, "
+                # The request's first output came in its first segment that had any.
+                "ttft_ms = COALESCE(ttft_ms, excluded.ttft_ms)",
                 (
                     segment.request_id,
                     segment.workflow,
@@ -765,6 +789,7 @@ class SQLiteLedger(Ledger):
                     segment.unknown_events,
                     segment.unpriced_calls,
                     segment.return_control_id,
+                    segment.ttft_ms,
                 ),
             )
             if segment.model_calls:
@@ -898,6 +923,33 @@ class SQLiteLedger(Ledger):
             ).fetchone()
         return row[0] if row else None
 
+    def pin_session_model(self, session_id: str, model: str, now_ms: int) -> str:
+        with self._errors("pinning a session's model"), self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO session_models (session_id, model, pinned_ms) VALUES (?, ?, ?)",
+                (session_id, model, now_ms),
+            )
+            row = conn.execute("SELECT model FROM session_models WHERE session_id = ?", (session_id,)).fetchone()
+        return str(row[0])
+
+    def tool_repeats(self, session_id: str) -> dict[str, int]:
+        with self._reading("reading tool repeat counters") as conn:
+            rows = conn.execute(
+                "SELECT call_hash, calls FROM tool_repeats WHERE session_id = ?", (session_id,)
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def add_tool_repeats(self, session_id: str, counts: dict[str, int], now_ms: int) -> None:
+        if not counts:
+            return
+        with self._errors("counting tool repeats"), self._write() as conn:
+            conn.executemany(
+                "INSERT INTO tool_repeats (session_id, call_hash, calls, last_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (session_id, call_hash) DO UPDATE SET calls = calls + excluded.calls, "
+                "last_ms = MAX(last_ms, excluded.last_ms)",
+                [(session_id, key, n, now_ms) for key, n in counts.items()],
+            )
+
     # -- administration and reads ---------------------------------------------------------------
 
     def session_usage(self, session_id: str) -> SessionUsage | None:
@@ -906,6 +958,11 @@ class SQLiteLedger(Ledger):
                 "SELECT workflow, user_id, requests, model_calls, tool_calls, input_tokens, "
                 "output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, "
                 "max_tool_response_bytes, tool_response_bytes FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            latency = conn.execute(
+                "SELECT COALESCE(SUM(latency_ms), 0), COALESCE(SUM(model_latency_ms), 0), "
+                "COALESCE(SUM(tool_latency_ms), 0) FROM requests WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
         violations = self.violations(session_id=session_id)
@@ -931,6 +988,9 @@ class SQLiteLedger(Ledger):
             max_tool_response_bytes=row[10],
             tool_response_bytes=row[11],
             violations=violations,
+            latency_ms=latency[0],
+            model_latency_ms=latency[1],
+            tool_latency_ms=latency[2],
         )
 
     def set_kill_switch(
@@ -1049,7 +1109,8 @@ class SQLiteLedger(Ledger):
             conn.execute(
                 "INSERT INTO actions (ts_ms, workflow, action, session_id, request_id, bytes_before, "
                 "bytes_after, fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, "
-                "agent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "agent_id, cost_nanos, billed_ms, memory_mb, architecture) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.ts_ms,
                     record.workflow,
@@ -1064,14 +1125,40 @@ class SQLiteLedger(Ledger):
                     record.outcome,
                     record.latency_ms,
                     record.agent_id,
+                    record.cost_nanos,
+                    record.billed_ms,
+                    record.memory_mb,
+                    record.architecture,
                 ),
             )
+            if record.cost_nanos:
+                self._add_action_cost(conn, record)
+
+    @staticmethod
+    def _add_action_cost(conn: sqlite3.Connection, record: ActionRecord) -> None:
+        """The Lambda's cost counts in its session and its workflow's budget periods."""
+        conn.executemany(
+            "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) VALUES (?, ?, ?, 0) "
+            "ON CONFLICT (workflow, period) DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos",
+            [(record.workflow, period, record.cost_nanos) for period in record.budget_periods()],
+        )
+        if record.session_id is None:
+            return
+        conn.execute(
+            "INSERT INTO sessions (session_id, workflow, user_id, first_ms, last_ms, requests, "
+            "model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
+            "cache_write_tokens, cost_nanos, tool_response_bytes, max_tool_response_bytes) "
+            "VALUES (?, ?, NULL, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?, 0, 0) ON CONFLICT (session_id) DO UPDATE SET "
+            "last_ms = MAX(last_ms, excluded.last_ms), cost_nanos = cost_nanos + excluded.cost_nanos",
+            (record.session_id, record.workflow, record.ts_ms, record.ts_ms, record.cost_nanos),
+        )
 
     def actions(self, *, workflow: str | None = None, since_ms: int | None = None) -> list[ActionRecord]:
         where, params = _where(("workflow = ?", workflow), ("ts_ms >= ?", since_ms))
         query = (
             "SELECT ts_ms, workflow, action, session_id, request_id, bytes_before, bytes_after, "
-            f"fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id FROM actions{where}"
+            "fields_dropped, items_dropped, strings_truncated, outcome, latency_ms, agent_id, cost_nanos, "
+            f"billed_ms, memory_mb, architecture FROM actions{where}"
         )
         with self._reading("reading actions") as conn:
             rows = conn.execute(query + " ORDER BY ts_ms, id", params).fetchall()

@@ -21,10 +21,12 @@ from costguard.errors import (
     ToolCapExceeded,
     WorkflowBlocked,
 )
+from costguard.meter.loops import RepeatCounter, converse_tool_uses
+from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing import is_prompt_router
 from costguard.pricing.key import CallUsage
-from costguard.trace import ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
+from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
 from costguard.usage import (
     ModelCallRecord,
     PeriodLimit,
@@ -113,6 +115,9 @@ class RequestMeter:
         self.periods: tuple[PeriodLimit, ...] = ()
         self.requested_model: str | None = None
         self.finished = False
+        self.first_output_monotonic: float | None = None
+        self._repeats: RepeatCounter | None = None
+        self._pin: SessionPin | None = None
 
     # -- before the call ------------------------------------------------------------------------
 
@@ -212,6 +217,9 @@ class RequestMeter:
         models = self.policy.models
         if models.allow is not None and not models.allows(model_id, card.base_model_id):
             self.violate(ModelNotAllowed, "models.allow", list(models.allow), model_id, model=model_id)
+        if models.pinned_per_session and model_id != UNKNOWN_MODEL:
+            # A step whose model nobody knows must not pin the session to "unknown".
+            self._check_pin(model_id, card)
         if not card.priced:
             unpriced = self.policy.unpriced
             if unpriced == "block":
@@ -227,6 +235,37 @@ class RequestMeter:
                     fallback_model=card.base_model_id,
                 )
         return card
+
+    def _check_pin(self, model_id: str, card: RateCard) -> None:
+        if self._pin is None:
+            ledger, session_id = self.guard.ledger, self.session_id
+            self._pin = SessionPin(
+                session_id,
+                lambda model: self.guard.ledger_call(
+                    self.policy,
+                    "session model pin",
+                    lambda: ledger.pin_session_model(session_id, model, self.guard.now_ms()),
+                    None,
+                ),
+                known_pins(ledger),
+            )
+        pinned = self._pin.violates(pinned_identity(model_id, card))
+        if pinned is not None:
+            self.violate(ModelNotAllowed, "models.pin", pinned, model_id, model=model_id)
+
+    def check_converse_repeats(self, messages: Any) -> None:
+        """Before a Converse request is sent: refuse one carrying a call repeated too often.
+
+        Raises the violation after settling the (unsent) request, as a pre-call check does.
+        """
+        if self.per_request.max_repeated_tool_calls is None and self.per_session.max_repeated_tool_calls is None:
+            return
+        try:
+            for name, key, new in converse_tool_uses(messages):
+                self._count_repeat(name, key, new_to_session=new)
+        except PolicyViolation:
+            self.finish("blocked", write_usage=False)
+            raise
 
     # -- per step -------------------------------------------------------------------------------
 
@@ -244,6 +283,13 @@ class RequestMeter:
             self.return_control_id = step.invocation_id  # type: ignore[attr-defined]
         elif kind is GuardrailUsage:
             self._guardrail(step)  # type: ignore[arg-type]
+        elif kind is AnswerChunk:
+            self.mark_output()
+
+    def mark_output(self) -> None:
+        """The request's first model output (a chunk, a streamed delta, a model's answer)."""
+        if self.first_output_monotonic is None:
+            self.first_output_monotonic = time.monotonic()
 
     def run_steps(self, steps: Iterable[object]) -> None:
         """Meter a single-response call's steps and settle the request (status ok or violation)."""
@@ -273,6 +319,7 @@ class RequestMeter:
                 self.violate(LoopCapExceeded, "per_session.max_model_calls", cap, session_calls)
 
     def _model_call(self, step: ModelCall) -> None:
+        self.mark_output()
         model_id = step.model_id or self.policy.default_model or UNKNOWN_MODEL
         card = self.guard.rate_card(model_id, self.region, step.tier, step.latency_optimized)
         cw_1h = min(step.cache_write_1h_tokens, step.cache_write_tokens)
@@ -413,6 +460,27 @@ class RequestMeter:
             calls = self.session_base.tool_calls + t.tool_calls - self.segment_start.tool_calls
             if calls > cap:
                 self.violate(ToolCapExceeded, "per_session.max_tool_calls", cap, calls, tool=step.name)
+        if step.call_hash is not None:
+            self._count_repeat(step.name, step.call_hash)
+
+    def _count_repeat(self, name: str | None, key: str, *, new_to_session: bool = True) -> None:
+        req = self.per_request.max_repeated_tool_calls
+        ses = self.per_session.max_repeated_tool_calls
+        if req is None and ses is None:
+            return
+        if self._repeats is None:
+            before: dict[str, int] = {}
+            if ses is not None:
+                ledger, session_id = self.guard.ledger, self.session_id
+                before = self.guard.ledger_call(
+                    self.policy, "tool repeat counters", lambda: ledger.tool_repeats(session_id), {}
+                )
+            self._repeats = RepeatCounter(before)
+        in_request, in_session = self._repeats.count(key, new_to_session=new_to_session)
+        if req is not None and in_request > req:
+            self.violate(LoopCapExceeded, "per_request.max_repeated_tool_calls", req, in_request, tool=name)
+        if ses is not None and new_to_session and in_session > ses:
+            self.violate(LoopCapExceeded, "per_session.max_repeated_tool_calls", ses, in_session, tool=name)
 
     def _tool_result(self, step: ToolResult) -> None:
         size = step.response_bytes
@@ -552,13 +620,30 @@ class RequestMeter:
             tool_calls=self.tool_rows,
             violations=self.violation_rows,
             reservation=self.reservation,
+            ttft_ms=self._ttft_ms(),
         )
         quiet = status not in ("ok", "return_control")
         try:
             self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
+            self._write_repeats(quiet)
         finally:
             # Recorded or not (ledger down), the segment happened: its metrics are published.
             guard.publish_metrics(lambda sink: record_segment(sink, segment))
+
+    def _ttft_ms(self) -> int | None:
+        first = self.first_output_monotonic
+        return None if first is None else int((first - self.started_monotonic) * 1000)
+
+    def _write_repeats(self, quiet: bool) -> None:
+        """The session's repeat counters grow by this request's new calls (when capped per session)."""
+        repeats = self._repeats
+        if repeats is None or not repeats.added or self.per_session.max_repeated_tool_calls is None:
+            return
+        added, ledger, session_id = dict(repeats.added), self.guard.ledger, self.session_id
+        repeats.added.clear()
+        self._write(
+            lambda: ledger.add_tool_repeats(session_id, added, self.guard.now_ms()), "counting tool repeats", quiet=quiet
+        )
 
     def _record_violations(self, sink: MetricsSink) -> None:
         for violation in self.violation_rows:

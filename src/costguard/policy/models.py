@@ -38,12 +38,15 @@ RULES: Final[tuple[str, ...]] = (
     "per_request.max_tokens",
     "per_request.max_cost_usd",
     "per_request.max_tool_response_bytes",
+    "per_request.max_repeated_tool_calls",
     "per_session.max_model_calls",
     "per_session.max_tool_calls",
     "per_session.max_tokens",
     "per_session.max_cost_usd",
     "per_session.max_tool_response_bytes",
+    "per_session.max_repeated_tool_calls",
     "models.allow",
+    "models.pin",
     "budget.daily_usd",
     "budget.monthly_usd",
     "kill_switch",
@@ -201,6 +204,13 @@ class Limits(_Strict):
     max_tool_response_bytes: NonNegInt | None = Field(
         default=None, description="Largest tool response (UTF-8 bytes) allowed."
     )
+    max_repeated_tool_calls: NonNegInt | None = Field(
+        default=None,
+        description=(
+            "Most calls of one tool with the same parameters (canonical JSON) allowed: a stuck loop "
+            "asking for the same page again is stopped at the next repeat."
+        ),
+    )
 
     @property
     def is_empty(self) -> bool:
@@ -214,6 +224,13 @@ class ModelRules(_Strict):
     allow: list[ModelPattern] | None = Field(
         default=None,
         description="Model ids or fnmatch glob patterns (case-sensitive); omit to allow every model.",
+    )
+    pin: Literal["session"] | None = Field(
+        default=None,
+        description=(
+            "session: a session keeps the model of its first call; a call on another model is refused "
+            "before it is sent (inference-profile and ARN forms of one model are the same model)."
+        ),
     )
     _matcher: re.Pattern[str] | None = PrivateAttr(default=None)
 
@@ -242,6 +259,11 @@ class ModelRules(_Strict):
         if matcher.match(model_id) is not None:
             return True
         return base_model_id is not None and matcher.match(base_model_id) is not None
+
+    @property
+    def pinned_per_session(self) -> bool:
+        """True when a session's first model is the only one its later calls may use."""
+        return self.pin == "session"
 
 
 class Budget(_Strict):

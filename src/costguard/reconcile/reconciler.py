@@ -261,6 +261,8 @@ class ReconcileResult:
     drift_suppressed_days: list[str] = field(default_factory=list)
     #: usage types no pattern recognised, with their cost over the window
     unclassified_usage: dict[str, Decimal] = field(default_factory=dict)
+    #: Action group Lambda spend per (workflow, day), when asked for (``include_lambda``).
+    lambda_spend: pd.DataFrame | None = None
 
     def unattributed_workflows(self) -> list[str]:
         """Workflows with metered spend that no tag key attributes in the bill, on days Cost
@@ -709,6 +711,7 @@ class Reconciler:
         profile_resolver: InferenceProfileResolver | None = None,
         include_agents: bool = False,
         metrics_namespace: str = COSTGUARD_NAMESPACE,
+        include_lambda: bool = False,
     ) -> None:
         tag_keys = tag_keys_of(tag_key)
         if max_attempts < 1:
@@ -721,6 +724,7 @@ class Reconciler:
         self.tag_key = tag_keys[0]
         self.region_name = region_name
         self.include_agents = include_agents
+        self.include_lambda = include_lambda
         self.metrics_namespace = metrics_namespace
         self._session = session
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -882,6 +886,7 @@ class Reconciler:
         models = build_models(window, in_window, metrics, normalise, by_model)
         kinds = build_kinds(window, in_window, by_workflow, by_model, lambda m: catalog.quote(m).price, normalise)
         unpriced = sorted({normalise(u.base_model_id) for u in in_window if u.unpriced_calls > 0})
+        lambda_spend = self._lambda_spend(window) if self.include_lambda else None
         return ReconcileResult(
             window=window,
             frame=frame,
@@ -898,7 +903,15 @@ class Reconciler:
             tag_keys=list(self.tag_keys),
             drift_suppressed_days=suppressed,
             unclassified_usage=dict(sorted(by_model.unclassified.items())),
+            lambda_spend=lambda_spend,
         )
+
+    def _lambda_spend(self, window: Window) -> pd.DataFrame:
+        from costguard.reconcile_lambda import LAMBDA_SERVICE, build_lambda_spend
+
+        billed = parse_cost_pages(self._cost_pages(window, [LAMBDA_SERVICE], self.tag_key), self.tag_key, window)
+        since_ms = int(datetime.combine(window.start, datetime.min.time(), UTC).timestamp() * 1000)
+        return build_lambda_spend(window.days(), billed, self.ledger.actions(since_ms=since_ms))
 
     # -- Cost Explorer ------------------------------------------------------------------------------
 

@@ -104,7 +104,10 @@ class ModelOperation(Operation):
 
     def prepare(self, proxy: GuardedClient, kwargs: dict[str, Any]) -> tuple[RequestMeter, dict[str, Any], Any]:
         model_id = text_id(kwargs.get("modelId")) or ""
-        return proxy.start_request(self.api_name, model_id=model_id), kwargs, model_id
+        meter = proxy.start_request(self.api_name, model_id=model_id)
+        # A Converse agent loop resends its tool calls: one repeated too often stops it here.
+        meter.check_converse_repeats(kwargs.get("messages"))
+        return meter, kwargs, model_id
 
 
 class SingleResponseOperation(ModelOperation):

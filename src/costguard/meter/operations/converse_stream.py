@@ -30,6 +30,7 @@ class _MetadataConsumer:
     def feed(self, event: dict[str, Any]) -> bool:
         delta = event.get("contentBlockDelta")
         if delta is not None:
+            self.meter.mark_output()
             text = (delta.get("delta") or {}).get("text") if isinstance(delta, dict) else None
             if isinstance(text, str):
                 self.output_bytes += len(text)

@@ -44,6 +44,7 @@ class _MetricsConsumer:
         if not isinstance(payload, (bytes, bytearray)):
             return True
         self.output_bytes += len(payload)
+        self.meter.mark_output()
         if _MARKER in payload:
             metrics = json.loads(payload).get("amazon-bedrock-invocationMetrics")
             if isinstance(metrics, dict):
