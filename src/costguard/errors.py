@@ -46,6 +46,14 @@ class LedgerError(CostguardError):
     """The ledger could not be read or written (corrupt file, unreachable table, bad URL)."""
 
 
+class LedgerUrlError(LedgerError):
+    """A ledger URL that names no usable ledger (unknown scheme, no path, unknown parameter): bad input."""
+
+
+class LedgerNotFound(LedgerError):
+    """A read-only open found no ledger at the URL (nothing was created)."""
+
+
 class PricingError(CostguardError):
     """The price catalog is missing, malformed, or cannot price a model."""
 

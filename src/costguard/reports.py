@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from costguard.display import pct, usd
 from costguard.usage import nanos_to_usd
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "usage_report",
     "render",
     "table_columns",
+    "is_money_column",
 ]
 
 GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action")
@@ -139,6 +141,11 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def _day_label(day_number: int) -> str:
     return (_EPOCH + timedelta(days=int(day_number))).isoformat()
+
+
+def is_money_column(key: str) -> bool:
+    """Money columns end in ``_usd``: never dropped from a table, always shown as dollars."""
+    return key.endswith("_usd")
 
 
 def table_columns(report: Report) -> list[str]:
@@ -309,7 +316,13 @@ def _call_rows(
     workflow: str | None,
 ) -> list[dict[str, Any]]:
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
-    col = "base_model_id" if group_by == "model" else "agent"
+    # A call made by the invoked agent itself names no collaborator: label it with the agent id
+    # the request was made to.
+    col = (
+        "base_model_id"
+        if group_by == "model"
+        else "COALESCE(agent, (SELECT r.agent_id FROM requests r WHERE r.request_id = model_calls.request_id))"
+    )
     # SQLite folds the (up to millions of) calls to one row per (key, request) in C; pandas then
     # aggregates those partials. Integer SUM in SQLite is exact (it errors on int64 overflow).
     sql = (
@@ -509,6 +522,15 @@ def _md(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _md_cell(column: str, value: Any) -> str:
+    """People read Markdown: money as dollars, shares as percentages (CSV and JSON stay exact)."""
+    if value is not None and is_money_column(column):
+        return _md(usd(value))
+    if value is not None and column.endswith("_pct"):
+        return _md(pct(value))
+    return _md(value)
+
+
 def _title(report: Report) -> str:
     span = f"{_iso(report.since) or 'beginning'} to {_iso(report.until) or 'now'}"
     wf = f", workflow {report.workflow}" if report.workflow else ""
@@ -520,7 +542,7 @@ def _render_markdown(report: Report) -> str:
     lines = [f"# {_md(_title(report))}", "", "| " + " | ".join(cols) + " |"]
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|")
     for row in report.rows:
-        lines.append("| " + " | ".join(_md(row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_md_cell(c, row[c]) for c in cols) + " |")
     if not report.rows:
         lines.append("| " + " | ".join(["(no usage)"] + [""] * (len(cols) - 1)) + " |")
     if report.top_sessions:
@@ -528,7 +550,7 @@ def _render_markdown(report: Report) -> str:
         lines.append("|---|---|---:|---:|---:|")
         for s in report.top_sessions:
             lines.append(
-                f"| {_md(s['session_id'])} | {_md(s['workflow'])} | {s['requests']} | {s['model_calls']} | {_exact(s['cost_usd'])} |"
+                f"| {_md(s['session_id'])} | {_md(s['workflow'])} | {s['requests']} | {s['model_calls']} | {_md(usd(s['cost_usd']))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -542,50 +564,45 @@ _E = html.escape
 
 
 def _money(value: Decimal) -> str:
-    """Readable dollars: cents for large sums, more places for tiny ones (exact value in a tooltip)."""
-    mag = abs(value)
-    if mag >= 100:
-        return f"${value:,.2f}"
-    if mag >= Decimal("0.01"):
-        return f"${value:,.4f}"
-    if mag == 0:
-        return "$0"
-    return f"${value:f}"
+    return usd(value)
 
 
-def _axis_money(value: float) -> str:
-    if value >= 1000:
-        return f"${value:,.0f}"
-    if value >= 1:
-        return f"${value:,.2f}"
-    if value == 0:
-        return "$0"
-    return f"${value:.2g}"
-
-
-def _nice_max(value: float) -> float:
-    """The smallest 1/2/2.5/5 x 10^k at or above ``value`` (chart axis top)."""
+def _axis(value: float, *, integer: bool = False) -> list[float]:
+    """Round axis ticks from 0 to at least ``value``: a 1/2/5 x 10^k step, at most 5 intervals."""
     if value <= 0:
-        return 1.0
-    exp = 10.0 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * exp >= value * (1 - 1e-12):
-            return step * exp
-    return value
+        return [0.0, 1.0]
+    raw = value / 5
+    exp = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * exp for m in (1, 2, 5, 10) if m * exp >= raw * (1 - 1e-12))
+    if integer:
+        step = max(1.0, round(step))
+    intervals = max(1, math.ceil(value / step - 1e-9))
+    return [step * i for i in range(intervals + 1)]
+
+
+def _tick_label(value: float, step: float, money: bool) -> str:
+    if not money:
+        return f"{value:,.0f}"
+    places = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return f"${value:,.{places}f}"
 
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
 main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px} h3{font-size:14px;margin:16px 0 6px}
 .sub{color:#64748b;font-size:13px;margin-bottom:18px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:12px 16px;min-width:150px}
 .card .v{font-size:22px;font-weight:600} .card .l{color:#64748b;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px;overflow-x:auto}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left} th{background:#f1f5f9;font-weight:600}
+.panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px}
+.scroll{overflow-x:auto}
+table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px;table-layout:auto}
+th,td{padding:6px 8px;border-bottom:1px solid #e2e8f0;text-align:right;overflow-wrap:anywhere}
+td{white-space:nowrap} th{white-space:normal;vertical-align:bottom}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff;z-index:1;white-space:normal}
+th{background:#f1f5f9;font-weight:600} th:first-child{background:#f1f5f9}
+@media (max-width:1000px){main{padding:12px} th,td{padding:4px 5px;font-size:12px} td{white-space:normal}}
 tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin-top:6px}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
@@ -602,19 +619,21 @@ def _legend(items: list[tuple[str, str]]) -> str:
     )
 
 
-def _frame(width: int, height: int, left: int, bottom: int, top: int, y_max: float, y_label: str, x_label: str) -> list[str]:
-    """Axes, horizontal grid lines with money ticks and axis titles."""
+def _frame(width: int, height: int, left: int, bottom: int, top: int, ticks: list[float], y_label: str, x_label: str) -> list[str]:
+    """Axes, horizontal grid lines at the round ``ticks`` and axis titles."""
     plot_h = height - bottom - top
+    y_max = ticks[-1]
+    money = "USD" in y_label
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else y_max
     parts = [
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#94a3b8"/>',
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#94a3b8"/>',
     ]
-    for i in range(5):
-        v = y_max * i / 4
-        y = height - bottom - plot_h * i / 4
-        if i:
+    for v in ticks:
+        y = height - bottom - plot_h * v / y_max
+        if v:
             parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e2e8f0"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_E(_axis_money(v) if y_label.startswith("$") or "USD" in y_label else f"{v:,.0f}")}</text>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_E(_tick_label(v, step, money))}</text>')
     parts.append(
         f'<text transform="translate(14,{top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{_E(y_label)}</text>'
     )
@@ -647,10 +666,11 @@ def _daily_chart(report: Report) -> str:
         wf = d["workflow"] if d["workflow"] in colors else _OTHER
         cell = stack[date.fromisoformat(d["day"])]
         cell[wf] = cell.get(wf, Decimal(0)) + d["cost_usd"]
-    y_max = _nice_max(float(max(sum(c.values(), Decimal(0)) for c in stack.values())))
+    ticks = _axis(float(max(sum(c.values(), Decimal(0)) for c in stack.values())))
+    y_max = ticks[-1]
     width, height, left, bottom, top = 960, 300, 70, 44, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
-    parts = _frame(width, height, left, bottom, top, y_max, "spend (USD)", "day (UTC)")
+    parts = _frame(width, height, left, bottom, top, ticks, "spend (USD)", "day (UTC)")
     slot = plot_w / len(days)
     bar = max(1.0, slot * 0.75)
     label_every = max(1, len(days) // 12)
@@ -699,10 +719,11 @@ def _burn_charts(report: Report, budgets: dict[str, Decimal]) -> str:
             running += v
             cumulative.append(running)
         spent = cumulative[-1] if cumulative else Decimal(0)
-        y_max = _nice_max(float(max(budget, spent)) * 1.05)
+        ticks = _axis(float(max(budget, spent)) * 1.05)
+        y_max = ticks[-1]
         width, height, left, bottom, top = 960, 240, 70, 44, 12
         plot_w, plot_h = width - left - 10, height - bottom - top
-        parts = _frame(width, height, left, bottom, top, y_max, "cumulative spend (USD)", f"day of {month_day:%B %Y} (UTC)")
+        parts = _frame(width, height, left, bottom, top, ticks, "cumulative spend (USD)", f"day of {month_day:%B %Y} (UTC)")
 
         def px(i: int, value: Decimal | float, *, pw: int = plot_w, ph: int = plot_h) -> tuple[float, float]:
             return left + pw * (i + 1) / n_days, height - bottom - float(value) / y_max * ph
@@ -744,8 +765,9 @@ def _histogram(report: Report, bins: int = 20) -> str:
         counts[min(i, n - 1)] += 1
     width, height, left, bottom, top = 960, 260, 70, 44, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
-    y_max = _nice_max(float(max(counts)))
-    parts = _frame(width, height, left, bottom, top, y_max, "requests", "cost per request (USD)")
+    ticks = _axis(float(max(counts)), integer=True)
+    y_max = ticks[-1]
+    parts = _frame(width, height, left, bottom, top, ticks, "requests", "cost per request (USD)")
     slot = plot_w / n
     for i, count in enumerate(counts):
         b_lo = lo + span * i / n
@@ -769,7 +791,9 @@ def _html_table(report: Report) -> str:
         cells = []
         for c in cols:
             v = row[c]
-            if isinstance(v, Decimal):
+            if c.endswith("_pct"):
+                cells.append(f"<td>{_E(pct(v))}</td>")
+            elif isinstance(v, Decimal):
                 cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
             elif v is None:
                 cells.append('<td class="empty">(none)</td>')
@@ -818,7 +842,7 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         + "".join(f'<div class="card"><div class="l">{_E(lbl)}</div><div class="v">{_E(v)}</div></div>' for lbl, v in cards)
         + "</div>",
         f"<h2>Summary by {_E(report.group_by)}</h2>",
-        f'<div class="panel">{_html_table(report)}</div>',
+        f'<div class="panel scroll">{_html_table(report)}</div>',
         "<h2>Spend per day per workflow</h2>",
         f'<div class="panel">{_daily_chart(report)}</div>',
     ]
@@ -828,7 +852,7 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         "<h2>Cost per request</h2>",
         f'<div class="panel">{_histogram(report)}</div>',
         "<h2>Top sessions by cost</h2>",
-        '<div class="panel"><table><thead><tr><th>session</th><th>workflow</th><th>requests</th>'
+        '<div class="panel scroll"><table><thead><tr><th>session</th><th>workflow</th><th>requests</th>'
         f"<th>model calls</th><th>cost</th></tr></thead><tbody>{top_rows}</tbody></table></div>",
     ]
     return (

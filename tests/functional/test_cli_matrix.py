@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from costguard.cli import app
+from costguard.ledger.sqlite import SQLiteLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = str(ROOT / "policies")
@@ -68,7 +69,7 @@ def test_report_date_filters(filled: str) -> None:
 
 def test_unknown_workflow_and_missing_policy_paths(filled: str, tmp_path: Path) -> None:
     code, _, err = run("report", "--ledger", filled, "--workflow", "no-such-flow")
-    assert code == 1 and "no-such-flow" in err
+    assert code == 2 and "no-such-flow" in err
     code, _, err = run("report", "--ledger", filled, "--format", "html", "--policies", str(tmp_path / "missing"))
     assert code == 2 and "missing" in err
     code, _, err = run("budget", "status", "--ledger", filled, "--policies", str(tmp_path / "missing"))
@@ -77,6 +78,7 @@ def test_unknown_workflow_and_missing_policy_paths(filled: str, tmp_path: Path) 
 
 def test_empty_ledger_prints_an_empty_report_not_an_error(tmp_path: Path) -> None:
     ledger = f"sqlite:///{tmp_path}/empty.db"
+    SQLiteLedger(tmp_path / "empty.db").close()
     code, out, _ = run("report", "--ledger", ledger)
     assert code == 0 and "no usage" in out
     code, out, _ = run("budget", "status", "--ledger", ledger, "--format", "json")
@@ -90,8 +92,8 @@ def test_empty_ledger_prints_an_empty_report_not_an_error(tmp_path: Path) -> Non
     [
         ("report", "--format", "json"),
         ("budget", "status"),
-        ("budget", "block", "wf", "--reason", "x"),
-        ("budget", "unblock", "wf"),
+        ("budget", "block", "wf", "--reason", "x", "--force"),
+        ("budget", "unblock", "wf", "--force"),
     ],
 )
 def test_corrupt_ledger_is_a_message_not_a_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
@@ -123,7 +125,7 @@ def test_global_ledger_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     env_ledger = f"sqlite:///{tmp_path}/env.db"
     monkeypatch.setenv("COSTGUARD_LEDGER", env_ledger)
     # GIVEN a block through the global --ledger, given before the command
-    code, out, _ = run("--ledger", global_ledger, "budget", "block", "wf", "--reason", "r")
+    code, out, _ = run("--ledger", global_ledger, "budget", "block", "wf", "--reason", "r", "--force")
     assert code == 0 and "blocked wf" in out
     # THEN the global ledger holds it and the environment's ledger does not
     assert "BLOCKED" in run("--ledger", global_ledger, "budget", "status")[1]
@@ -131,7 +133,7 @@ def test_global_ledger_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     # a command's own --ledger wins over the global one
     assert "BLOCKED" not in run("--ledger", global_ledger, "budget", "status", "--ledger", env_ledger)[1]
     # --quiet silences commands that act, but not data
-    code, out, err = run("--quiet", "budget", "unblock", "wf", "--ledger", global_ledger)
+    code, out, err = run("--quiet", "budget", "unblock", "wf", "--ledger", global_ledger, "--force")
     assert code == 0 and out == "" and err == ""
     code, out, _ = run("--quiet", "policy", "check", POLICIES)
     assert code == 0 and out == ""
@@ -154,8 +156,9 @@ def test_help_documents_exit_codes_and_completion() -> None:
 def test_budget_block_needs_a_reason(tmp_path: Path) -> None:
     ledger = f"sqlite:///{tmp_path}/l.db"
     assert run("budget", "block", "wf", "--ledger", ledger)[0] == 2
-    assert run("budget", "block", "wf", "--reason", "  ", "--ledger", ledger)[0] == 2
-    code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger)
+    assert run("budget", "block", "wf", "--reason", "  ", "--ledger", ledger, "--force")[0] == 2
+    SQLiteLedger(tmp_path / "l.db").close()
+    code, out, _ = run("budget", "unblock", "wf", "--ledger", ledger, "--force")
     assert code == 0 and "was not blocked" in out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.usage import (
     ActionRecord,
@@ -29,6 +29,12 @@ from costguard.usage import (
     Totals,
     ViolationRecord,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from decimal import Decimal
+
+    from costguard.reports import Report
 
 
 class Ledger(ABC):
@@ -113,6 +119,24 @@ class Ledger(ABC):
 
         Days are ``YYYY-MM-DD``; rows are ordered by day, workflow, model.
         """
+
+    def usage_report(
+        self,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        workflow: str | None = None,
+        group_by: str = "workflow",
+        input_price_per_million: Callable[[str], Decimal] | None = None,
+    ) -> Report:
+        """Spend over ``[since_ms, until_ms)`` grouped by ``group_by`` (see ``costguard.reports``).
+
+        Each backend reads it its own way (SQL over the usage rows; Query over day partitions);
+        rendering is shared.
+        """
+        from costguard.errors import LedgerError
+
+        raise LedgerError(f"{type(self).__name__} cannot produce usage reports")
 
     # -- reconciler: alert dedupe ----------------------------------------------------------------
 

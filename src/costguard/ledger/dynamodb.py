@@ -106,7 +106,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from costguard.errors import LedgerError
+from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import Ledger
 from costguard.usage import (
     ActionRecord,
@@ -131,6 +131,8 @@ __all__ = ["DynamoDBLedger", "create_table"]
 GSI_NAME = "gsi1"
 TTL_ATTRIBUTE = "expires_at"
 
+# What a read-only ledger may send; anything else is a write and is refused.
+_READ_OPERATIONS = frozenset({"describe_table", "get_item", "query", "batch_get_item"})
 # A chunk item holds many call rows; 300 KB of JSON leaves room under the 400 KB item limit for
 # keys and attribute names.
 _CHUNK_BYTES = 300_000
@@ -343,7 +345,10 @@ class DynamoDBLedger(Ledger):
         usage_ttl_days: int | None = 400,
         kill_switch_cache_s: float = 2.0,
         config: Config | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: one DescribeTable checks the table exists (``LedgerNotFound`` if not)
+        and every later write is refused before it is sent."""
         if not table_name:
             raise LedgerError("a DynamoDB ledger needs a table name")
         self.table_name = table_name
@@ -355,6 +360,13 @@ class DynamoDBLedger(Ledger):
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.read_only = read_only
+        if read_only:
+            found = self._call("checking the table exists", "describe_table", tolerate=("ResourceNotFoundException",),
+                               TableName=table_name)
+            if isinstance(found, ClientError):
+                self.close()
+                raise LedgerNotFound(f"no ledger at {self.url}")
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -362,6 +374,8 @@ class DynamoDBLedger(Ledger):
         """One DynamoDB request; a ClientError whose code is in ``tolerate`` is returned, not raised."""
         if self._closed:
             raise LedgerError(f"DynamoDB ledger table {self.table_name!r} is closed")
+        if self.read_only and operation not in _READ_OPERATIONS:
+            raise LedgerError(f"{self.url} is open read-only: {what} ({operation}) refused")
         method: Callable[..., dict[str, Any]] = getattr(self._client, operation)
         try:
             return method(**params)

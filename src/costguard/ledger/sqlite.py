@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from costguard.errors import LedgerError
+from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import Ledger
 from costguard.usage import (
     ActionRecord,
@@ -220,16 +220,27 @@ def _day_start_ms(day: str) -> int:
 
 
 class SQLiteLedger(Ledger):
-    """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder)."""
+    """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder).
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    ``read_only``: open an existing ledger through a ``mode=ro`` URI and create nothing (no
+    folder, no file, no schema); a missing file raises ``LedgerNotFound`` and any write raises
+    ``LedgerError``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
+        self.read_only = read_only
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        if read_only:
+            if not self.path.is_file():
+                raise LedgerNotFound(f"no ledger at {self.url}")
+            self._check_schema(self._conn)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -242,6 +253,15 @@ class SQLiteLedger(Ledger):
         if self._closed:
             raise LedgerError(f"ledger {self.path} is closed")
         try:
+            if self.read_only:
+                conn = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=self._busy_timeout_s,
+                    isolation_level=None, check_same_thread=False,
+                )
+                conn.execute("PRAGMA query_only=ON")
+                with self._connections_lock:
+                    self._connections.append(conn)
+                return conn
             conn = sqlite3.connect(
                 self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
             )
@@ -294,18 +314,26 @@ class SQLiteLedger(Ledger):
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
-    def _init_schema(self) -> None:
-        with self._errors("creating the schema"), self._write() as conn:
+    def _check_schema(self, conn: sqlite3.Connection, *, required: bool = True) -> None:
+        """Refuse a file a newer costguard wrote; a read-only open also refuses a non-ledger."""
+        with self._errors("reading the schema"):
             has_meta = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone()
-            if has_meta:
-                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row and int(row[0]) > SCHEMA_VERSION:
-                    raise LedgerError(
-                        f"{self.path} was written by a newer costguard (schema {row[0]}, "
-                        f"this one reads {SCHEMA_VERSION}); upgrade costguard"
-                    )
+            if not has_meta:
+                if required:
+                    raise LedgerError(f"{self.path} is not a costguard ledger (no meta table)")
+                return
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row and int(row[0]) > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path} was written by a newer costguard (schema {row[0]}, "
+                f"this one reads {SCHEMA_VERSION}); upgrade costguard"
+            )
+
+    def _init_schema(self) -> None:
+        with self._errors("creating the schema"), self._write() as conn:
+            self._check_schema(conn, required=False)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -784,6 +812,23 @@ class SQLiteLedger(Ledger):
     def release_idempotency_key(self, key: str) -> None:
         with self._errors("releasing an idempotency key"), self._write() as conn:
             conn.execute("DELETE FROM idempotency_keys WHERE key = ? AND status = 'in_progress'", (key,))
+
+    def seed_budget_counters(self, counters: Sequence[BudgetCounter]) -> None:
+        """Set period counters to another ledger's figures (spent + reserved, as spent): a what-if
+        replay starts where a real ledger stands without writing to it."""
+        with self._errors("seeding budget counters"), self._write() as conn:
+            conn.executemany(
+                "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) VALUES (?,?,?,0) "
+                "ON CONFLICT (workflow, period) DO UPDATE SET spent_nanos = excluded.spent_nanos, reserved_nanos = 0",
+                [(c.workflow, c.period, c.spent_nanos + c.reserved_nanos) for c in counters],
+            )
+
+    def usage_report(self, **options: Any) -> Any:
+        """The report by SQL over the usage rows (``costguard.reports.usage_report``)."""
+        from costguard.reports import usage_report
+
+        with self._errors("reading usage for a report"):
+            return usage_report(self._conn, **options)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for read-only reporting queries (pandas ``read_sql``)."""
