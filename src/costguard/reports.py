@@ -219,14 +219,9 @@ def _read_requests(
     return frame
 
 
-def _violation_counts(
-    conn: sqlite3.Connection,
-    group_by: str,
-    since_ms: int | None,
-    until_ms: int | None,
-    workflow: str | None,
-) -> dict[Any, tuple[int, int]]:
-    """{key: (enforced, shadow)} for the violations in the window, keyed like the request rows."""
+def _read_violations(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> pd.DataFrame:
     where, params = _where("v.ts_ms", since_ms, until_ms, None)
     if workflow is not None:
         where += (" AND " if where else " WHERE ") + "v.workflow = ?"
@@ -235,9 +230,14 @@ def _violation_counts(
         "SELECT v.workflow AS workflow, v.ts_ms AS ts_ms, v.enforced AS enforced, r.user_id AS user_id "
         "FROM violations v LEFT JOIN requests r ON r.request_id = v.request_id" + where
     )
-    frame = _read(conn, sql, params, ("ts_ms", "enforced"))
+    return _read(conn, sql, params, ("ts_ms", "enforced"))
+
+
+def _violation_counts(frame: pd.DataFrame, group_by: str) -> dict[Any, tuple[int, int]]:
+    """{key: (enforced, shadow)} for the violations in the window, keyed like the request rows."""
     if frame.empty:
         return {}
+    frame = frame.copy()
     if group_by == "day":
         frame["key"] = frame["ts_ms"] // _MS_PER_DAY
     elif group_by == "user":
@@ -308,13 +308,14 @@ def _sort_rows(rows: list[dict[str, Any]], name: str, group_by: str) -> list[dic
     return rows
 
 
-def _call_rows(
+def _read_calls(
     conn: sqlite3.Connection,
     group_by: str,
     since_ms: int | None,
     until_ms: int | None,
     workflow: str | None,
-) -> list[dict[str, Any]]:
+) -> pd.DataFrame:
+    """One row per model (or agent): requests, model calls, tokens and cost (``CALL_COLUMNS``)."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
     # A call made by the invoked agent itself names no collaborator: label it with the agent id
     # the request was made to.
@@ -333,17 +334,22 @@ def _call_rows(
         + " GROUP BY request_id, key"
     )
     frame = _read(conn, sql, params, ("model_calls", *_TOKEN_COLUMNS, "cost_nanos"))
-    name = _CALL_KEYS[group_by]
     if frame.empty:
-        return []
+        return pd.DataFrame(columns=list(CALL_COLUMNS))
     if group_by == "agent":
         # None and "(invoked agent)" are one key; count each request once under it.
         frame["key"] = frame["key"].fillna(INVOKED_AGENT)
     grouped = frame.groupby("key", dropna=False, sort=False)
     agg = grouped[["model_calls", *_TOKEN_COLUMNS, "cost_nanos"]].sum()
     agg["requests"] = grouped["request_id"].nunique()
+    return agg.reset_index()
+
+
+def _call_rows(agg: pd.DataFrame, group_by: str) -> list[dict[str, Any]]:
+    name = _CALL_KEYS[group_by]
     rows: list[dict[str, Any]] = []
-    for key, rec in zip(agg.index, agg.to_dict("records"), strict=True):
+    for rec in agg.to_dict("records"):
+        key = rec["key"]
         row: dict[str, Any] = {name: _key(key), "requests": int(rec["requests"]), "model_calls": int(rec["model_calls"])}
         for c in _TOKEN_COLUMNS:
             row[c] = int(rec[c])
@@ -383,19 +389,10 @@ def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _action_rows(
-    conn: sqlite3.Connection,
-    since_ms: int | None,
-    until_ms: int | None,
-    workflow: str | None,
-    input_price_per_million: Callable[[str], Decimal] | None,
-) -> list[dict[str, Any]]:
-    """Per (workflow, action): sizes before and after the guard, and what the trim saved.
-
-    The dollar figure prices the saved bytes once, as input tokens of the workflow's most used
-    model in the window: the next model call re-reads the response at least once, and every later
-    step of the loop again, so it is a floor, not the full saving.
-    """
+def _read_actions(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The action records in the window, and model calls per (workflow, base model)."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
     frame = _read(
         conn,
@@ -404,14 +401,27 @@ def _action_rows(
         params,
         ("bytes_before", "bytes_after", "fields_dropped", "items_dropped"),
     )
-    if frame.empty:
-        return []
     models = _read(
         conn,
         f"SELECT workflow, base_model_id, COUNT(*) AS n FROM model_calls{where} GROUP BY workflow, base_model_id",
         params,
         ("n",),
     )
+    return frame, models
+
+
+def _action_rows(
+    frame: pd.DataFrame, models: pd.DataFrame, input_price_per_million: Callable[[str], Decimal] | None
+) -> list[dict[str, Any]]:
+    """Per (workflow, action): sizes before and after the guard, and what the trim saved.
+
+    The dollar figure prices the saved bytes once, as input tokens of the workflow's most used
+    model in the window: the next model call re-reads the response at least once, and every later
+    step of the loop again, so it is a floor, not the full saving.
+    """
+    if frame.empty:
+        return []
+    frame = frame.copy()
     main_model: dict[str, str] = {}
     for rec in models.sort_values(["n", "base_model_id"], ascending=[False, True]).to_dict("records"):
         main_model.setdefault(str(rec["workflow"]), str(rec["base_model_id"]))
@@ -442,32 +452,64 @@ def _action_rows(
     return rows
 
 
-def usage_report(
-    conn: sqlite3.Connection,
+@dataclass(slots=True)
+class UsageFrames:
+    """What a ledger hands the report builder: one path from rows to a ``Report`` for every backend.
+
+    ``requests``: one row per request started in the window (``REQUEST_COLUMNS``).
+    ``violations``: workflow, ts_ms, enforced (0/1), user_id (of the violating request, if known).
+    ``calls``: for model and agent reports, one row per key (``CALL_COLUMNS``).
+    ``actions`` / ``models``: for the action report, the action records and model calls per
+    (workflow, base_model_id) as ``n``.
+    """
+
+    requests: pd.DataFrame
+    violations: pd.DataFrame
+    calls: pd.DataFrame | None = None
+    actions: pd.DataFrame | None = None
+    models: pd.DataFrame | None = None
+
+
+REQUEST_COLUMNS = (
+    "request_id", "workflow", "session_id", "user_id", "started_ms", "model_calls", "tool_calls",
+    *_TOKEN_COLUMNS, "cost_nanos",
+)
+CALL_COLUMNS = ("key", "requests", "model_calls", *_TOKEN_COLUMNS, "cost_nanos")
+_REQUEST_INTS = ("started_ms", "model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos")
+
+
+def frame_of(records: list[dict[str, Any]], columns: tuple[str, ...], ints: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A frame with exactly ``columns`` (int64 where listed) from plain records, empty or not."""
+    frame = pd.DataFrame.from_records(records, columns=list(columns))
+    for col in ints:
+        frame[col] = frame[col].fillna(0).astype("int64")
+    return frame
+
+
+def build_report(
+    frames: UsageFrames,
     *,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    workflow: str | None = None,
-    group_by: str = "workflow",
+    group_by: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    workflow: str | None,
     input_price_per_million: Callable[[str], Decimal] | None = None,
 ) -> Report:
-    """Aggregate the ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
-
-    ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
-    (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
-    filtered on the call time), or ``action`` (over the action guard's records: which action
-    group responses are verbose and what trimming saved). ``input_price_per_million`` maps a base
-    model id to its input price, for the action report's dollar estimate.
-    """
+    """Aggregate a ledger's rows for ``[since_ms, until_ms)`` into a ``Report`` grouped by ``group_by``."""
     if group_by not in GROUP_BYS:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
-    requests = _read_requests(conn, since_ms, until_ms, workflow)
+    requests = frames.requests
+    for col in _REQUEST_INTS:
+        requests[col] = requests[col].astype("int64")
+    requests["day"] = requests["started_ms"] // _MS_PER_DAY
     if group_by == "action":
-        rows = _action_rows(conn, since_ms, until_ms, workflow, input_price_per_million)
+        empty = pd.DataFrame(columns=["workflow", "base_model_id", "n"])
+        rows = _action_rows(frames.actions if frames.actions is not None else empty,
+                            frames.models if frames.models is not None else empty, input_price_per_million)
     elif group_by in _CALL_KEYS:
-        rows = _call_rows(conn, group_by, since_ms, until_ms, workflow)
+        rows = _call_rows(frames.calls if frames.calls is not None else frame_of([], CALL_COLUMNS), group_by)
     else:
-        rows = _request_rows(requests, group_by, _violation_counts(conn, group_by, since_ms, until_ms, workflow))
+        rows = _request_rows(requests, group_by, _violation_counts(frames.violations, group_by))
     return Report(
         group_by=group_by,
         rows=rows,
@@ -478,6 +520,38 @@ def usage_report(
         until=until_ms,
         workflow=workflow,
     )
+
+
+def usage_report(
+    conn: sqlite3.Connection,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    workflow: str | None = None,
+    group_by: str = "workflow",
+    input_price_per_million: Callable[[str], Decimal] | None = None,
+) -> Report:
+    """Aggregate the SQLite ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
+
+    ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
+    (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
+    filtered on the call time; the invoked agent's own steps under its agent id), or ``action``
+    (over the action guard's records: which action group responses are verbose and what
+    trimming saved). ``input_price_per_million`` maps a base model id to its input price, for the
+    action report's dollar estimate.
+    """
+    if group_by not in GROUP_BYS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+    frames = UsageFrames(
+        requests=_read_requests(conn, since_ms, until_ms, workflow),
+        violations=_read_violations(conn, since_ms, until_ms, workflow) if group_by in _REQUEST_KEYS else pd.DataFrame(),
+    )
+    if group_by in _CALL_KEYS:
+        frames.calls = _read_calls(conn, group_by, since_ms, until_ms, workflow)
+    if group_by == "action":
+        frames.actions, frames.models = _read_actions(conn, since_ms, until_ms, workflow)
+    return build_report(frames, group_by=group_by, since_ms=since_ms, until_ms=until_ms, workflow=workflow,
+                        input_price_per_million=input_price_per_million)
 
 
 # -- rendering ----------------------------------------------------------------------------------
