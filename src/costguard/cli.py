@@ -372,6 +372,12 @@ def simulate(
         doc = result.to_dict()
         if spend is not None:
             doc["report"] = spend.to_json_dict()
+            # Request ids of a throwaway ledger name nothing anyone can look up, and would make
+            # two runs of the same replay differ.
+            for part in (doc, doc.get("would_have_capped") or {}):
+                for file in part.get("files", []):
+                    for violation in file["violations"]:
+                        violation.pop("request_id", None)
         typer.echo(json.dumps(doc, indent=2))
         return
     _print_simulation(result, policies)

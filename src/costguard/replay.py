@@ -338,8 +338,9 @@ def _run(
     if clock is not None and recording.times:
         clock.at(next((t for t in recording.times if t is not None), None))
     agent_id, alias_id = _recorded_agent(recording.events)
-    response = agents.invoke_agent(agentId=agent_id, agentAliasId=alias_id, sessionId=session_id, inputText="", enableTrace=True)
     try:
+        # A budget or kill switch refuses the request before it is sent: nothing is read.
+        response = agents.invoke_agent(agentId=agent_id, agentAliasId=alias_id, sessionId=session_id, inputText="", enableTrace=True)
         for _ in response["completion"]:
             pass
     except PolicyViolation as violation:

@@ -122,6 +122,6 @@ def test_ledger_create_table_then_use_it_from_the_cli(aws: Any) -> None:
     status = runner.invoke(app, ["--ledger", url, "budget", "status", "--format", "json"])
     assert status.exit_code == 0
     assert json.loads(status.stdout)["budgets"][0]["block_reason"] == "runaway"
-    # AND a report on a DynamoDB ledger says what it cannot do instead of a traceback
+    # AND a report on the DynamoDB ledger reads it (no usage yet: an empty report, not an error)
     report = runner.invoke(app, ["--ledger", url, "report"])
-    assert report.exit_code == 1 and "SQLite" in report.stderr
+    assert report.exit_code == 0 and "no usage" in report.stdout
