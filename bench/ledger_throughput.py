@@ -16,9 +16,7 @@ other than the kill switch.
 from __future__ import annotations
 
 import argparse
-import logging
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -28,14 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+from moto_server import moto_dynamodb_client  # noqa: E402
 
 from costguard.ledger import Ledger, SQLiteLedger  # noqa: E402
 from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
 from costguard.usage import PeriodLimit  # noqa: E402
-from tests.support.ledger_data import DAY_START_MS, moto_dynamodb_like_aws, segment  # noqa: E402
+from tests.support.ledger_data import DAY_START_MS, segment  # noqa: E402
 
 WRITES = {"TransactWriteItems", "UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem"}
 PERIODS = [PeriodLimit("day:2026-11-22", 10**15), PeriodLimit("month:2026-11", None)]
@@ -69,12 +65,6 @@ def drive(ledger: Ledger, segments: int, calls: int, seed: int = 7) -> float:
     return time.perf_counter() - start
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bench_sqlite(segments: int, calls: int) -> tuple[float, Counter[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = SQLiteLedger(Path(tmp) / "bench.db")
@@ -85,25 +75,15 @@ def bench_sqlite(segments: int, calls: int) -> tuple[float, Counter[str]]:
 
 
 def bench_dynamodb(segments: int, calls: int) -> tuple[float, Counter[str]]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     counts: Counter[str] = Counter()
-    with moto_dynamodb_like_aws():
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            client = boto3.session.Session(
-                aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
-            ).client("dynamodb", endpoint_url=f"http://{host}:{port}", config=Config(retries={"mode": "standard"}))
-            create_table("costguard-bench", client=client)
-            count: Callable[..., None] = lambda model, **_: counts.update([model.name])  # noqa: E731
-            client.meta.events.register("before-call.dynamodb", count)
-            ledger = DynamoDBLedger("costguard-bench", client=client)
-            elapsed = drive(ledger, segments, calls)
-            ledger.close()
-            return elapsed, counts
-        finally:
-            server.stop()
+    with moto_dynamodb_client() as client:
+        create_table("costguard-bench", client=client)
+        count: Callable[..., None] = lambda model, **_: counts.update([model.name])  # noqa: E731
+        client.meta.events.register("before-call.dynamodb", count)
+        ledger = DynamoDBLedger("costguard-bench", client=client)
+        elapsed = drive(ledger, segments, calls)
+        ledger.close()
+        return elapsed, counts
 
 
 def main(argv: list[str] | None = None) -> int:

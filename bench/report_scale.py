@@ -3,13 +3,21 @@
 Builds a ledger with 1,000,000 model_calls rows and 25,000 requests rows (bulk executemany in one
 transaction, not record()), then times each aggregation and reports rows/s and peak memory.
 
+The DynamoDB case fills a table on moto's ThreadedMotoServer (real HTTP) through the ledger's own
+reserve + record path, then runs every report on it and prints the requests each report sends,
+counted on the client with a botocore ``before-call`` hook, and the Query pages per workflow-day.
+Target: at most one Query page per workflow-day for the by-workflow and by-day reports, no Scan.
+
     python bench/report_scale.py [--calls 1000000] [--requests 25000] [--db PATH]
+                                 [--dynamodb-workflows 4] [--dynamodb-days 7] [--dynamodb-requests 10]
+                                 [--only sqlite|dynamodb]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 import resource
 import sqlite3
 import sys
@@ -23,9 +31,15 @@ from typing import Any
 
 import pandas as pd
 
-from costguard.ledger import SQLiteLedger
-from costguard.reports import usage_report
-from costguard.usage import nanos_to_usd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from moto_server import moto_dynamodb_client  # noqa: E402
+
+from costguard.ledger import SQLiteLedger  # noqa: E402
+from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
+from costguard.reports import GROUP_BYS, usage_report  # noqa: E402
+from costguard.usage import PeriodLimit, day_key, month_key, nanos_to_usd  # noqa: E402
+from tests.support.ledger_data import segment  # noqa: E402
 
 DAY_MS = 86_400_000
 START_MS = 1_761_955_200_000  # 2025-11-01T00:00:00Z
@@ -177,12 +191,73 @@ def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return seconds, peak, result
 
 
+def dynamodb_case(workflows: int, days: int, per_day: int) -> bool:
+    """Fill a moto table through reserve + record; print requests and Query pages per report."""
+    counts: Counter[str] = Counter()
+    pages: Counter[str] = Counter()
+    with moto_dynamodb_client() as client:
+        create_table("costguard-report-bench", client=client)
+        ledger = DynamoDBLedger("costguard-report-bench", client=client)
+        rng = random.Random(7)
+        t0 = time.perf_counter()
+        for d in range(days):
+            for w in range(workflows):
+                wf = WORKFLOWS[w % len(WORKFLOWS)]
+                for r in range(per_day):
+                    ts = START_MS + d * DAY_MS + r * 60_000 + 1_000
+                    periods = [PeriodLimit(f"day:{day_key(ts - 500)}", None), PeriodLimit(f"month:{month_key(ts - 500)}", None)]
+                    held = ledger.reserve(wf, periods, 1_000)
+                    ledger.record(segment(f"req-{d}-{w}-{r}", rng.randint(1_000, 900_000), session=f"sess-{d}-{w}-{r // 3}",
+                                          workflow=wf, reservation=held.reservation, model_calls=3, ts_ms=ts,
+                                          model=MODELS[r % len(MODELS)]))
+        built = time.perf_counter() - t0
+        total = workflows * days * per_day
+        print(f"dynamodb (moto server): {total:,} requests in {workflows} workflows x {days} days, recorded in {built:.1f} s")
+
+        def count(model: Any, params: dict[str, Any], **_: Any) -> None:
+            counts.update([model.name])
+
+        def page(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.name == "Query":
+                pages.update(["Query"])
+
+        client.meta.events.register("before-call.dynamodb", count)
+        client.meta.events.register("after-call.dynamodb", page)
+        workflow_days = workflows * days
+        print(f"{'report':<10}{'requests':>9}{'Query pages':>12}{'pages per workflow-day':>24}  by operation")
+        met = True
+        for group_by in GROUP_BYS:
+            counts.clear()
+            pages.clear()
+            t0 = time.perf_counter()
+            report = ledger.usage_report(group_by=group_by)
+            elapsed = time.perf_counter() - t0
+            per_wd = pages["Query"] / workflow_days
+            if group_by in ("workflow", "day"):
+                met = met and per_wd <= 1 and "Scan" not in counts
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            cost = sum((r.get("cost_usd", Decimal(0)) for r in report.rows), Decimal(0))
+            print(f"{group_by:<10}{sum(counts.values()):>9}{pages['Query']:>12}{per_wd:>24.2f}  {detail}  "
+                  f"({len(report.rows)} rows, ${cost:f}, {elapsed:.2f} s)")
+        ledger.close()
+    print(f"target (<= 1 Query page per workflow-day for by-workflow and by-day, no Scan): {'MET' if met else 'NOT MET'}")
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=25_000)
     parser.add_argument("--db", type=Path, default=None, help="reuse/keep this ledger file")
+    parser.add_argument("--dynamodb-workflows", type=int, default=4)
+    parser.add_argument("--dynamodb-days", type=int, default=7)
+    # moto parses every update expression in Python (~150 ms a request over HTTP): keep it small;
+    # the request count per report depends on days and workflows, not on the requests in a day.
+    parser.add_argument("--dynamodb-requests", type=int, default=10, help="requests per workflow-day")
+    parser.add_argument("--only", choices=("sqlite", "dynamodb"), default=None)
     args = parser.parse_args(argv)
+    if args.only == "dynamodb":
+        return 0 if dynamodb_case(args.dynamodb_workflows, args.dynamodb_days, args.dynamodb_requests) else 1
 
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
     path = args.db or Path(tmp.name) / "ledger.db"  # type: ignore[union-attr]
@@ -229,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     conn.close()
     if tmp is not None:
         tmp.cleanup()
-    return 0
+    if args.only == "sqlite":
+        return 0
+    print()
+    return 0 if dynamodb_case(args.dynamodb_workflows, args.dynamodb_days, args.dynamodb_requests) else 1
 
 
 if __name__ == "__main__":
