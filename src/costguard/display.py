@@ -157,4 +157,5 @@ def print_table(
     elif dropped:
         table.caption = f"not shown at {out.width} columns: {', '.join(k.replace('_', ' ') for k in dropped)} (widen COLUMNS or use --format csv/json)"
     out.print(table)
+    out.print()
     return dropped
