@@ -663,7 +663,7 @@ def _tick_label(value: float, step: float, money: bool) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
-main{max-width:1100px;margin:0 auto;padding:24px}
+main{max-width:1360px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px} h3{font-size:14px;margin:16px 0 6px}
 .sub{color:#64748b;font-size:13px;margin-bottom:18px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
@@ -671,13 +671,13 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px} h3{font-
 .card .v{font-size:22px;font-weight:600} .card .l{color:#64748b;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px}
 .scroll{overflow-x:auto}
-table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px;table-layout:auto}
-th,td{padding:6px 8px;border-bottom:1px solid #e2e8f0;text-align:right;overflow-wrap:anywhere}
-td{white-space:nowrap} th{white-space:normal;vertical-align:bottom}
-th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff;z-index:1;white-space:normal}
-th{background:#f1f5f9;font-weight:600} th:first-child{background:#f1f5f9}
-@media (max-width:1000px){main{padding:12px} th,td{padding:4px 5px;font-size:12px} td{white-space:normal}}
-tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
+table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px}
+th,td{padding:6px 8px;border-bottom:1px solid #e2e8f0;text-align:right}
+td{white-space:nowrap;font-variant-numeric:tabular-nums}
+th{white-space:normal;vertical-align:bottom;overflow-wrap:normal;word-break:normal;background:#f1f5f9;font-weight:600}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;z-index:1;white-space:normal;overflow-wrap:break-word}
+td:first-child{background:#fff} tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
+@media (max-width:900px){main{padding:12px}}
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin-top:6px}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
 .empty{color:#64748b;font-style:italic}
@@ -857,41 +857,71 @@ def _histogram(report: Report, bins: int = 20) -> str:
     return _svg(width, height, "histogram of cost per request", parts)
 
 
+# Short headers keep the summary table narrow.
+_HEADERS = {"cost_usd": "cost", "monthly_budget_usd": "monthly budget", "budget_used_pct": "budget used",
+            "est_input_usd_saved": "est. input saved", "est_tokens_saved": "est. tokens saved"}
+# Width estimate of a table laid out on one line per row (13 px system font, bold headers): the
+# generous side of an average glyph, plus cell padding; page and panel margins around it.
+_PX_PER_CHAR = 8.5
+_CELL_PX = 18
+_PAGE_PX = 100
+
+Cell = tuple[str, str | None]  # shown text, exact value for the tooltip
+
+
+def _cell_html(label: str, cell: Cell) -> str:
+    text, exact = cell
+    title = f' title="{_E(exact)}"' if exact is not None else ""
+    return f'<td data-label="{_E(label)}"{title}>{_E(text)}</td>'
+
+
+def _table(table_id: str, headers: list[str], rows: list[list[Cell]], foot: list[Cell] | None, empty: str) -> str:
+    """A table that never hides a column: one line per row while it fits the window; below its
+    own width (estimated here), each row wraps into a block of labelled cells instead of scrolling.
+    The first column stays put (sticky) if the table ever scrolls sideways."""
+    every = rows + ([foot] if foot else [])
+    widths = [
+        max([len(word) for word in header.split()] + [len(row[i][0]) for row in every]) * _PX_PER_CHAR + _CELL_PX
+        for i, header in enumerate(headers)
+    ]
+    breakpoint_px = int(sum(widths)) + _PAGE_PX
+    head = "".join(f"<th>{_E(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell_html(h, c) for h, c in zip(headers, row, strict=True)) + "</tr>" for row in rows)
+    if not rows:
+        body = f'<tr><td class="empty" colspan="{len(headers)}">{_E(empty)}</td></tr>'
+    tail = ""
+    if foot:
+        tail = "<tfoot><tr>" + "".join(_cell_html(h, c) for h, c in zip(headers, foot, strict=True)) + "</tr></tfoot>"
+    t = f"#{table_id}"
+    wrap = (
+        f"@media (max-width:{breakpoint_px}px){{{t} thead{{display:none}}"
+        f"{t} tr{{display:flex;flex-wrap:wrap;border-bottom:1px solid #cbd5e1;padding:4px 0}}"
+        f"{t} td{{display:block;flex:1 0 7.5em;border:0;padding:2px 6px}}"
+        f"{t} td::before{{content:attr(data-label);display:block;font-size:10px;color:#64748b;font-weight:400}}"
+        f"{t} td:first-child{{flex-basis:100%;font-weight:600}} {t} td:first-child::before,{t} td:empty::before{{content:none}}}}"
+    )
+    return f"<style>{wrap}</style><table id=\"{table_id}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>{tail}</table>"
+
+
+def _shown(column: str, value: Any) -> Cell:
+    if column.endswith("_pct"):
+        return pct(value), None
+    if isinstance(value, Decimal):
+        return _money(value), _exact(value)
+    if value is None:
+        return "(none)" if column in ("user", "agent") else "", None
+    if isinstance(value, int):
+        return f"{value:,}", None
+    return str(value), None
+
+
 def _html_table(report: Report) -> str:
     cols = table_columns(report)
-    head = "".join(f"<th>{_E(c.replace('_', ' '))}</th>" for c in cols)
-    body: list[str] = []
-    for row in report.rows:
-        cells = []
-        for c in cols:
-            v = row[c]
-            if c.endswith("_pct"):
-                cells.append(f"<td>{_E(pct(v))}</td>")
-            elif isinstance(v, Decimal):
-                cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
-            elif v is None:
-                cells.append('<td class="empty">(none)</td>')
-            elif isinstance(v, int):
-                cells.append(f"<td>{v:,}</td>")
-            else:
-                cells.append(f"<td>{_E(str(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    if not body:
-        body.append(f'<tr><td class="empty" colspan="{len(cols)}">No usage in this period.</td></tr>')
+    headers = [_HEADERS.get(c, c.replace("_", " ")) for c in cols]
+    rows = [[_shown(c, row[c]) for c in cols] for row in report.rows]
     totals = report.totals()
-    foot_cells = ["<td>Total</td>"]
-    for c in cols[1:]:
-        v = totals.get(c)
-        if isinstance(v, Decimal):
-            foot_cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
-        elif v is None:
-            foot_cells.append("<td></td>")
-        else:
-            foot_cells.append(f"<td>{v:,}</td>")
-    return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-        f"<tfoot><tr>{''.join(foot_cells)}</tr></tfoot></table>"
-    )
+    foot: list[Cell] = [("Total", None)] + [_shown(c, totals.get(c)) for c in cols[1:]]
+    return _table("summary", headers, rows, foot, "No usage in this period.")
 
 
 def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
@@ -904,11 +934,14 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         ("avg cost / request", _money(avg.quantize(Decimal("0.000000001")) if n_req else avg)),
         ("days with spend", f"{len({d['day'] for d in report.daily}):,}"),
     ]
-    top_rows = "".join(
-        f"<tr><td>{_E(s['session_id'])}</td><td>{_E(s['workflow'])}</td><td>{s['requests']:,}</td>"
-        f"<td>{s['model_calls']:,}</td><td title=\"{_E(_exact(s['cost_usd']))}\">{_E(_money(s['cost_usd']))}</td></tr>"
-        for s in report.top_sessions
-    ) or '<tr><td class="empty" colspan="5">No sessions in this period.</td></tr>'
+    top = _table(
+        "top-sessions",
+        ["session", "workflow", "requests", "model calls", "cost"],
+        [[(s["session_id"], None), (s["workflow"], None), _shown("requests", s["requests"]),
+          _shown("model_calls", s["model_calls"]), _shown("cost_usd", s["cost_usd"])] for s in report.top_sessions],
+        None,
+        "No sessions in this period.",
+    )
     sections = [
         f"<h1>{_E(_title(report))}</h1>",
         f'<div class="sub">Generated {_E(_iso(report.generated_ms) or "")} · money is exact (nano-dollar ledger)</div>',
@@ -926,8 +959,7 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         "<h2>Cost per request</h2>",
         f'<div class="panel">{_histogram(report)}</div>',
         "<h2>Top sessions by cost</h2>",
-        '<div class="panel scroll"><table><thead><tr><th>session</th><th>workflow</th><th>requests</th>'
-        f"<th>model calls</th><th>cost</th></tr></thead><tbody>{top_rows}</tbody></table></div>",
+        f'<div class="panel scroll">{top}</div>',
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
