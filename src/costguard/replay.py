@@ -184,7 +184,9 @@ def _logged_calls(path: Path, records: list[tuple[int, dict[str, Any]]]) -> list
                 raise ReplayError(f"{path}:{number}: {key}: expected a token count, got {value!r}")
             return value
 
-        metadata = record.get("requestMetadata") if isinstance(record.get("requestMetadata"), dict) else {}
+        metadata = record.get("requestMetadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
         session = metadata.get("sessionId") or metadata.get("session_id")
         calls.append(
             LoggedCall(
@@ -372,7 +374,7 @@ def _run_log(
     """Replay logged calls one converse each; a blocked call is skipped and the replay goes on,
     as a caller that catches the violation would."""
     client = ReplayRuntimeClient()
-    runtime = {}
+    runtime: dict[str, Any] = {}
     blocked: list[tuple[str, int, int]] = []
     call_costs: list[int] = []
     sessions: dict[str, SessionUsage] = {}
@@ -587,11 +589,13 @@ def simulate(
 
     Every file is parsed before anything is replayed, so a malformed file leaves the ledger
     untouched. ``recorded_time`` books the usage at the recorded times (else now). A workflow in
-    shadow mode is replayed a second time, enforced, into a scratch ledger (seeded with ``seed``),
-    for the "would have capped" figures.
+    shadow mode is replayed a second time, enforced, into a scratch ledger whose budget counters
+    start at ``seed`` (else where ``ledger``'s stood), for the "would have capped" figures.
     """
     recordings = [path if isinstance(path, Recording) else load_recording(path) for path in paths]
     mode = policies.for_workflow(workflow).mode
+    if mode == "shadow" and not seed:
+        seed = ledger.budget_counters()  # the enforced replay starts where the target stood
     results = _replay_all(recordings, policies, workflow, ledger, pricing, recorded_time, on_file)
     would = None
     if mode == "shadow":

@@ -144,7 +144,7 @@ def test_axis_ticks_are_round_and_percentages_are_percentages(pages: dict[str, P
     ticks = re.findall(r'<text class="tick"[^>]*>([^<]*)</text>', text)
     assert ticks
     for axis in _axes(ticks):
-        steps = {b - a for a, b in zip(axis, axis[1:])}
+        steps = {b - a for a, b in zip(axis, axis[1:], strict=False)}
         assert len(steps) == 1, axis  # evenly spaced from 0
         step = steps.pop()
         mantissa = step / Decimal(10) ** step.adjusted()

@@ -105,4 +105,6 @@ def _open_dynamodb(url: str, read_only: bool) -> Ledger:
         kwargs[_DYNAMODB_PARAMS[key]] = value
     from costguard.ledger.dynamodb import DynamoDBLedger
 
-    return DynamoDBLedger(table, read_only=read_only, **kwargs)
+    return DynamoDBLedger(
+        table, region_name=kwargs.get("region_name"), endpoint_url=kwargs.get("endpoint_url"), read_only=read_only
+    )
