@@ -297,20 +297,24 @@ def test_budget_status_shows_who_set_a_switch_and_when(tmp_path: Path, monkeypat
 # -- 7. report on the shared DynamoDB ledger: the same figures as SQLite ------------------------
 
 
-@pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Any:
-    with mock_aws():
+@pytest.fixture(scope="module")
+def both_ledgers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The shipped recordings replayed into a SQLite file and into a DynamoDB table (moto)."""
+    with pytest.MonkeyPatch.context() as env, mock_aws():
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            env.setenv(key, value)
         create_table("shared", client=boto3.client("dynamodb", region_name="us-east-1"))
-        yield "dynamodb://shared?region=us-east-1"
+        sqlite = f"sqlite:///{tmp_path_factory.mktemp('pair')}/l.db"
+        dynamodb = "dynamodb://shared?region=us-east-1"
+        for target in (sqlite, dynamodb):
+            assert run("simulate", *RECORDINGS, "--policies", POLICIES, "--into", target, "-q")[0] == 0
+        yield sqlite, dynamodb
 
 
 @pytest.mark.parametrize("group_by", ["workflow", "day", "model", "user", "agent"])
-def test_dynamodb_report_matches_sqlite(dynamodb: str, tmp_path: Path, group_by: str) -> None:
-    sqlite = f"sqlite:///{tmp_path}/l.db"
-    for target in (sqlite, dynamodb):
-        assert run("simulate", *RECORDINGS, "--policies", POLICIES, "--into", target, "-q")[0] == 0
+def test_dynamodb_report_matches_sqlite(both_ledgers: tuple[str, str], group_by: str) -> None:
     docs = []
-    for target in (sqlite, dynamodb):
+    for target in both_ledgers:
         code, out, err = run("report", "--ledger", target, "--group-by", group_by, "--format", "json")
         assert code == 0, err
         doc = json.loads(out)
@@ -318,11 +322,11 @@ def test_dynamodb_report_matches_sqlite(dynamodb: str, tmp_path: Path, group_by:
         docs.append(doc)
     assert docs[0] == docs[1]
     assert docs[0]["rows"]
-    code, out, _ = run("report", "--ledger", dynamodb, "--group-by", group_by, "--workflow", "claims-intake", "--format", "csv")
+    code, out, _ = run("report", "--ledger", both_ledgers[1], "--group-by", group_by, "--workflow", "claims-intake", "--format", "csv")
     assert code == 0 and out.startswith(group_by)
 
 
-def test_dynamodb_read_commands_on_a_missing_table_create_nothing(dynamodb: str) -> None:
+def test_dynamodb_read_commands_on_a_missing_table_create_nothing(both_ledgers: tuple[str, str]) -> None:
     missing = "dynamodb://nope?region=us-east-1"
     for command in (("report",), ("budget", "status")):
         code, _, err = run(*command, "--ledger", missing)
