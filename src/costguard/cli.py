@@ -620,22 +620,27 @@ def budget_status_command(
     records = [
         {
             "workflow": line.workflow,
-            "period": f"{line.period} {line.period_key}",
+            "period": line.period_key,
             "budget": line.budget_usd,
             "spent": line.spent_usd,
             "reserved": line.reserved_usd,
             "remaining": line.remaining_usd,
             "used": pct(line.used_pct),
             "forecast": f"{usd(line.forecast_usd)} OVER" if line.budget_usd is not None and line.forecast_usd > line.budget_usd else usd(line.forecast_usd),
-            "kill_switch": f"BLOCKED by {line.blocked_by} at {_iso_minute(line.blocked_at_ms)}: {line.block_reason}" if line.blocked else "-",
+            "kill_switch": "BLOCKED" if line.blocked else "-",
         }
         for line in lines
     ]
     columns = [Column("workflow"), Column("period", left=True), Column("budget", money=True), Column("spent", money=True),
                Column("reserved", money=True), Column("remaining", money=True), Column("used", "used %"),
                Column("forecast"), Column("kill_switch", "kill switch", left=True)]
-    print_table(records, columns, "Budgets (UTC periods; forecast = spend so far at the current burn rate to period end)",
-                drop_order=("reserved", "forecast", "used"), empty="no budgets configured and no spend recorded")
+    print_table(records, columns, "Budgets (UTC day and month; forecast: spend so far at the current burn rate to period end)",
+                drop_order=("used", "forecast", "kill_switch"), empty="no budgets configured and no spend recorded")
+    # Who set a switch, when and why: whole sentences below the table, never cut to a column.
+    for line in lines:
+        if line.blocked and line.period == "day":
+            _console().print(f"kill switch: {line.workflow} BLOCKED by {line.blocked_by} at "
+                             f"{_iso_minute(line.blocked_at_ms)}: {line.block_reason}", markup=False)
 
 
 def _iso_minute(ms: int | None) -> str:

@@ -219,6 +219,19 @@ def test_tables_fit_80_columns_and_never_cut_money_or_the_key(filled: str, group
         assert key in out and _rounded(cost, 2 if cost >= 100 else 4 if cost >= Decimal("0.01") else 6) in out
 
 
+def test_simulate_and_budget_status_fit_80_columns(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    assert run("budget", "block", "claims-intake", "--reason", "a runaway loop in production, see the incident channel",
+               "--ledger", ledger, "--policies", POLICIES)[0] == 0
+    for args in (("simulate", *RECORDINGS, "--policies", POLICIES),
+                 ("simulate", LOG, "--policies", POLICIES, "--workflow", "support-triage"),
+                 ("budget", "status", "--ledger", ledger, "--policies", POLICIES)):
+        code, out, _ = run(*args, env={"COLUMNS": "80"})
+        assert code == 0 and max(len(line) for line in out.splitlines()) <= 80 and "…" not in out, out
+    # the switch's who, when and why are printed whole, below the table
+    assert "BLOCKED by" in out and "incident channel" in out and "$9,000.00" in out and "$500.00" in out
+
+
 def test_columns_is_respected_when_piped(filled: str) -> None:
     narrow = run("report", "--ledger", filled, env={"COLUMNS": "80"})[1]
     wide = run("report", "--ledger", filled, env={"COLUMNS": "200"})[1]
