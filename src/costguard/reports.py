@@ -214,9 +214,7 @@ def _read_requests(
         "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos FROM requests"
         + where
     )
-    frame = _read(conn, sql, params, ints)
-    frame["day"] = frame["started_ms"] // _MS_PER_DAY
-    return frame
+    return _read(conn, sql, params, ints)
 
 
 def _read_violations(
