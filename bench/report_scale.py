@@ -37,7 +37,7 @@ from moto_server import moto_dynamodb_client  # noqa: E402
 
 from costguard.ledger import SQLiteLedger  # noqa: E402
 from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
-from costguard.reports import GROUP_BYS, usage_report  # noqa: E402
+from costguard.reports import GROUP_BYS, ReportQuery, usage_report  # noqa: E402
 from costguard.usage import PeriodLimit, day_key, month_key, nanos_to_usd  # noqa: E402
 from tests.support.ledger_data import segment  # noqa: E402
 
@@ -232,7 +232,7 @@ def dynamodb_case(workflows: int, days: int, per_day: int) -> bool:
             counts.clear()
             pages.clear()
             t0 = time.perf_counter()
-            report = ledger.usage_report(group_by=group_by)
+            report = ledger.usage_report(ReportQuery(group_by))
             elapsed = time.perf_counter() - t0
             per_wd = pages["day"] / workflow_days
             if group_by in ("workflow", "day"):

@@ -522,8 +522,9 @@ def report(
 
 def _spend_report(led: Any, group_by: str, *, since_ms: int | None = None, until_ms: int | None = None,
                   workflow: str | None = None, input_prices: Any = None) -> Any:
-    return led.usage_report(since_ms=since_ms, until_ms=until_ms, workflow=workflow, group_by=group_by,
-                            input_price_per_million=input_prices)
+    from costguard.reports import ReportQuery
+
+    return led.usage_report(ReportQuery(group_by, since_ms, until_ms, workflow, input_prices))
 
 
 # Dropped first when a report does not fit the terminal (the key and money columns never are).

@@ -30,6 +30,8 @@ __all__ = [
     "FORMATS",
     "Report",
     "usage_report",
+    "ReportQuery",
+    "build_report",
     "render",
     "table_columns",
     "is_money_column",
@@ -484,18 +486,31 @@ def frame_of(records: list[dict[str, Any]], columns: tuple[str, ...], ints: tupl
     return frame
 
 
-def build_report(
-    frames: UsageFrames,
-    *,
-    group_by: str,
-    since_ms: int | None,
-    until_ms: int | None,
-    workflow: str | None,
-    input_price_per_million: Callable[[str], Decimal] | None = None,
-) -> Report:
-    """Aggregate a ledger's rows for ``[since_ms, until_ms)`` into a ``Report`` grouped by ``group_by``."""
-    if group_by not in GROUP_BYS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What a report covers: ``[since_ms, until_ms)`` (epoch ms, UTC; None: unbounded), one
+    workflow or all, the grouping, and (action report) a base model's input price per 1M tokens.
+
+    ``group_by`` is ``workflow``, ``day`` (UTC date of the request start), ``user`` (all three
+    over requests), ``model`` (base model id) or ``agent`` (over model calls, filtered on the call
+    time; the invoked agent's own steps under its agent id), or ``action`` (the action guard's
+    records: which action group responses are verbose and what trimming saved).
+    """
+
+    group_by: str = "workflow"
+    since_ms: int | None = None
+    until_ms: int | None = None
+    workflow: str | None = None
+    input_price_per_million: Callable[[str], Decimal] | None = None
+
+    def __post_init__(self) -> None:
+        if self.group_by not in GROUP_BYS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {self.group_by!r}")
+
+
+def build_report(frames: UsageFrames, query: ReportQuery) -> Report:
+    """Aggregate a ledger's rows into a ``Report``: the one path every backend's rows take."""
+    group_by = query.group_by
     requests = frames.requests
     for col in _REQUEST_INTS:
         requests[col] = requests[col].astype("int64")
@@ -503,7 +518,7 @@ def build_report(
     if group_by == "action":
         empty = pd.DataFrame(columns=["workflow", "base_model_id", "n"])
         rows = _action_rows(frames.actions if frames.actions is not None else empty,
-                            frames.models if frames.models is not None else empty, input_price_per_million)
+                            frames.models if frames.models is not None else empty, query.input_price_per_million)
     elif group_by in _CALL_KEYS:
         rows = _call_rows(frames.calls if frames.calls is not None else frame_of([], CALL_COLUMNS), group_by)
     else:
@@ -514,32 +529,15 @@ def build_report(
         top_sessions=_top_sessions(requests),
         daily=_daily(requests),
         cost_per_request=[nanos_to_usd(int(n)) for n in requests["cost_nanos"].tolist()],
-        since=since_ms,
-        until=until_ms,
-        workflow=workflow,
+        since=query.since_ms,
+        until=query.until_ms,
+        workflow=query.workflow,
     )
 
 
-def usage_report(
-    conn: sqlite3.Connection,
-    *,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    workflow: str | None = None,
-    group_by: str = "workflow",
-    input_price_per_million: Callable[[str], Decimal] | None = None,
-) -> Report:
-    """Aggregate the SQLite ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
-
-    ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
-    (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
-    filtered on the call time; the invoked agent's own steps under its agent id), or ``action``
-    (over the action guard's records: which action group responses are verbose and what
-    trimming saved). ``input_price_per_million`` maps a base model id to its input price, for the
-    action report's dollar estimate.
-    """
-    if group_by not in GROUP_BYS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+def sqlite_report(conn: sqlite3.Connection, query: ReportQuery) -> Report:
+    """The report of the SQLite ledger behind ``conn``, its rows read by SQL."""
+    since_ms, until_ms, workflow, group_by = query.since_ms, query.until_ms, query.workflow, query.group_by
     frames = UsageFrames(
         requests=_read_requests(conn, since_ms, until_ms, workflow),
         violations=_read_violations(conn, since_ms, until_ms, workflow) if group_by in _REQUEST_KEYS else pd.DataFrame(),
@@ -548,8 +546,12 @@ def usage_report(
         frames.calls = _read_calls(conn, group_by, since_ms, until_ms, workflow)
     if group_by == "action":
         frames.actions, frames.models = _read_actions(conn, since_ms, until_ms, workflow)
-    return build_report(frames, group_by=group_by, since_ms=since_ms, until_ms=until_ms, workflow=workflow,
-                        input_price_per_million=input_price_per_million)
+    return build_report(frames, query)
+
+
+def usage_report(conn: sqlite3.Connection, **options: Any) -> Report:
+    """``sqlite_report`` with the ``ReportQuery`` fields as keywords."""
+    return sqlite_report(conn, ReportQuery(**options))
 
 
 # -- rendering ----------------------------------------------------------------------------------

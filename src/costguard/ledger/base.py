@@ -31,10 +31,7 @@ from costguard.usage import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from decimal import Decimal
-
-    from costguard.reports import Report
+    from costguard.reports import Report, ReportQuery
 
 
 class Ledger(ABC):
@@ -120,20 +117,10 @@ class Ledger(ABC):
         Days are ``YYYY-MM-DD``; rows are ordered by day, workflow, model.
         """
 
-    def usage_report(
-        self,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        workflow: str | None = None,
-        group_by: str = "workflow",
-        input_price_per_million: Callable[[str], Decimal] | None = None,
-    ) -> Report:
-        """Spend over ``[since_ms, until_ms)`` grouped by ``group_by`` (see ``costguard.reports``).
-
-        Each backend reads it its own way (SQL over the usage rows; Query over day partitions);
-        rendering is shared.
-        """
+    def usage_report(self, query: ReportQuery) -> Report:
+        """Spend as ``query`` asks (see ``costguard.reports.ReportQuery``). Each backend reads its
+        rows its own way (SQL over the usage rows; Query over day partitions); the aggregation
+        into a ``Report`` is shared (``costguard.reports.build_report``)."""
         from costguard.errors import LedgerError
 
         raise LedgerError(f"{type(self).__name__} cannot produce usage reports")

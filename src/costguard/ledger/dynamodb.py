@@ -108,7 +108,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import boto3
@@ -134,6 +134,9 @@ from costguard.usage import (
     day_key,
     nanos_to_usd,
 )
+
+if TYPE_CHECKING:
+    from costguard.reports import Report, ReportQuery
 
 __all__ = ["DynamoDBLedger", "create_table"]
 
@@ -1135,20 +1138,18 @@ class DynamoDBLedger(Ledger):
 
     # -- reports -------------------------------------------------------------------------------
 
-    def usage_report(
-        self,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        workflow: str | None = None,
-        group_by: str = "workflow",
-        input_price_per_million: Callable[[str], Decimal] | None = None,
-    ) -> Any:
+    def usage_report(self, query: ReportQuery) -> Report:
         """The report by Query on day partitions (see the module docstring); no Scan."""
-        from costguard.reports import CALL_COLUMNS, GROUP_BYS, INVOKED_AGENT, REQUEST_COLUMNS, UsageFrames, build_report, frame_of
+        from costguard.reports import (
+            CALL_COLUMNS,
+            INVOKED_AGENT,
+            REQUEST_COLUMNS,
+            UsageFrames,
+            build_report,
+            frame_of,
+        )
 
-        if group_by not in GROUP_BYS:
-            raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+        since_ms, until_ms, workflow, group_by = query.since_ms, query.until_ms, query.workflow, query.group_by
         days = self._usage_days(since_ms, until_ms, workflow)
         requests: list[dict[str, Any]] = []
         for day in days:
@@ -1195,8 +1196,7 @@ class DynamoDBLedger(Ledger):
                     for row in calls.values():
                         row["key"] = row["key"] or INVOKED_AGENT
                 frames.calls = frame_of(list(calls.values()), CALL_COLUMNS, CALL_COLUMNS[1:])
-        return build_report(frames, group_by=group_by, since_ms=since_ms, until_ms=until_ms, workflow=workflow,
-                            input_price_per_million=input_price_per_million)
+        return build_report(frames, query)
 
     def _usage_days(self, since_ms: int | None, until_ms: int | None, workflow: str | None) -> list[str]:
         """The UTC days in the window with usage: each request settles its start day's budget counter."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import Ledger
@@ -35,6 +35,9 @@ from costguard.usage import (
     ViolationRecord,
     nanos_to_usd,
 )
+
+if TYPE_CHECKING:
+    from costguard.reports import Report, ReportQuery
 
 SCHEMA_VERSION = 1
 
@@ -823,12 +826,12 @@ class SQLiteLedger(Ledger):
                 [(c.workflow, c.period, c.spent_nanos + c.reserved_nanos) for c in counters],
             )
 
-    def usage_report(self, **options: Any) -> Any:
-        """The report by SQL over the usage rows (``costguard.reports.usage_report``)."""
-        from costguard.reports import usage_report
+    def usage_report(self, query: ReportQuery) -> Report:
+        """The report by SQL over the usage rows (``costguard.reports.sqlite_report``)."""
+        from costguard.reports import sqlite_report
 
         with self._errors("reading usage for a report"):
-            return usage_report(self._conn, **options)
+            return sqlite_report(self._conn, query)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for read-only reporting queries (pandas ``read_sql``)."""
