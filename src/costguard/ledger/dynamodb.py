@@ -85,8 +85,8 @@ Requests per operation:
   ``RD#{day}`` (the day's requests: one row each with its running totals, models and agents;
   ``begins_with(sk, wf#)`` for one workflow) and, for model, agent and action reports, one of
   ``D#{day}`` (the aggregates). Violation counts: one gsi1 Query per workflow over the window.
-  A report therefore costs about one Query page per workflow-day for a few thousand requests a
-  day; it never scans.
+  A request row is ~500 bytes, so a day's requests take one 1 MB Query page per ~2,000; a
+  report never scans (``bench/report_scale.py`` counts the pages).
 * ``budget_counters()`` without a workflow and ``violations(workflow=...)`` read ``gsi1``
   (eventually consistent); with a workflow, budget counters are a consistent Query.
   ``violations()`` and ``actions()`` without a workflow read the workflow registry first, then one
