@@ -11,13 +11,22 @@ run kept. Peak memory is measured on a further run of each under tracemalloc.
 Target: usage_report takes no more than the loop's time (speedup >= 1.0) for every grouping.
 Exits 1 when it is missed or when the two sides disagree, after printing every row.
 
-    python bench/report_scale.py [--calls 1000000] [--requests 25000] [--db PATH] [--repeat 3] [--quick]
+
+The DynamoDB case fills a table on moto's ThreadedMotoServer (real HTTP) through the ledger's own
+reserve + record path, then runs every report on it and prints the requests each report sends,
+counted on the client with a botocore ``before-call`` hook, and the Query pages per workflow-day.
+Target: at most one Query page per workflow-day for the by-workflow and by-day reports, no Scan.
+
+    python bench/report_scale.py [--calls 1000000] [--requests 25000] [--db PATH]
+                                 [--dynamodb-workflows 4] [--dynamodb-days 7] [--dynamodb-requests 10]
+                                 [--only sqlite|dynamodb] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 import resource
 import sqlite3
 import sys
@@ -32,9 +41,15 @@ from typing import Any
 
 import pandas as pd
 
-from costguard.ledger import SQLiteLedger
-from costguard.reports import INVOKED_AGENT, Report, usage_report
-from costguard.usage import nanos_to_usd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from moto_server import moto_dynamodb_client  # noqa: E402
+
+from costguard.ledger import SQLiteLedger  # noqa: E402
+from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
+from costguard.reports import GROUP_BYS, INVOKED_AGENT, Report, ReportQuery, usage_report  # noqa: E402
+from costguard.usage import PeriodLimit, day_key, month_key, nanos_to_usd  # noqa: E402
+from tests.support.ledger_data import segment  # noqa: E402
 
 DAY_MS = 86_400_000
 START_MS = 1_761_955_200_000  # 2025-11-01T00:00:00Z
@@ -137,6 +152,31 @@ def sort_rows(rows: list[dict[str, Any]], name: str, group_by: str) -> list[dict
     return rows
 
 
+def _loop_workflow_picture(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    """Lambda spend and nearest-rank latency percentiles per workflow, by loops."""
+    ttft: dict[str, list[int]] = {}
+    latency: dict[str, list[int]] = {}
+    for wf, lat, first in conn.execute("SELECT workflow, latency_ms, ttft_ms FROM requests"):
+        if lat is not None:
+            latency.setdefault(wf, []).append(int(lat))
+        if first is not None:
+            ttft.setdefault(wf, []).append(int(first))
+    lambda_nanos = dict(conn.execute("SELECT workflow, SUM(cost_nanos) FROM actions GROUP BY workflow").fetchall())
+
+    def rank(values: list[int], pct: int) -> int | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        index = -(-pct * len(ordered) // 100) - 1
+        return ordered[max(0, index)]
+
+    for row in rows:
+        wf = row["workflow"]
+        row["lambda_cost_usd"] = nanos_to_usd(int(lambda_nanos.get(wf) or 0))
+        row["ttft_p50_ms"], row["ttft_p95_ms"] = rank(ttft.get(wf, []), 50), rank(ttft.get(wf, []), 95)
+        row["latency_p50_ms"], row["latency_p95_ms"] = rank(latency.get(wf, []), 50), rank(latency.get(wf, []), 95)
+
+
 def loop_report(conn: sqlite3.Connection, group_by: str) -> Report:
     """The Report usage_report builds for the whole ledger, with dicts and loops instead of pandas."""
     by_key: dict[Any, list[int]] = {}  # requests, model_calls, tool_calls, 4 token counts, nanos
@@ -178,13 +218,17 @@ def loop_report(conn: sqlite3.Connection, group_by: str) -> Report:
             row.update(zip(TOKENS, acc[3:7], strict=True))
             row.update(cost_usd=nanos_to_usd(acc[7]), violations=enforced, shadow_violations=shadow, _nanos=acc[7])
             rows.append(row)
+        if group_by == "workflow":
+            _loop_workflow_picture(conn, rows)
     else:
         calls: dict[Any, list[int]] = {}
         requests_of: dict[Any, set[str]] = {}
         sql = CALL_PARTIALS_SQL.format(col="base_model_id" if group_by == "model" else "agent")
+        # the invoked agent's own steps name no collaborator: they go under the request's agent id
+        agent_of = dict(conn.execute("SELECT request_id, agent_id FROM requests")) if group_by == "agent" else {}
         for key, rid, mc, i, o, cr, cw, nanos in conn.execute(sql):
             if group_by == "agent" and key is None:
-                key = INVOKED_AGENT
+                key = agent_of.get(rid) or INVOKED_AGENT
             acc = calls.get(key)
             if acc is None:
                 acc = calls[key] = [0] * 6
@@ -223,6 +267,61 @@ def peak_mib(fn: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
+def dynamodb_case(workflows: int, days: int, per_day: int) -> bool:
+    """Fill a moto table through reserve + record; print requests and Query pages per report."""
+    counts: Counter[str] = Counter()
+    pages: Counter[str] = Counter()
+    with moto_dynamodb_client() as client:
+        create_table("costguard-report-bench", client=client)
+        ledger = DynamoDBLedger("costguard-report-bench", client=client)
+        rng = random.Random(7)
+        t0 = time.perf_counter()
+        for d in range(days):
+            for w in range(workflows):
+                wf = WORKFLOWS[w % len(WORKFLOWS)]
+                for r in range(per_day):
+                    ts = START_MS + d * DAY_MS + r * (DAY_MS // per_day) + 1_000
+                    periods = [PeriodLimit(f"day:{day_key(ts - 500)}", None), PeriodLimit(f"month:{month_key(ts - 500)}", None)]
+                    held = ledger.reserve(wf, periods, 1_000)
+                    ledger.record(segment(f"req-{d}-{w}-{r}", rng.randint(1_000, 900_000), session=f"sess-{d}-{w}-{r // 3}",
+                                          workflow=wf, reservation=held.reservation, model_calls=3, ts_ms=ts,
+                                          model=MODELS[r % len(MODELS)]))
+        built = time.perf_counter() - t0
+        total = workflows * days * per_day
+        print(f"dynamodb (moto server): {total:,} requests in {workflows} workflows x {days} days, recorded in {built:.1f} s")
+
+        def count(model: Any, **_: Any) -> None:
+            counts.update([model.name])
+
+        def classify(params: dict[str, Any], **_: Any) -> None:
+            # Day partitions (RD#, D#) against the fixed reads (budget counters, registry, violations).
+            key = params.get("ExpressionAttributeValues", {}).get(":pk", {}).get("S", "")
+            pages.update(["day" if key.startswith(("RD#", "D#")) else "other"])
+
+        client.meta.events.register("before-call.dynamodb", count)
+        client.meta.events.register("before-parameter-build.dynamodb.Query", classify)
+        workflow_days = sum(1 for c in ledger.budget_counters() if c.period.startswith("day:"))
+        print(f"{workflow_days} workflow-days with usage; a Query page is one request (botocore follows no pages itself)")
+        print(f"{'report':<10}{'requests':>9}{'day-partition pages':>20}{'per workflow-day':>18}{'other reads':>12}  by operation")
+        met = True
+        for group_by in GROUP_BYS:
+            counts.clear()
+            pages.clear()
+            t0 = time.perf_counter()
+            report = ledger.usage_report(ReportQuery(group_by))
+            elapsed = time.perf_counter() - t0
+            per_wd = pages["day"] / workflow_days
+            if group_by in ("workflow", "day"):
+                met = met and per_wd <= 1 and "Scan" not in counts
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            cost = sum((r.get("cost_usd", Decimal(0)) for r in report.rows), Decimal(0))
+            print(f"{group_by:<10}{sum(counts.values()):>9}{pages['day']:>20}{per_wd:>18.2f}{pages['other']:>12}  {detail}  "
+                  f"({len(report.rows)} rows, ${cost:f}, {elapsed:.2f} s)")
+        ledger.close()
+    print(f"target (<= 1 Query page per workflow-day for by-workflow and by-day, no Scan): {'MET' if met else 'NOT MET'}")
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1_000_000)
@@ -230,9 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, default=None, help="reuse/keep this ledger file")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side (default 3)")
     parser.add_argument("--quick", action="store_true", help="a small ledger, to check the bench runs")
+    parser.add_argument("--dynamodb-workflows", type=int, default=4)
+    parser.add_argument("--dynamodb-days", type=int, default=7)
+    # moto parses every update expression in Python (~150 ms a request over HTTP): keep it small;
+    # the request count per report depends on days and workflows, not on the requests in a day.
+    parser.add_argument("--dynamodb-requests", type=int, default=10, help="requests per workflow-day")
+    parser.add_argument("--only", choices=("sqlite", "dynamodb"), default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.requests, args.repeat = 20_000, 1_000, 2
+        args.dynamodb_workflows, args.dynamodb_days, args.dynamodb_requests = 1, 2, 2
+    if args.only == "dynamodb":
+        return 0 if dynamodb_case(args.dynamodb_workflows, args.dynamodb_days, args.dynamodb_requests) else 1
 
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
     path = args.db or Path(tmp.name) / "ledger.db"  # type: ignore[union-attr]
@@ -272,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     conn.close()
     if tmp is not None:
         tmp.cleanup()
-    return 0 if met else 1
+    if args.only == "sqlite":
+        return 0 if met else 1
+    print()
+    dynamodb_met = dynamodb_case(args.dynamodb_workflows, args.dynamodb_days, args.dynamodb_requests)
+    return 0 if met and dynamodb_met else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ class BudgetLine:
     forecast_usd: Decimal
     blocked: bool
     block_reason: str | None
+    blocked_by: str | None = None
+    blocked_at_ms: int | None = None
 
     @property
     def remaining_usd(self) -> Decimal | None:
@@ -53,6 +55,8 @@ class BudgetLine:
             "forecast_usd": money(self.forecast_usd),
             "blocked": self.blocked,
             "block_reason": self.block_reason,
+            "blocked_by": self.blocked_by,
+            "blocked_at": None if self.blocked_at_ms is None else datetime.fromtimestamp(self.blocked_at_ms / 1000, UTC).isoformat(),
         }
 
 
@@ -93,6 +97,7 @@ def budget_status(ledger: Ledger, policies: PolicySet, now: datetime | None = No
             switch = switches.get(workflow)
             lines.append(
                 BudgetLine(workflow, period, key, limit, spent, reserved, forecast, switch is not None,
-                           switch.reason if switch else None)
+                           switch.reason if switch else None, switch.set_by if switch else None,
+                           switch.set_at_ms if switch else None)
             )
     return lines

@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a costguard error (unreadable ledger, bad recording); 2
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import json
 import sys
@@ -20,7 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from costguard.errors import CostguardError, MissingExtraError, PolicyError
+from costguard.display import Column, print_table, usd
+from costguard.errors import CostguardError, LedgerUrlError, MissingExtraError, PolicyError
 
 app = typer.Typer(
     help="Meter, cap and report what Amazon Bedrock agents cost.\n\n"
@@ -54,6 +56,14 @@ class CliState:
     quiet: bool = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        from costguard import __version__
+
+        typer.echo(f"costguard {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -64,6 +74,10 @@ def main_options(
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="No progress bars or status lines; commands that act (simulate, block, refresh, check) print nothing but errors. Data commands still print their data."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the costguard version and exit."),
     ] = False,
 ) -> None:
     ctx.obj = CliState(ledger=ledger, quiet=quiet)
@@ -87,24 +101,38 @@ def _done(ctx: typer.Context, message: str) -> None:
 
 
 def _console() -> Console:
-    # Piped output (CI logs, files) gets a wide page instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 250)
+    from costguard.display import console
+
+    return console()
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}", markup=True)
     return typer.Exit(code)
 
 
-def _open(ledger_url: str | None, ctx: typer.Context | None = None) -> Any:
+def _open(ledger_url: str | None, ctx: typer.Context | None = None, *, read_only: bool = False) -> Any:
+    """The ledger a command names; ``read_only`` for commands that only read (creates nothing)."""
     from costguard.ledger import open_ledger
 
     if ledger_url is None and ctx is not None:
         ledger_url = _state(ctx).ledger
     try:
-        return open_ledger(ledger_url)
+        return open_ledger(ledger_url, read_only=read_only)
+    except LedgerUrlError as exc:
+        raise _fail(str(exc), 2) from exc
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _known_workflow(name: str, known: Any, option: str) -> None:
+    """Exit 2 for a workflow name no policy has, suggesting the closest one."""
+    names = sorted(known)
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names) or '(no workflows in the policies)'}"
+    raise _fail(f"{option} {name!r}: no policy names this workflow; {hint}", 2)
 
 
 def _policies_or_exit(path: Path) -> Any:
@@ -124,8 +152,8 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> Non
         raise _fail(f"--format {fmt!r}: choose one of {', '.join(allowed)}", 2)
 
 
-def _usd(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.000001")) if value else Decimal("0"), "f")
+def _usd(value: Decimal | None) -> str:
+    return usd(value)
 
 
 # -- policy -------------------------------------------------------------------------------------
@@ -301,55 +329,138 @@ def simulate(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Recordings: InvokeAgent responses (JSON Lines, one completion event per line) or Bedrock model-invocation-log records.")],
     policies: Annotated[Path, typer.Option("--policies", help="Policy file or directory to replay under.")],
-    workflow: Annotated[str, typer.Option("--workflow", help="Workflow the recordings belong to.")] = "claims-intake",
-    ledger: LedgerOption = None,
+    workflow: Annotated[str, typer.Option("--workflow", help="Workflow the recordings belong to (a name the policies define).")] = "claims-intake",
+    into: Annotated[str | None, typer.Option("--into", help="Write the replay into this ledger, at the recorded times (explicit opt-in; the global --ledger and $COSTGUARD_LEDGER are never written).")] = None,
+    legacy_ledger: Annotated[str | None, typer.Option("--ledger", hidden=True, help="Same as --into.")] = None,
+    budget_from: Annotated[str | None, typer.Option("--budget-from", help="Start today's budget counters where this ledger's stand (read-only) and replay as of now.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (same as the global --quiet).")] = False,
 ) -> None:
     """Replay recordings through the meter: what would the policies have capped, and saved?
 
     Each file is a JSON Lines recording of one InvokeAgent response (one boto3 completion event
-    per line, chunk bytes base64) or Bedrock model-invocation-log records. Usage is written to the
-    ledger as if the calls had run under the policies; nothing is sent to AWS.
+    per line, chunk bytes base64) or Bedrock model-invocation-log records. By default the replay
+    runs in a throwaway ledger with budgets from zero and prints, after the replay summary, the
+    spend report of what it replayed: running it twice prints the same thing twice. Nothing is
+    sent to AWS.
     """
+    import logging
+    import tempfile
+
     quiet = quiet or _state(ctx).quiet
     _check_format(fmt)
-    from costguard.meter import Guard
-    from costguard.pricing import PriceCatalog
-    from costguard.replay import replay_file
-
+    into = into or legacy_ledger
+    if into is not None and budget_from is not None:
+        raise _fail("--into and --budget-from exclude each other: --into replays against the target's own counters", 2)
     policy_set = _policies_or_exit(policies)
-    try:
-        pricing = PriceCatalog.load()
-        guard = Guard(policy_set, ledger=_open(ledger, ctx), pricing=pricing)
-        results = []
-        from rich.progress import Progress
+    _known_workflow(workflow, policy_set.names(), "--workflow")
+    from costguard.ledger import SQLiteLedger
+    from costguard.pricing import PriceCatalog
+    from costguard.replay import load_recording
+    from costguard.replay import simulate as run_simulation
 
-        with Progress(transient=True, disable=quiet or len(files) < 2, console=Console(stderr=True)) as progress:
-            task = progress.add_task("replaying", total=len(files))
-            for path in files:
-                results.append(replay_file(path, guard, workflow, pricing=pricing))
-                progress.advance(task)
-        guard.close()
+    try:
+        # Every file is read before anything is written: a bad file leaves nothing behind.
+        recordings = [load_recording(path) for path in files]
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
+
+    seed = []
+    if budget_from is not None:
+        source = _open(budget_from, read_only=True)
+        try:
+            today = datetime.now(UTC)
+            periods = {f"day:{today:%Y-%m-%d}", f"month:{today:%Y-%m}"}
+            seed = [c for c in source.budget_counters() if c.period in periods]
+        except CostguardError as exc:
+            raise _fail(str(exc)) from exc
+        finally:
+            source.close()
+    # The meter logs each shadow violation; the summary below shows them grouped instead.
+    meter_log = logging.getLogger("costguard")
+    previous_level = meter_log.level
+    meter_log.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="costguard-simulate-") as scratch:
+            if into is not None:
+                led = _open(into)
+            else:
+                led = SQLiteLedger(Path(scratch) / "simulation.db")
+                led.seed_budget_counters(seed)
+            try:
+                pricing = PriceCatalog.load()
+                from rich.progress import Progress
+
+                with Progress(transient=True, disable=quiet or len(files) < 2, console=Console(stderr=True)) as progress:
+                    task = progress.add_task("replaying", total=len(files))
+                    result = run_simulation(recordings, policy_set, workflow, ledger=led, pricing=pricing,
+                                            recorded_time=budget_from is None, seed=seed,
+                                            on_file=lambda: progress.advance(task))
+                spend = None if into is not None else _spend_report(led, "workflow")
+            except CostguardError as exc:
+                raise _fail(str(exc)) from exc
+            finally:
+                led.close()
+    finally:
+        meter_log.setLevel(previous_level)
     if quiet:
         return
-    total_full = sum((r.cost_full for r in results), Decimal(0))
-    total_avoided = sum((r.cost_avoided for r in results), Decimal(0))
     if fmt == "json":
-        typer.echo(json.dumps({"files": [r.to_dict() for r in results], "total": {
-            "cost_full_usd": format(total_full, "f"), "cost_avoided_usd": format(total_avoided, "f")}}, indent=2))
+        doc = result.to_dict()
+        if spend is not None:
+            doc["report"] = spend.to_json_dict()
+            # Request ids of a throwaway ledger name nothing anyone can look up, and would make
+            # two runs of the same replay differ.
+            for part in (doc, doc.get("would_have_capped") or {}):
+                for file in part.get("files", []):
+                    for violation in file["violations"]:
+                        violation.pop("request_id", None)
+        typer.echo(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"What-if replay under {policies} (workflow {workflow})")
-    for column in ("file", "model calls", "cost as recorded", "capped by", "at event", "kept calls", "cost avoided"):
-        table.add_column(column, justify="left" if column in ("file", "capped by") else "right")
-    for r in results:
-        table.add_row(Path(r.file).name, str(r.model_calls_full), _usd(r.cost_full), r.capped_by or "-",
-                      str(r.capped_at_event or "-"), str(r.model_calls_kept), _usd(r.cost_avoided))
-    table.add_row("total", str(sum(r.model_calls_full for r in results)), _usd(total_full), "", "",
-                  str(sum(r.model_calls_kept for r in results)), _usd(total_avoided), style="bold")
-    _console().print(table)
+    _print_simulation(result, policies)
+    if spend is not None:
+        _print_report(spend)
+    else:
+        typer.echo(f"written into {into}; see it with: costguard report --ledger {into}")
+
+
+def _print_simulation(result: Any, policies: Path) -> None:
+    shadow = result.would is not None
+    by_file = {r.file: r for r in result.would or []}
+    records = []
+    for r in result.results:
+        would = by_file.get(r.file)
+        first = would.caps[0] if would is not None and would.caps else (r.caps[0] if r.caps else None)
+        records.append({
+            "file": Path(r.file).name,
+            "model_calls": r.model_calls_full,
+            "cost_full": r.cost_full,
+            "capped_by": None if first is None else (f"would: {first.rule}" if shadow else first.rule),
+            "at_event": None if first is None else first.at_event,
+            "caps": len(would.caps if would is not None else r.caps),
+            "kept_calls": would.model_calls_kept if would is not None else r.model_calls_kept,
+            "cost_avoided": would.cost_avoided if would is not None else r.cost_avoided,
+        })
+    avoided_key = "would avoid" if shadow else "cost avoided"
+    columns = [
+        Column("file"), Column("model_calls", "model calls"), Column("cost_full", "cost as recorded", money=True),
+        Column("capped_by", "would have capped" if shadow else "first cap", left=True), Column("at_event", "at event"),
+        Column("caps"), Column("kept_calls", "would keep" if shadow else "kept calls"),
+        Column("cost_avoided", avoided_key, money=True),
+    ]
+    total = {"file": "total", "model_calls": sum(r["model_calls"] for r in records),
+             "cost_full": sum((r["cost_full"] for r in records), Decimal(0)),
+             "caps": sum(r["caps"] for r in records), "kept_calls": sum(r["kept_calls"] for r in records),
+             "cost_avoided": sum((r["cost_avoided"] for r in records), Decimal(0))}
+    mode = " (shadow mode: nothing was blocked; figures are what enforce mode would do)" if shadow else ""
+    print_table(records, columns, f"What-if replay under {policies} (workflow {result.workflow}){mode}",
+                drop_order=("at_event", "caps", "model_calls", "kept_calls", "capped_by"), footer=total)
+    rules = result.would_rules if shadow else result.rules
+    rule_columns = [Column("rule"), Column("hits"), Column("files"), Column("model_calls_avoided", "model calls avoided"),
+                    Column("cost_avoided", "would avoid" if shadow else "cost avoided", money=True)]
+    print_table([r.to_dict() | {"cost_avoided": r.cost_avoided} for r in rules], rule_columns,
+                "Every cap hit, by rule" + (" (would have capped, shadow mode)" if shadow else ""),
+                drop_order=("files", "hits", "model_calls_avoided"), empty="no cap was hit")
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -365,6 +476,27 @@ def _parse_day(value: str | None, option: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+_REPORT_FORMATS = (*FORMATS, "html")
+_EXTENSIONS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+def _output_format(fmt: str | None, output: Path | None) -> str:
+    """--format, else the --output file's extension; a file whose extension names no format is refused."""
+    if output is not None:
+        inferred = _EXTENSIONS.get(output.suffix.lower())
+        if fmt is None:
+            if inferred is None:
+                raise _fail(f"--output {output}: cannot tell the format from {output.suffix or 'no extension'!r}; "
+                            f"use .json, .csv, .md or .html, or give --format", 2)
+            return inferred
+        if fmt == "table":
+            raise _fail("--format table prints to the terminal; give --output a .json, .csv, .md or .html file", 2)
+        if inferred is not None and inferred != fmt:
+            raise _fail(f"--output {output} looks like {inferred} but --format is {fmt}", 2)
+        return fmt
+    return fmt or "table"
+
+
 @app.command("report")
 def report(
     ctx: typer.Context,
@@ -372,58 +504,49 @@ def report(
     since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user, agent or action (action group response sizes and trim savings)")] = "workflow",
-    fmt: Annotated[str, typer.Option("--format", help="table, json, csv, markdown or html")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", help="Write to this file instead of stdout.")] = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user, agent (agent ids; collaborators by name) or action (action group response sizes and trim savings)")] = "workflow",
+    fmt: Annotated[str | None, typer.Option("--format", help="table, json, csv, markdown or html; default: from the --output extension, else table")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write to this file (.json, .csv, .md, .html) instead of stdout.")] = None,
     policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies with the monthly budgets: adds budget used % (this month) to a by-workflow report and the burn chart to HTML.")] = None,
 ) -> None:
-    """Spend from the ledger: sessions, requests, model and tool calls, tokens, cost, violations."""
-    from costguard.ledger import SQLiteLedger
-    from costguard.reports import GROUP_BYS, attach_budget_use, render, table_columns, usage_report
+    """Spend from the ledger (read-only): sessions, requests, model and tool calls, tokens, cost, violations."""
+    from costguard.reports import GROUP_BYS, attach_budget_use, render
 
-    if fmt not in (*FORMATS, "html"):
-        raise _fail(f"--format {fmt!r}: choose one of {', '.join((*FORMATS, 'html'))}", 2)
+    if fmt is not None and fmt not in _REPORT_FORMATS:
+        raise _fail(f"--format {fmt!r}: choose one of {', '.join(_REPORT_FORMATS)}", 2)
+    fmt = _output_format(fmt, output)
     if group_by not in GROUP_BYS:
         raise _fail(f"--group-by {group_by!r}: choose one of {', '.join(GROUP_BYS)}", 2)
     start, end = _parse_day(since, "--since"), _parse_day(until, "--until")
     if start is not None and end is not None and end < start:
         raise _fail("--until is before --since", 2)
-    budgets = _monthly_budgets(policies)
-    led = _open(ledger, ctx)
-    if not isinstance(led, SQLiteLedger):
-        led.close()
-        raise _fail(
-            f"report aggregates a SQLite ledger; {led.url} is not one. For the shared DynamoDB ledger "
-            "use `costguard reconcile --format csv` (per workflow and day), `costguard budget status`, "
-            "or the reports the scheduled Lambda writes to S3."
-        )
+    policy_set = _policies_or_exit(policies) if policies is not None else None
+    budgets = _monthly_budgets(policy_set)
+    if workflow is not None and policy_set is not None:
+        _known_workflow(workflow, policy_set.names(), "--workflow")
+    led = _open(ledger, ctx, read_only=True)
     try:
         # A million-row ledger takes seconds: show that something is happening (stderr, transient).
         with Console(stderr=True).status(f"aggregating {led.url} by {group_by}", spinner="dots") if not _state(ctx).quiet else nullcontext():
-            result = usage_report(
-                led.connection(),
-                since_ms=start,
-                until_ms=None if end is None else end + 86_400_000,
-                workflow=workflow,
-                group_by=group_by,
-                input_price_per_million=_input_prices() if group_by == "action" else None,
-            )
+            result = _spend_report(led, group_by, since_ms=start, until_ms=None if end is None else end + 86_400_000,
+                                   workflow=workflow, input_prices=_input_prices() if group_by == "action" else None)
             if budgets:
                 month = f"month:{datetime.now(UTC):%Y-%m}"
                 spent = {c.workflow: c.spent_usd for c in led.budget_counters() if c.period == month}
                 attach_budget_use(result, budgets, spent)
-    except Exception as exc:  # sqlite3.Error and pandas' DatabaseError: a message, not a traceback
+            known = {c.workflow for c in led.budget_counters()} if workflow and not result.rows else set()
+    except Exception as exc:  # sqlite3.Error, LedgerError and pandas' DatabaseError: a message, not a traceback
         raise _fail(f"cannot read {led.url}: {exc}") from exc
     finally:
         led.close()
     if workflow and not result.rows:
+        if workflow not in known and policy_set is None and known:
+            _known_workflow(workflow, known, "--workflow")
         raise _fail(f"no usage for workflow {workflow!r} in {led.url}", 1)
-    if fmt == "table" and output is None:
-        _print_table(result.rows, table_columns(result), f"Spend by {group_by}")
-        if result.top_sessions:
-            _print_table(result.top_sessions, ["session_id", "workflow", "requests", "model_calls", "cost_usd"], "Top sessions by cost")
+    if fmt == "table":
+        _print_report(result)
         return
-    text = render(result, "markdown" if fmt == "table" else fmt, budgets=budgets)
+    text = render(result, fmt, budgets=budgets)
     if output is not None:
         try:
             output.write_text(text, encoding="utf-8")
@@ -434,6 +557,52 @@ def report(
         sys.stdout.write(text)
 
 
+def _spend_report(led: Any, group_by: str, *, since_ms: int | None = None, until_ms: int | None = None,
+                  workflow: str | None = None, input_prices: Any = None) -> Any:
+    from costguard.reports import ReportQuery
+
+    return led.usage_report(ReportQuery(group_by, since_ms, until_ms, workflow, input_prices))
+
+
+# Dropped first when a report does not fit the terminal (the key and money columns never are).
+REPORT_DROP_ORDER = (
+    "cache_write_tokens", "cache_read_tokens", "max_bytes_before", "fields_dropped", "items_dropped", "replayed",
+    "replaced", "tool_calls", "sessions", "output_tokens", "input_tokens", "bytes_before", "bytes_after", "trimmed",
+    "est_tokens_saved", "workflow", "model_calls", "requests", "invocations", "bytes_saved", "budget_used_pct",
+    "shadow_violations", "violations",
+)
+
+
+def _report_column(key: str) -> Column:
+    from costguard.reports import is_money_column
+
+    if key == "budget_used_pct":
+        return _PctColumn(key, "budget used")
+    return Column(key, money=is_money_column(key))
+
+
+@dataclass(frozen=True, slots=True)
+class _PctColumn(Column):
+    def show(self, value: Any) -> str:
+        from costguard.display import pct
+
+        return pct(value)
+
+
+def _print_report(result: Any) -> None:
+    from costguard.reports import table_columns
+
+    columns = [_report_column(key) for key in table_columns(result)]
+    footer = {columns[0].key: "total", **result.totals()}
+    print_table(result.rows, columns, f"Spend by {result.group_by}", drop_order=REPORT_DROP_ORDER,
+                empty="the ledger holds no usage for this selection", footer=footer)
+    if result.top_sessions:
+        session_columns = [Column("session_id", "session"), Column("workflow"), Column("requests"),
+                           Column("model_calls", "model calls"), Column("cost_usd", "cost", money=True)]
+        print_table(result.top_sessions, session_columns, "Top sessions by cost",
+                    drop_order=("model_calls", "requests", "workflow"))
+
+
 def _input_prices() -> Any:
     from costguard.pricing import PriceCatalog
 
@@ -441,10 +610,9 @@ def _input_prices() -> Any:
     return lambda model_id: catalog.quote(model_id).price.input
 
 
-def _monthly_budgets(policies: Path | None) -> dict[str, Decimal] | None:
-    if policies is None:
+def _monthly_budgets(policy_set: Any) -> dict[str, Decimal] | None:
+    if policy_set is None:
         return None
-    policy_set = _policies_or_exit(policies)
     return {
         name: policy.budget.monthly_usd
         for name, policy in policy_set.workflows.items()
@@ -453,15 +621,10 @@ def _monthly_budgets(policies: Path | None) -> dict[str, Decimal] | None:
 
 
 def _print_table(records: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    table = Table(title=title)
-    for column in columns:
-        first = column == columns[0]
-        table.add_column(column.replace("_", " "), justify="left" if first else "right", no_wrap=first)
-    for record in records:
-        table.add_row(*("-" if record.get(column) is None else str(record[column]) for column in columns))
-    if not records:
-        table.caption = "the ledger holds no usage for this selection"
-    _console().print(table)
+    from costguard.reports import is_money_column
+
+    print_table(records, [Column(c, money=is_money_column(c)) for c in columns], title,
+                drop_order=[c for c in reversed(columns[1:])], empty="the ledger holds no usage for this selection")
 
 
 # -- budget -------------------------------------------------------------------------------------
@@ -474,13 +637,13 @@ def budget_status_command(
     policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policy file or directory with the budgets.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
-    """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch."""
+    """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch (who set it, when)."""
     _check_format(fmt)
     from costguard.budgets import budget_status
     from costguard.policy import PolicySet
 
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
-    led = _open(ledger, ctx)
+    led = _open(ledger, ctx, read_only=True)
     try:
         lines = budget_status(led, policy_set)
     except CostguardError as exc:
@@ -490,25 +653,50 @@ def budget_status_command(
     if fmt == "json":
         typer.echo(json.dumps({"budgets": [line.to_dict() for line in lines]}, indent=2))
         return
-    table = Table(title="Budgets (UTC periods; forecast = spend so far at the current burn rate to period end)")
-    for column in ("workflow", "period", "budget", "spent", "reserved", "remaining", "used %", "forecast", "kill switch"):
-        table.add_column(column, justify="left" if column in ("workflow", "period", "kill switch") else "right")
+    from costguard.display import pct
+
+    records = [
+        {
+            "workflow": line.workflow,
+            "period": line.period_key,
+            "budget": line.budget_usd,
+            "spent": line.spent_usd,
+            "reserved": line.reserved_usd,
+            "remaining": line.remaining_usd,
+            "used": pct(line.used_pct),
+            "forecast": f"{usd(line.forecast_usd)} OVER" if line.budget_usd is not None and line.forecast_usd > line.budget_usd else usd(line.forecast_usd),
+            "kill_switch": "BLOCKED" if line.blocked else "-",
+        }
+        for line in lines
+    ]
+    columns = [Column("workflow"), Column("period", left=True), Column("budget", money=True), Column("spent", money=True),
+               Column("reserved", money=True), Column("remaining", money=True), Column("used", "used %"),
+               Column("forecast"), Column("kill_switch", "kill switch", left=True)]
+    print_table(records, columns, "Budgets (UTC day and month; forecast: spend so far at the current burn rate to period end)",
+                drop_order=("used", "forecast", "kill_switch"), empty="no budgets configured and no spend recorded")
+    # Who set a switch, when and why: whole sentences below the table, never cut to a column.
     for line in lines:
-        over = line.budget_usd is not None and line.forecast_usd > line.budget_usd
-        table.add_row(
-            line.workflow,
-            f"{line.period} {line.period_key}",
-            _usd(line.budget_usd) if line.budget_usd is not None else "-",
-            _usd(line.spent_usd),
-            _usd(line.reserved_usd),
-            _usd(line.remaining_usd) if line.remaining_usd is not None else "-",
-            str(line.used_pct) if line.used_pct is not None else "-",
-            f"[red]{_usd(line.forecast_usd)}[/red]" if over else _usd(line.forecast_usd),
-            f"[red]BLOCKED[/red] {line.block_reason}" if line.blocked else "-",
-        )
-    if not lines:
-        table.caption = "no budgets configured and no spend recorded"
-    _console().print(table)
+        if line.blocked and line.period == "day":
+            _console().print(f"kill switch: {line.workflow} BLOCKED by {line.blocked_by} at "
+                             f"{_iso_minute(line.blocked_at_ms)}: {line.block_reason}", markup=False)
+
+
+def _iso_minute(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _switch_target(ctx: typer.Context, workflow: str, policies: Path | None, force: bool, command: str) -> None:
+    """A kill switch on a misspelt name leaves the real workflow running: check it against the policies."""
+    if force:
+        return
+    if policies is None:
+        raise _fail(f"budget {command} checks the workflow name against the policies: give --policies PATH "
+                    f"(or $COSTGUARD_POLICIES), or --force for a workflow no policy names", 2)
+    _known_workflow(workflow, _policies_or_exit(policies).names(), "workflow")
+
+
+ForceOption = Annotated[bool, typer.Option("--force", help="Accept a workflow name no policy defines.")]
+SwitchPolicies = Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies to check the workflow name against.")]
 
 
 @budget_app.command("block")
@@ -517,10 +705,13 @@ def budget_block(
     workflow: Annotated[str, typer.Argument(help="Workflow to block.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded with who and when).")],
     ledger: LedgerOption = None,
+    policies: SwitchPolicies = None,
+    force: ForceOption = False,
 ) -> None:
     """Set a workflow's kill switch: every metered call fails with WorkflowBlocked."""
     if not reason.strip():
         raise _fail("--reason must say why the workflow is blocked", 2)
+    _switch_target(ctx, workflow, policies, force, "block")
     led = _open(ledger, ctx)
     try:
         led.set_kill_switch(workflow, reason, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
@@ -532,16 +723,33 @@ def budget_block(
 
 
 @budget_app.command("unblock")
-def budget_unblock(ctx: typer.Context, workflow: Annotated[str, typer.Argument()], ledger: LedgerOption = None) -> None:
-    """Clear a workflow's kill switch."""
-    led = _open(ledger, ctx)
+def budget_unblock(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument()],
+    ledger: LedgerOption = None,
+    policies: SwitchPolicies = None,
+    force: ForceOption = False,
+) -> None:
+    """Clear a workflow's kill switch (an existing ledger only: a missing one is an error)."""
+    _switch_target(ctx, workflow, policies, force, "unblock")
+    led = _open(ledger, ctx, read_only=True)
     try:
-        cleared = led.clear_kill_switch(workflow, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+        blocked = any(k.workflow == workflow for k in led.kill_switches(int(datetime.now(UTC).timestamp() * 1000)))
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
     finally:
         led.close()
-    _done(ctx, f"unblocked {workflow}" if cleared else f"{workflow} was not blocked")
+    if not blocked:
+        _done(ctx, f"{workflow} was not blocked")
+        return
+    led = _open(ledger, ctx)
+    try:
+        led.clear_kill_switch(workflow, getpass.getuser(), int(datetime.now(UTC).timestamp() * 1000))
+    except CostguardError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        led.close()
+    _done(ctx, f"unblocked {workflow}")
 
 
 # -- reconcile ----------------------------------------------------------------------------------
@@ -595,7 +803,7 @@ def reconcile_command(
         raise _fail(str(exc), 2) from exc
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
     session = _aws_session(profile)
-    led = _open(ledger, ctx)
+    led = _open(ledger, ctx, read_only=dry_run)
     try:
         reconciler = Reconciler(led, policy_set, session=session, tag_key=tag_keys, region_name=region,
                                 include_lambda=include_lambda)

@@ -65,6 +65,14 @@ class InvalidIdError(CostguardError):
         super().__init__(f"{kind} id {reason}")
 
 
+class LedgerUrlError(LedgerError):
+    """A ledger URL that names no usable ledger (unknown scheme, no path, unknown parameter): bad input."""
+
+
+class LedgerNotFound(LedgerError):
+    """A read-only open found no ledger at the URL (nothing was created)."""
+
+
 class PricingError(CostguardError):
     """The price catalog is missing, malformed, or cannot price a model."""
 

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from costguard._extras import require_reports
+from costguard.display import pct, usd
 from costguard.usage import nanos_to_usd
 
 if TYPE_CHECKING:
@@ -33,8 +34,11 @@ __all__ = [
     "FORMATS",
     "Report",
     "usage_report",
+    "ReportQuery",
+    "build_report",
     "render",
     "table_columns",
+    "is_money_column",
 ]
 
 GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action")
@@ -148,6 +152,11 @@ def _day_label(day_number: int) -> str:
     return (_EPOCH + timedelta(days=int(day_number))).isoformat()
 
 
+def is_money_column(key: str) -> bool:
+    """Money columns end in ``_usd``: never dropped from a table, always shown as dollars."""
+    return key.endswith("_usd")
+
+
 def table_columns(report: Report) -> list[str]:
     """Row keys in display order: the group key first, then the measures."""
     if report.group_by == "action":
@@ -216,19 +225,12 @@ def _read_requests(
         "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, "
         "ttft_ms FROM requests" + where
     )
-    frame = _read(conn, sql, params, ints)
-    frame["day"] = frame["started_ms"] // _MS_PER_DAY
-    return frame
+    return _read(conn, sql, params, ints)
 
 
-def _violation_counts(
-    conn: sqlite3.Connection,
-    group_by: str,
-    since_ms: int | None,
-    until_ms: int | None,
-    workflow: str | None,
-) -> dict[Any, tuple[int, int]]:
-    """{key: (enforced, shadow)} for the violations in the window, keyed like the request rows."""
+def _read_violations(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> pd.DataFrame:
     where, params = _where("v.ts_ms", since_ms, until_ms, None)
     if workflow is not None:
         where += (" AND " if where else " WHERE ") + "v.workflow = ?"
@@ -237,9 +239,14 @@ def _violation_counts(
         "SELECT v.workflow AS workflow, v.ts_ms AS ts_ms, v.enforced AS enforced, r.user_id AS user_id "
         "FROM violations v LEFT JOIN requests r ON r.request_id = v.request_id" + where
     )
-    frame = _read(conn, sql, params, ("ts_ms", "enforced"))
+    return _read(conn, sql, params, ("ts_ms", "enforced"))
+
+
+def _violation_counts(frame: pd.DataFrame, group_by: str) -> dict[Any, tuple[int, int]]:
+    """{key: (enforced, shadow)} for the violations in the window, keyed like the request rows."""
     if frame.empty:
         return {}
+    frame = frame.copy()
     if group_by == "day":
         frame["key"] = frame["ts_ms"] // _MS_PER_DAY
     elif group_by == "user":
@@ -310,15 +317,22 @@ def _sort_rows(rows: list[dict[str, Any]], name: str, group_by: str) -> list[dic
     return rows
 
 
-def _call_rows(
+def _read_calls(
     conn: sqlite3.Connection,
     group_by: str,
     since_ms: int | None,
     until_ms: int | None,
     workflow: str | None,
-) -> list[dict[str, Any]]:
+) -> pd.DataFrame:
+    """One row per model (or agent): requests, model calls, tokens and cost (``CALL_COLUMNS``)."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
-    col = "base_model_id" if group_by == "model" else "agent"
+    # A call made by the invoked agent itself names no collaborator: label it with the agent id
+    # the request was made to.
+    col = (
+        "base_model_id"
+        if group_by == "model"
+        else "COALESCE(agent, (SELECT r.agent_id FROM requests r WHERE r.request_id = model_calls.request_id))"
+    )
     # SQLite folds the (up to millions of) calls to one row per (key, request) in C; pandas then
     # aggregates those partials. Integer SUM in SQLite is exact (it errors on int64 overflow).
     sql = (
@@ -329,17 +343,22 @@ def _call_rows(
         + " GROUP BY request_id, key"
     )
     frame = _read(conn, sql, params, ("model_calls", *_TOKEN_COLUMNS, "cost_nanos"))
-    name = _CALL_KEYS[group_by]
     if frame.empty:
-        return []
+        return pd.DataFrame(columns=list(CALL_COLUMNS))
     if group_by == "agent":
         # None and "(invoked agent)" are one key; count each request once under it.
         frame["key"] = frame["key"].fillna(INVOKED_AGENT)
     grouped = frame.groupby("key", dropna=False, sort=False)
     agg = grouped[["model_calls", *_TOKEN_COLUMNS, "cost_nanos"]].sum()
     agg["requests"] = grouped["request_id"].nunique()
+    return agg.reset_index()
+
+
+def _call_rows(agg: pd.DataFrame, group_by: str) -> list[dict[str, Any]]:
+    name = _CALL_KEYS[group_by]
     rows: list[dict[str, Any]] = []
-    for key, rec in zip(agg.index, agg.to_dict("records"), strict=True):
+    for rec in agg.to_dict("records"):
+        key = rec["key"]
         row: dict[str, Any] = {name: _key(key), "requests": int(rec["requests"]), "model_calls": int(rec["model_calls"])}
         for c in _TOKEN_COLUMNS:
             row[c] = int(rec[c])
@@ -379,19 +398,10 @@ def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _action_rows(
-    conn: sqlite3.Connection,
-    since_ms: int | None,
-    until_ms: int | None,
-    workflow: str | None,
-    input_price_per_million: Callable[[str], Decimal] | None,
-) -> list[dict[str, Any]]:
-    """Per (workflow, action): sizes before and after the guard, and what the trim saved.
-
-    The dollar figure prices the saved bytes once, as input tokens of the workflow's most used
-    model in the window: the next model call re-reads the response at least once, and every later
-    step of the loop again, so it is a floor, not the full saving.
-    """
+def _read_actions(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The action records in the window, and model calls per (workflow, base model)."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
     frame = _read(
         conn,
@@ -400,20 +410,35 @@ def _action_rows(
         params,
         ("bytes_before", "bytes_after", "fields_dropped", "items_dropped", "cost_nanos"),
     )
-    if frame.empty:
-        return []
     models = _read(
         conn,
         f"SELECT workflow, base_model_id, COUNT(*) AS n FROM model_calls{where} GROUP BY workflow, base_model_id",
         params,
         ("n",),
     )
+    return frame, models
+
+
+def _action_rows(
+    frame: pd.DataFrame, models: pd.DataFrame, input_price_per_million: Callable[[str], Decimal] | None
+) -> list[dict[str, Any]]:
+    """Per (workflow, action): sizes before and after the guard, and what the trim saved.
+
+    The dollar figure prices the saved bytes once, as input tokens of the workflow's most used
+    model in the window: the next model call re-reads the response at least once, and every later
+    step of the loop again, so it is a floor, not the full saving.
+    """
+    if frame.empty:
+        return []
+    frame = frame.copy()
     main_model: dict[str, str] = {}
     for rec in models.sort_values(["n", "base_model_id"], ascending=[False, True]).to_dict("records"):
         main_model.setdefault(str(rec["workflow"]), str(rec["base_model_id"]))
     for outcome in ("trimmed", "replaced", "replayed"):
         frame[outcome] = (frame["outcome"] == outcome).astype("int64")
     grouped = frame.groupby(["workflow", "action"], sort=False)
+    if "cost_nanos" not in frame:
+        frame["cost_nanos"] = 0
     agg = grouped[["bytes_before", "bytes_after", "fields_dropped", "items_dropped", "trimmed", "replaced", "replayed",
                    "cost_nanos"]].sum()
     agg["invocations"] = grouped.size()
@@ -462,55 +487,123 @@ def _add_workflow_picture(rows: list[dict[str, Any]], requests: pd.DataFrame, la
     for name in lambda_nanos:
         if name not in by_name:
             by_name[name] = _request_row("workflow", name, "workflow", {}, 0, 0)
-            del by_name[name]["_nanos"]
+            by_name[name].pop("_nanos", None)
             rows.append(by_name[name])
     for name, row in by_name.items():
         row["lambda_cost_usd"] = _usd(lambda_nanos.get(name, 0))
         mine = requests[requests["workflow"] == name]
-        ttft = [int(v) for v in mine["ttft_ms"].dropna().tolist()]
-        latency = [int(v) for v in mine["latency_ms"].tolist()]
+        ttft = [int(v) for v in mine["ttft_ms"].dropna().tolist()] if "ttft_ms" in mine else []
+        latency = [int(v) for v in mine["latency_ms"].dropna().tolist()] if "latency_ms" in mine else []
         row["ttft_p50_ms"], row["ttft_p95_ms"] = nearest_rank(ttft, 50), nearest_rank(ttft, 95)
         row["latency_p50_ms"], row["latency_p95_ms"] = nearest_rank(latency, 50), nearest_rank(latency, 95)
 
 
-def usage_report(
-    conn: sqlite3.Connection,
-    *,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    workflow: str | None = None,
-    group_by: str = "workflow",
-    input_price_per_million: Callable[[str], Decimal] | None = None,
-) -> Report:
-    """Aggregate the ledger behind ``conn`` over ``[since_ms, until_ms)`` (epoch ms, UTC).
+@dataclass(slots=True)
+class UsageFrames:
+    """What a ledger hands the report builder: one path from rows to a ``Report`` for every backend.
 
-    ``group_by`` is one of ``workflow``, ``day`` (UTC date of the request start), ``user``
-    (all three over ``requests``), ``model`` (base model id) or ``agent`` (over ``model_calls``,
-    filtered on the call time), or ``action`` (over the action guard's records: which action
-    group responses are verbose and what trimming saved). ``input_price_per_million`` maps a base
-    model id to its input price, for the action report's dollar estimate.
+    ``requests``: one row per request started in the window (``REQUEST_COLUMNS``).
+    ``violations``: workflow, ts_ms, enforced (0/1), user_id (of the violating request, if known).
+    ``calls``: for model and agent reports, one row per key (``CALL_COLUMNS``).
+    ``actions`` / ``models``: for the action report, the action records and model calls per
+    (workflow, base_model_id) as ``n``.
     """
-    if group_by not in GROUP_BYS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
-    requests = _read_requests(conn, since_ms, until_ms, workflow)
+
+    requests: pd.DataFrame
+    violations: pd.DataFrame
+    calls: pd.DataFrame | None = None
+    actions: pd.DataFrame | None = None
+    models: pd.DataFrame | None = None
+    #: for the workflow report: action group Lambda spend per workflow, in nano-dollars
+    lambda_nanos: dict[str, int] | None = None
+
+
+REQUEST_COLUMNS = (
+    "request_id", "workflow", "session_id", "user_id", "started_ms", "model_calls", "tool_calls",
+    *_TOKEN_COLUMNS, "cost_nanos",
+)
+CALL_COLUMNS = ("key", "requests", "model_calls", *_TOKEN_COLUMNS, "cost_nanos")
+_REQUEST_INTS = ("started_ms", "model_calls", "tool_calls", *_TOKEN_COLUMNS, "cost_nanos")
+
+
+def frame_of(records: list[dict[str, Any]], columns: tuple[str, ...], ints: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A frame with exactly ``columns`` (int64 where listed) from plain records, empty or not."""
+    frame = pd.DataFrame.from_records(records, columns=list(columns))
+    for col in ints:
+        frame[col] = frame[col].fillna(0).astype("int64")
+    return frame
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What a report covers: ``[since_ms, until_ms)`` (epoch ms, UTC; None: unbounded), one
+    workflow or all, the grouping, and (action report) a base model's input price per 1M tokens.
+
+    ``group_by`` is ``workflow``, ``day`` (UTC date of the request start), ``user`` (all three
+    over requests), ``model`` (base model id) or ``agent`` (over model calls, filtered on the call
+    time; the invoked agent's own steps under its agent id), or ``action`` (the action guard's
+    records: which action group responses are verbose and what trimming saved).
+    """
+
+    group_by: str = "workflow"
+    since_ms: int | None = None
+    until_ms: int | None = None
+    workflow: str | None = None
+    input_price_per_million: Callable[[str], Decimal] | None = None
+
+    def __post_init__(self) -> None:
+        if self.group_by not in GROUP_BYS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {self.group_by!r}")
+
+
+def build_report(frames: UsageFrames, query: ReportQuery) -> Report:
+    """Aggregate a ledger's rows into a ``Report``: the one path every backend's rows take."""
+    group_by = query.group_by
+    requests = frames.requests
+    for col in _REQUEST_INTS:
+        requests[col] = requests[col].astype("int64")
+    requests["day"] = requests["started_ms"] // _MS_PER_DAY
     if group_by == "action":
-        rows = _action_rows(conn, since_ms, until_ms, workflow, input_price_per_million)
+        empty = pd.DataFrame(columns=["workflow", "base_model_id", "n"])
+        rows = _action_rows(frames.actions if frames.actions is not None else empty,
+                            frames.models if frames.models is not None else empty, query.input_price_per_million)
     elif group_by in _CALL_KEYS:
-        rows = _call_rows(conn, group_by, since_ms, until_ms, workflow)
+        rows = _call_rows(frames.calls if frames.calls is not None else frame_of([], CALL_COLUMNS), group_by)
     else:
-        rows = _request_rows(requests, group_by, _violation_counts(conn, group_by, since_ms, until_ms, workflow))
+        rows = _request_rows(requests, group_by, _violation_counts(frames.violations, group_by))
         if group_by == "workflow":
-            _add_workflow_picture(rows, requests, _lambda_cost_by_workflow(conn, since_ms, until_ms, workflow))
+            _add_workflow_picture(rows, requests, frames.lambda_nanos or {})
     return Report(
         group_by=group_by,
         rows=rows,
         top_sessions=_top_sessions(requests),
         daily=_daily(requests),
         cost_per_request=[nanos_to_usd(int(n)) for n in requests["cost_nanos"].tolist()],
-        since=since_ms,
-        until=until_ms,
-        workflow=workflow,
+        since=query.since_ms,
+        until=query.until_ms,
+        workflow=query.workflow,
     )
+
+
+def sqlite_report(conn: sqlite3.Connection, query: ReportQuery) -> Report:
+    """The report of the SQLite ledger behind ``conn``, its rows read by SQL."""
+    since_ms, until_ms, workflow, group_by = query.since_ms, query.until_ms, query.workflow, query.group_by
+    frames = UsageFrames(
+        requests=_read_requests(conn, since_ms, until_ms, workflow),
+        violations=_read_violations(conn, since_ms, until_ms, workflow) if group_by in _REQUEST_KEYS else pd.DataFrame(),
+    )
+    if group_by in _CALL_KEYS:
+        frames.calls = _read_calls(conn, group_by, since_ms, until_ms, workflow)
+    if group_by == "action":
+        frames.actions, frames.models = _read_actions(conn, since_ms, until_ms, workflow)
+    if group_by == "workflow":
+        frames.lambda_nanos = _lambda_cost_by_workflow(conn, since_ms, until_ms, workflow)
+    return build_report(frames, query)
+
+
+def usage_report(conn: sqlite3.Connection, **options: Any) -> Report:
+    """``sqlite_report`` with the ``ReportQuery`` fields as keywords."""
+    return sqlite_report(conn, ReportQuery(**options))
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -555,6 +648,15 @@ def _md(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _md_cell(column: str, value: Any) -> str:
+    """People read Markdown: money as dollars, shares as percentages (CSV and JSON stay exact)."""
+    if value is not None and is_money_column(column):
+        return _md(usd(value))
+    if value is not None and column.endswith("_pct"):
+        return _md(pct(value))
+    return _md(value)
+
+
 def _title(report: Report) -> str:
     span = f"{_iso(report.since) or 'beginning'} to {_iso(report.until) or 'now'}"
     wf = f", workflow {report.workflow}" if report.workflow else ""
@@ -566,7 +668,7 @@ def _render_markdown(report: Report) -> str:
     lines = [f"# {_md(_title(report))}", "", "| " + " | ".join(cols) + " |"]
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|")
     for row in report.rows:
-        lines.append("| " + " | ".join(_md(row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_md_cell(c, row[c]) for c in cols) + " |")
     if not report.rows:
         lines.append("| " + " | ".join(["(no usage)"] + [""] * (len(cols) - 1)) + " |")
     if report.top_sessions:
@@ -574,7 +676,7 @@ def _render_markdown(report: Report) -> str:
         lines.append("|---|---|---:|---:|---:|")
         for s in report.top_sessions:
             lines.append(
-                f"| {_md(s['session_id'])} | {_md(s['workflow'])} | {s['requests']} | {s['model_calls']} | {_exact(s['cost_usd'])} |"
+                f"| {_md(s['session_id'])} | {_md(s['workflow'])} | {s['requests']} | {s['model_calls']} | {_md(usd(s['cost_usd']))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -588,51 +690,46 @@ _E = html.escape
 
 
 def _money(value: Decimal) -> str:
-    """Readable dollars: cents for large sums, more places for tiny ones (exact value in a tooltip)."""
-    mag = abs(value)
-    if mag >= 100:
-        return f"${value:,.2f}"
-    if mag >= Decimal("0.01"):
-        return f"${value:,.4f}"
-    if mag == 0:
-        return "$0"
-    return f"${value:f}"
+    return usd(value)
 
 
-def _axis_money(value: float) -> str:
-    if value >= 1000:
-        return f"${value:,.0f}"
-    if value >= 1:
-        return f"${value:,.2f}"
-    if value == 0:
-        return "$0"
-    return f"${value:.2g}"
-
-
-def _nice_max(value: float) -> float:
-    """The smallest 1/2/2.5/5 x 10^k at or above ``value`` (chart axis top)."""
+def _axis(value: float, *, integer: bool = False) -> list[float]:
+    """Round axis ticks from 0 to at least ``value``: a 1/2/5 x 10^k step, at most 5 intervals."""
     if value <= 0:
-        return 1.0
-    exp = 10.0 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * exp >= value * (1 - 1e-12):
-            return step * exp
-    return value
+        return [0.0, 1.0]
+    raw = value / 5
+    exp = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * exp for m in (1, 2, 5, 10) if m * exp >= raw * (1 - 1e-12))
+    if integer:
+        step = max(1.0, round(step))
+    intervals = max(1, math.ceil(value / step - 1e-9))
+    return [step * i for i in range(intervals + 1)]
+
+
+def _tick_label(value: float, step: float, money: bool) -> str:
+    if not money:
+        return f"{value:,.0f}"
+    places = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return f"${value:,.{places}f}"
 
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px}
+main{max-width:1360px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px} h3{font-size:14px;margin:16px 0 6px}
 .sub{color:#64748b;font-size:13px;margin-bottom:18px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:12px 16px;min-width:150px}
 .card .v{font-size:22px;font-weight:600} .card .l{color:#64748b;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px;overflow-x:auto}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left} th{background:#f1f5f9;font-weight:600}
-tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
+.panel{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px;margin-top:10px}
+.scroll{overflow-x:auto}
+table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px}
+th,td{padding:6px 8px;border-bottom:1px solid #e2e8f0;text-align:right}
+td{white-space:nowrap;font-variant-numeric:tabular-nums}
+th{white-space:normal;vertical-align:bottom;overflow-wrap:normal;word-break:normal;background:#f1f5f9;font-weight:600}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;z-index:1;white-space:normal;overflow-wrap:break-word}
+td:first-child{background:#fff} tfoot td{font-weight:600;border-top:2px solid #cbd5e1}
+@media (max-width:900px){main{padding:12px}}
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin-top:6px}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
 .empty{color:#64748b;font-style:italic}
@@ -648,19 +745,21 @@ def _legend(items: list[tuple[str, str]]) -> str:
     )
 
 
-def _frame(width: int, height: int, left: int, bottom: int, top: int, y_max: float, y_label: str, x_label: str) -> list[str]:
-    """Axes, horizontal grid lines with money ticks and axis titles."""
+def _frame(width: int, height: int, left: int, bottom: int, top: int, ticks: list[float], y_label: str, x_label: str) -> list[str]:
+    """Axes, horizontal grid lines at the round ``ticks`` and axis titles."""
     plot_h = height - bottom - top
+    y_max = ticks[-1]
+    money = "USD" in y_label
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else y_max
     parts = [
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#94a3b8"/>',
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#94a3b8"/>',
     ]
-    for i in range(5):
-        v = y_max * i / 4
-        y = height - bottom - plot_h * i / 4
-        if i:
+    for v in ticks:
+        y = height - bottom - plot_h * v / y_max
+        if v:
             parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e2e8f0"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_E(_axis_money(v) if y_label.startswith("$") or "USD" in y_label else f"{v:,.0f}")}</text>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_E(_tick_label(v, step, money))}</text>')
     parts.append(
         f'<text transform="translate(14,{top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{_E(y_label)}</text>'
     )
@@ -693,10 +792,11 @@ def _daily_chart(report: Report) -> str:
         wf = d["workflow"] if d["workflow"] in colors else _OTHER
         cell = stack[date.fromisoformat(d["day"])]
         cell[wf] = cell.get(wf, Decimal(0)) + d["cost_usd"]
-    y_max = _nice_max(float(max(sum(c.values(), Decimal(0)) for c in stack.values())))
+    ticks = _axis(float(max(sum(c.values(), Decimal(0)) for c in stack.values())))
+    y_max = ticks[-1]
     width, height, left, bottom, top = 960, 300, 70, 44, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
-    parts = _frame(width, height, left, bottom, top, y_max, "spend (USD)", "day (UTC)")
+    parts = _frame(width, height, left, bottom, top, ticks, "spend (USD)", "day (UTC)")
     slot = plot_w / len(days)
     bar = max(1.0, slot * 0.75)
     label_every = max(1, len(days) // 12)
@@ -745,10 +845,11 @@ def _burn_charts(report: Report, budgets: dict[str, Decimal]) -> str:
             running += v
             cumulative.append(running)
         spent = cumulative[-1] if cumulative else Decimal(0)
-        y_max = _nice_max(float(max(budget, spent)) * 1.05)
+        ticks = _axis(float(max(budget, spent)) * 1.05)
+        y_max = ticks[-1]
         width, height, left, bottom, top = 960, 240, 70, 44, 12
         plot_w, plot_h = width - left - 10, height - bottom - top
-        parts = _frame(width, height, left, bottom, top, y_max, "cumulative spend (USD)", f"day of {month_day:%B %Y} (UTC)")
+        parts = _frame(width, height, left, bottom, top, ticks, "cumulative spend (USD)", f"day of {month_day:%B %Y} (UTC)")
 
         def px(i: int, value: Decimal | float, *, pw: int = plot_w, ph: int = plot_h) -> tuple[float, float]:
             return left + pw * (i + 1) / n_days, height - bottom - float(value) / y_max * ph
@@ -790,8 +891,9 @@ def _histogram(report: Report, bins: int = 20) -> str:
         counts[min(i, n - 1)] += 1
     width, height, left, bottom, top = 960, 260, 70, 44, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
-    y_max = _nice_max(float(max(counts)))
-    parts = _frame(width, height, left, bottom, top, y_max, "requests", "cost per request (USD)")
+    ticks = _axis(float(max(counts)), integer=True)
+    y_max = ticks[-1]
+    parts = _frame(width, height, left, bottom, top, ticks, "requests", "cost per request (USD)")
     slot = plot_w / n
     for i, count in enumerate(counts):
         b_lo = lo + span * i / n
@@ -807,39 +909,71 @@ def _histogram(report: Report, bins: int = 20) -> str:
     return _svg(width, height, "histogram of cost per request", parts)
 
 
+# Short headers keep the summary table narrow.
+_HEADERS = {"cost_usd": "cost", "monthly_budget_usd": "monthly budget", "budget_used_pct": "budget used",
+            "est_input_usd_saved": "est. input saved", "est_tokens_saved": "est. tokens saved"}
+# Width estimate of a table laid out on one line per row (13 px system font, bold headers): the
+# generous side of an average glyph, plus cell padding; page and panel margins around it.
+_PX_PER_CHAR = 8.5
+_CELL_PX = 18
+_PAGE_PX = 100
+
+Cell = tuple[str, str | None]  # shown text, exact value for the tooltip
+
+
+def _cell_html(label: str, cell: Cell) -> str:
+    text, exact = cell
+    title = f' title="{_E(exact)}"' if exact is not None else ""
+    return f'<td data-label="{_E(label)}"{title}>{_E(text)}</td>'
+
+
+def _table(table_id: str, headers: list[str], rows: list[list[Cell]], foot: list[Cell] | None, empty: str) -> str:
+    """A table that never hides a column: one line per row while it fits the window; below its
+    own width (estimated here), each row wraps into a block of labelled cells instead of scrolling.
+    The first column stays put (sticky) if the table ever scrolls sideways."""
+    every = rows + ([foot] if foot else [])
+    widths = [
+        max([len(word) for word in header.split()] + [len(row[i][0]) for row in every]) * _PX_PER_CHAR + _CELL_PX
+        for i, header in enumerate(headers)
+    ]
+    breakpoint_px = int(sum(widths)) + _PAGE_PX
+    head = "".join(f"<th>{_E(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell_html(h, c) for h, c in zip(headers, row, strict=True)) + "</tr>" for row in rows)
+    if not rows:
+        body = f'<tr><td class="empty" colspan="{len(headers)}">{_E(empty)}</td></tr>'
+    tail = ""
+    if foot:
+        tail = "<tfoot><tr>" + "".join(_cell_html(h, c) for h, c in zip(headers, foot, strict=True)) + "</tr></tfoot>"
+    t = f"#{table_id}"
+    wrap = (
+        f"@media (max-width:{breakpoint_px}px){{{t} thead{{display:none}}"
+        f"{t} tr{{display:flex;flex-wrap:wrap;border-bottom:1px solid #cbd5e1;padding:4px 0}}"
+        f"{t} td{{display:block;flex:1 0 7.5em;border:0;padding:2px 6px}}"
+        f"{t} td::before{{content:attr(data-label);display:block;font-size:10px;color:#64748b;font-weight:400}}"
+        f"{t} td:first-child{{flex-basis:100%;font-weight:600}} {t} td:first-child::before,{t} td:empty::before{{content:none}}}}"
+    )
+    return f"<style>{wrap}</style><table id=\"{table_id}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>{tail}</table>"
+
+
+def _shown(column: str, value: Any) -> Cell:
+    if column.endswith("_pct"):
+        return pct(value), None
+    if isinstance(value, Decimal):
+        return _money(value), _exact(value)
+    if value is None:
+        return "(none)" if column in ("user", "agent") else "", None
+    if isinstance(value, int):
+        return f"{value:,}", None
+    return str(value), None
+
+
 def _html_table(report: Report) -> str:
     cols = table_columns(report)
-    head = "".join(f"<th>{_E(c.replace('_', ' '))}</th>" for c in cols)
-    body: list[str] = []
-    for row in report.rows:
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, Decimal):
-                cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
-            elif v is None:
-                cells.append('<td class="empty">(none)</td>')
-            elif isinstance(v, int):
-                cells.append(f"<td>{v:,}</td>")
-            else:
-                cells.append(f"<td>{_E(str(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    if not body:
-        body.append(f'<tr><td class="empty" colspan="{len(cols)}">No usage in this period.</td></tr>')
+    headers = [_HEADERS.get(c, c.replace("_", " ")) for c in cols]
+    rows = [[_shown(c, row[c]) for c in cols] for row in report.rows]
     totals = report.totals()
-    foot_cells = ["<td>Total</td>"]
-    for c in cols[1:]:
-        v = totals.get(c)
-        if isinstance(v, Decimal):
-            foot_cells.append(f'<td title="{_E(_exact(v))}">{_E(_money(v))}</td>')
-        elif v is None:
-            foot_cells.append("<td></td>")
-        else:
-            foot_cells.append(f"<td>{v:,}</td>")
-    return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-        f"<tfoot><tr>{''.join(foot_cells)}</tr></tfoot></table>"
-    )
+    foot: list[Cell] = [("Total", None)] + [_shown(c, totals.get(c)) for c in cols[1:]]
+    return _table("summary", headers, rows, foot, "No usage in this period.")
 
 
 def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
@@ -852,11 +986,14 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         ("avg cost / request", _money(avg.quantize(Decimal("0.000000001")) if n_req else avg)),
         ("days with spend", f"{len({d['day'] for d in report.daily}):,}"),
     ]
-    top_rows = "".join(
-        f"<tr><td>{_E(s['session_id'])}</td><td>{_E(s['workflow'])}</td><td>{s['requests']:,}</td>"
-        f"<td>{s['model_calls']:,}</td><td title=\"{_E(_exact(s['cost_usd']))}\">{_E(_money(s['cost_usd']))}</td></tr>"
-        for s in report.top_sessions
-    ) or '<tr><td class="empty" colspan="5">No sessions in this period.</td></tr>'
+    top = _table(
+        "top-sessions",
+        ["session", "workflow", "requests", "model calls", "cost"],
+        [[(s["session_id"], None), (s["workflow"], None), _shown("requests", s["requests"]),
+          _shown("model_calls", s["model_calls"]), _shown("cost_usd", s["cost_usd"])] for s in report.top_sessions],
+        None,
+        "No sessions in this period.",
+    )
     sections = [
         f"<h1>{_E(_title(report))}</h1>",
         f'<div class="sub">Generated {_E(_iso(report.generated_ms) or "")} · money is exact (nano-dollar ledger)</div>',
@@ -864,7 +1001,7 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         + "".join(f'<div class="card"><div class="l">{_E(lbl)}</div><div class="v">{_E(v)}</div></div>' for lbl, v in cards)
         + "</div>",
         f"<h2>Summary by {_E(report.group_by)}</h2>",
-        f'<div class="panel">{_html_table(report)}</div>',
+        f'<div class="panel scroll">{_html_table(report)}</div>',
         "<h2>Spend per day per workflow</h2>",
         f'<div class="panel">{_daily_chart(report)}</div>',
     ]
@@ -874,8 +1011,7 @@ def _render_html(report: Report, budgets: dict[str, Decimal] | None) -> str:
         "<h2>Cost per request</h2>",
         f'<div class="panel">{_histogram(report)}</div>',
         "<h2>Top sessions by cost</h2>",
-        '<div class="panel"><table><thead><tr><th>session</th><th>workflow</th><th>requests</th>'
-        f"<th>model calls</th><th>cost</th></tr></thead><tbody>{top_rows}</tbody></table></div>",
+        f'<div class="panel scroll">{top}</div>',
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -56,5 +56,6 @@ def test_action_report_ranks_verbose_tools_and_prices_the_saving(tmp_path: Path)
 
 
 def test_action_report_on_a_ledger_without_actions_is_empty(tmp_path: Path) -> None:
+    SQLiteLedger(tmp_path / "e.db").close()
     result = CliRunner().invoke(app, ["report", "--ledger", f"sqlite:///{tmp_path}/e.db", "--group-by", "action", "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == []

@@ -60,8 +60,11 @@ def parse_markdown(text: str) -> Rows:
 
 
 def parse_rich(text: str) -> Rows:
-    """The first box-drawn table rich printed: header lines between ┏ and ┡, rows until └."""
+    """The first table rich printed: a box-drawn one (┏ ┡ └), or costguard's simple tables
+    (headers wrapped over lines above a ─ rule, rows below it, a ─ rule before the footer)."""
     lines = text.splitlines()
+    if not any(line.lstrip().startswith("┏") for line in lines):
+        return _parse_simple(lines)
     top = next(n for n, line in enumerate(lines) if line.lstrip().startswith("┏"))
     header_lines: list[list[str]] = []
     rows: list[list[str]] = []
@@ -80,6 +83,42 @@ def parse_rich(text: str) -> Rows:
     # rich wraps a long header over several lines: a column's name is its fragments joined
     header = [" ".join(part for part in parts if part) for parts in zip(*header_lines, strict=True)]
     return [dict(zip(map(column, header), row, strict=True)) for row in rows]
+
+
+_CELL_RE = re.compile(r"\S+(?: \S+)*")
+
+
+def _parse_simple(lines: list[str]) -> Rows:
+    """Cells are runs of text separated by two spaces or more; the first column is left-aligned,
+    the others right-aligned, so a header word belongs to the column whose cells end where it
+    ends (or, for the first column, start where it starts)."""
+    rule = next(n for n, line in enumerate(lines) if line.strip() and set(line.strip()) == {"─"})
+    body: list[str] = []
+    for line in lines[rule + 1 :]:
+        if not line.strip() or set(line.strip()) == {"─"}:
+            break
+        body.append(line)
+    spans = [(m.start(), m.end()) for m in _CELL_RE.finditer(body[0])] if body else []
+    header_lines = []
+    for line in lines[:rule]:
+        if not line.strip():
+            header_lines = []
+            continue
+        header_lines.append(line)
+    header_lines = header_lines[1:] if header_lines and len(_CELL_RE.findall(header_lines[0])) == 1 and len(spans) > 1 else header_lines
+    names: list[list[str]] = [[] for _ in spans]
+    for line in header_lines:
+        for m in _CELL_RE.finditer(line):
+            for i, (start, end) in enumerate(spans):
+                if (i == 0 and m.start() == start) or (i > 0 and m.end() == end):
+                    names[i].append(m.group())
+                    break
+    header = ["_".join(" ".join(parts).split()) for parts in names]
+    rows = []
+    for line in body:
+        cells = [m.group() for m in _CELL_RE.finditer(line)]
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
 
 
 class _HTMLTables(HTMLParser):

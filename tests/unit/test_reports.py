@@ -235,9 +235,10 @@ def test_group_by_model(populated: SQLiteLedger) -> None:
 def test_group_by_agent(populated: SQLiteLedger) -> None:
     report = usage_report(populated.connection(), since_ms=None, until_ms=None, workflow=None, group_by="agent")
     rows = rows_by(report)
-    assert set(rows) == {"(invoked agent)", "sub"}
+    # the invoked agent's own steps carry the agent id the request was made to
+    assert set(rows) == {"A1", "sub"}
     assert (rows["sub"]["requests"], rows["sub"]["model_calls"], rows["sub"]["cost_usd"]) == (1, 1, Decimal("0.000002"))
-    invoked = rows["(invoked agent)"]
+    invoked = rows["A1"]
     assert (invoked["requests"], invoked["model_calls"], invoked["cost_usd"]) == (4, 4, Decimal("0.123458296"))
 
 

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from costguard.errors import InvalidIdError
 from costguard.usage import (
@@ -82,6 +82,10 @@ def check_storable_id(kind: str, value: object) -> None:
         raise InvalidIdError(kind, f"is not valid Unicode (a lone surrogate at character {exc.start})") from None
     if size > MAX_ID_BYTES:
         raise InvalidIdError(kind, f"is {size} bytes of UTF-8, over the {MAX_ID_BYTES}-byte limit")
+
+
+if TYPE_CHECKING:
+    from costguard.reports import Report, ReportQuery
 
 
 class Ledger(ABC):
@@ -207,6 +211,14 @@ class Ledger(ABC):
 
         Days are ``YYYY-MM-DD``; rows are ordered by day, workflow, model.
         """
+
+    def usage_report(self, query: ReportQuery) -> Report:
+        """Spend as ``query`` asks (see ``costguard.reports.ReportQuery``). Each backend reads its
+        rows its own way (SQL over the usage rows; Query over day partitions); the aggregation
+        into a ``Report`` is shared (``costguard.reports.build_report``)."""
+        from costguard.errors import LedgerError
+
+        raise LedgerError(f"{type(self).__name__} cannot produce usage reports")
 
     # -- reconciler: alert dedupe ----------------------------------------------------------------
 

@@ -30,6 +30,8 @@ request totals          ``R#{request}``              ``#R``                     
                                                                                       returnControl)
 model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
 daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
+daily agent aggregate   ``D#{YYYY-MM-DD}``           ``#A#{wf}#{agent}``              -                      yes
+request of the day      ``RD#{YYYY-MM-DD}``          ``{wf}#{request}``               -                      yes
 budget counter          ``B#{wf}``                   ``{period}``                     ``BUDGETS`` / wf#period yes
 budget lease            ``B#{wf}``                   ``L#{lease id}``                 -                      no (reclaimed, never expired by DynamoDB)
 kill switch             ``KILL``                     workflow                         -                      no
@@ -84,6 +86,13 @@ Requests per operation:
   Query of the whole session partition (counters, marks and violations together).
 * ``find_return_control``: one Query of ``gsi1`` (eventually consistent, like every GSI read;
   the continuation arrives after the caller ran its tool, so in practice the index has caught up).
+* ``usage_report``: one gsi1 Query for the budget counters (every request settles its day's
+  counter, so they name the workflow-days with usage), then per day in the window one Query of
+  ``RD#{day}`` (the day's requests: one row each with its running totals, models and agents;
+  ``begins_with(sk, wf#)`` for one workflow) and, for model, agent and action reports, one of
+  ``D#{day}`` (the aggregates). Violation counts: one gsi1 Query per workflow over the window.
+  A request row is ~500 bytes, so a day's requests take one 1 MB Query page per ~2,000; a
+  report never scans (``bench/report_scale.py`` counts the pages).
 * ``budget_counters()`` without a workflow and ``violations(workflow=...)`` read ``gsi1``
   (eventually consistent); with a workflow, budget counters are a consistent Query.
   ``violations()`` and ``actions()`` without a workflow read the workflow registry first, then one
@@ -107,14 +116,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from costguard.errors import LedgerError
+from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import (
     ALERT_CLAIM_LEASE_MS,
     DEFAULT_LEASE_TTL_MS,
@@ -142,6 +151,9 @@ from costguard.usage import (
     nanos_to_usd,
 )
 
+if TYPE_CHECKING:
+    from costguard.reports import Report, ReportQuery
+
 __all__ = ["DynamoDBLedger", "create_table"]
 
 logger = logging.getLogger(__name__)
@@ -149,6 +161,9 @@ logger = logging.getLogger(__name__)
 GSI_NAME = "gsi1"
 TTL_ATTRIBUTE = "expires_at"
 
+_TOKEN_ATTRS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+# What a read-only ledger may send; anything else is a write and is refused.
+_READ_OPERATIONS = frozenset({"describe_table", "get_item", "query", "batch_get_item"})
 # A chunk item holds many call rows; 300 KB of JSON leaves room under the 400 KB item limit for
 # keys and attribute names.
 _CHUNK_BYTES = 300_000
@@ -298,6 +313,11 @@ class _Update:
         self._adds.append(f"{self.name(attr)} {self.value(_n(amount))}")
         return self
 
+    def add_to_set(self, attr: str, values: Iterable[str]) -> _Update:
+        """ADD to a string set (a union: applying it twice changes nothing)."""
+        self._adds.append(f"{self.name(attr)} {self.value({'SS': sorted(set(values))})}")
+        return self
+
     def remove(self, attr: str) -> _Update:
         self._removes.append(self.name(attr))
         return self
@@ -386,7 +406,10 @@ class DynamoDBLedger(Ledger):
         usage_ttl_days: int | None = 400,
         kill_switch_cache_s: float = 2.0,
         config: Config | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: one DescribeTable checks the table exists (``LedgerNotFound`` if not)
+        and every later write is refused before it is sent."""
         if not table_name:
             raise LedgerError("a DynamoDB ledger needs a table name")
         self.table_name = table_name
@@ -399,6 +422,13 @@ class DynamoDBLedger(Ledger):
         self._lock = threading.Lock()
         self._user_id_key: bytes | None = None
         self._closed = False
+        self.read_only = read_only
+        if read_only:
+            found = self._call("checking the table exists", "describe_table", tolerate=("ResourceNotFoundException",),
+                               TableName=table_name)
+            if isinstance(found, ClientError):
+                self.close()
+                raise LedgerNotFound(f"no ledger at {self.url}")
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -406,6 +436,8 @@ class DynamoDBLedger(Ledger):
         """One DynamoDB request; a ClientError whose code is in ``tolerate`` is returned, not raised."""
         if self._closed:
             raise LedgerError(f"DynamoDB ledger table {self.table_name!r} is closed")
+        if self.read_only and operation not in _READ_OPERATIONS:
+            raise LedgerError(f"{self.url} is open read-only: {what} ({operation}) refused")
         method: Callable[..., dict[str, Any]] = getattr(self._client, operation)
         try:
             return method(**params)
@@ -846,7 +878,45 @@ class DynamoDBLedger(Ledger):
             ):
                 update.add(attr, value)
             items.append({"Update": self._with_ttl(update).params()})
+        agents: dict[tuple[str, str, str], list[int]] = {}
+        for m in segment.model_calls:
+            label = m.agent or segment.agent_id or ""
+            sums = agents.setdefault((day_key(m.ts_ms), m.workflow, label), [0] * 6)
+            for i, value in enumerate(
+                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos)
+            ):
+                sums[i] += value
+        for (day, workflow, label), sums in agents.items():
+            # "#A#" sorts before every model aggregate key (``_q`` never yields a leading "#").
+            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"#A#{_q(workflow)}#{_q(label)}")})
+            update.set("day", _s(day)).set("workflow", _s(workflow)).set("agent", _s(label))
+            for attr, value in zip(("model_calls", *_TOKEN_ATTRS, "cost_nanos"), sums, strict=True):
+                update.add(attr, value)
+            items.append({"Update": self._with_ttl(update).params()})
         return items
+
+    def _request_day_item(self, segment: RequestSegment) -> dict[str, Any]:
+        """The request's row in its start day's partition: running totals, models and agents used.
+
+        Plain SETs of the running totals and set unions, so writing a segment twice, or a
+        continuation, leaves exactly the request's totals.
+        """
+        t = segment.totals
+        day = day_key(segment.started_ms)
+        update = _Update(self.table_name, {"pk": _s(f"RD#{day}"), "sk": _s(f"{_q(segment.workflow)}#{_q(segment.request_id)}")})
+        update.set("request_id", _s(segment.request_id)).set("workflow", _s(segment.workflow))
+        update.set("session_id", _s(segment.session_id)).set("started_ms", _n(segment.started_ms))
+        if segment.user_id is not None:
+            update.set("user_id", _s(segment.user_id))
+        for attr in ("model_calls", "tool_calls", *_TOKEN_ATTRS, "cost_nanos"):
+            update.set(attr, _n(getattr(t, attr)))
+        update.add("latency_ms", segment.latency_ms)  # summed over segments, as the request row does
+        if segment.ttft_ms is not None:
+            update.set_if_absent("ttft_ms", _n(segment.ttft_ms))
+        if segment.model_calls:
+            update.add_to_set("models", (m.base_model_id for m in segment.model_calls))
+            update.add_to_set("agents", (m.agent or segment.agent_id or "" for m in segment.model_calls))
+        return {"Update": self._with_ttl(update).params()}
 
     def _chunk_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
         """Model and tool call rows packed into as few items as fit under the item size limit."""
@@ -952,6 +1022,7 @@ class DynamoDBLedger(Ledger):
             counters.extend(self._settle_items(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms))
         settle_end = len(counters)
         counters.extend(self._daily_items(segment))
+        counters.append(self._request_day_item(segment))
         rows = self._chunk_items(segment) + self._violation_items(segment.violations)
         fixed = len(counters) + 2  # + request and session updates
         if fixed > _TXN_MAX_ITEMS:
@@ -1295,8 +1366,9 @@ class DynamoDBLedger(Ledger):
             key = day.strftime("%Y-%m-%d")
             for i in self._query(
                 "reading daily usage",
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"D#{key}")},
+                # Model aggregates only: other items of the day start with "#", which sorts first.
+                KeyConditionExpression="pk = :pk AND sk >= :model",
+                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":model": _s("$")},
                 ConsistentRead=True,
             ):
                 rows.append(
@@ -1315,6 +1387,153 @@ class DynamoDBLedger(Ledger):
                 )
             day += timedelta(days=1)
         return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id))
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def usage_report(self, query: ReportQuery) -> Report:
+        """The report by Query on day partitions (see the module docstring); no Scan."""
+        from costguard.reports import (
+            CALL_COLUMNS,
+            INVOKED_AGENT,
+            REQUEST_COLUMNS,
+            UsageFrames,
+            build_report,
+            frame_of,
+        )
+
+        since_ms, until_ms, workflow, group_by = query.since_ms, query.until_ms, query.workflow, query.group_by
+        days = self._usage_days(since_ms, until_ms, workflow)
+        requests: list[dict[str, Any]] = []
+        for day in days:
+            requests.extend(self._day_requests(day, workflow, since_ms, until_ms))
+        frames = UsageFrames(
+            requests=frame_of(requests, REQUEST_COLUMNS),
+            violations=frame_of(
+                self._report_violations(since_ms, until_ms, workflow, {r["request_id"]: r["user_id"] for r in requests})
+                if group_by in ("workflow", "day", "user") else [],
+                ("workflow", "ts_ms", "enforced", "user_id"),
+                ("ts_ms", "enforced"),
+            ),
+        )
+        if group_by == "workflow":
+            frames.requests["latency_ms"] = [r["latency_ms"] for r in requests]
+            frames.requests["ttft_ms"] = [r["ttft_ms"] for r in requests]
+            lambda_nanos: dict[str, int] = {}
+            for a in self.actions(workflow=workflow, since_ms=since_ms):
+                if until_ms is None or a.ts_ms < until_ms:
+                    lambda_nanos[a.workflow] = lambda_nanos.get(a.workflow, 0) + a.cost_nanos
+            frames.lambda_nanos = lambda_nanos
+        if group_by in ("model", "agent", "action"):
+            aggregates = [i for day in days for i in self._day_aggregates(day, workflow)]
+            models = [i for i in aggregates if not i["sk"].startswith("#")]
+            if group_by == "action":
+                actions = [
+                    a for a in self.actions(workflow=workflow, since_ms=since_ms) if until_ms is None or a.ts_ms < until_ms
+                ]
+                frames.actions = frame_of(
+                    [{"workflow": a.workflow, "action": a.action, "bytes_before": a.bytes_before, "bytes_after": a.bytes_after,
+                      "fields_dropped": a.fields_dropped, "items_dropped": a.items_dropped, "outcome": a.outcome} for a in actions],
+                    ("workflow", "action", "bytes_before", "bytes_after", "fields_dropped", "items_dropped", "outcome"),
+                    ("bytes_before", "bytes_after", "fields_dropped", "items_dropped"),
+                )
+                frames.models = frame_of(
+                    [{"workflow": i["workflow"], "base_model_id": i["key"], "n": i["model_calls"]} for i in models],
+                    ("workflow", "base_model_id", "n"), ("n",),
+                ).groupby(["workflow", "base_model_id"], as_index=False)["n"].sum()
+            else:
+                chosen = models if group_by == "model" else [i for i in aggregates if i["sk"].startswith("#A#")]
+                used_by = "models" if group_by == "model" else "agents"
+                calls: dict[str, dict[str, Any]] = {}
+                for item in chosen:
+                    row = calls.setdefault(item["key"], {"key": item["key"], "requests": 0})
+                    for attr in ("model_calls", *_TOKEN_ATTRS, "cost_nanos"):
+                        row[attr] = row.get(attr, 0) + item[attr]
+                for request in requests:
+                    for key in request[used_by]:
+                        if key in calls:
+                            calls[key]["requests"] += 1
+                if group_by == "agent":
+                    for row in calls.values():
+                        row["key"] = row["key"] or INVOKED_AGENT
+                frames.calls = frame_of(list(calls.values()), CALL_COLUMNS, CALL_COLUMNS[1:])
+        return build_report(frames, query)
+
+    def _usage_days(self, since_ms: int | None, until_ms: int | None, workflow: str | None) -> list[str]:
+        """The UTC days in the window with usage: each request settles its start day's budget counter."""
+        first = None if since_ms is None else day_key(since_ms)
+        last = None if until_ms is None else day_key(until_ms - 1)
+        days = {
+            c.period[len("day:"):]
+            for c in self.budget_counters(workflow)
+            if c.period.startswith("day:")
+        }
+        return sorted(d for d in days if (first is None or d >= first) and (last is None or d <= last))
+
+    def _day_requests(self, day: str, workflow: str | None, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+        values: dict[str, AttributeValue] = {":pk": _s(f"RD#{day}")}
+        condition = "pk = :pk"
+        if workflow is not None:
+            condition += " AND begins_with(sk, :wf)"
+            values[":wf"] = _s(f"{_q(workflow)}#")
+        rows = []
+        for i in self._query("reading a day's requests", KeyConditionExpression=condition, ExpressionAttributeValues=values):
+            started = _int(i, "started_ms")
+            if (since_ms is not None and started < since_ms) or (until_ms is not None and started >= until_ms):
+                continue
+            row: dict[str, Any] = {
+                "request_id": _str(i, "request_id"),
+                "workflow": _str(i, "workflow"),
+                "session_id": _str(i, "session_id"),
+                "user_id": _str(i, "user_id"),
+                "started_ms": started,
+                "models": i.get("models", {}).get("SS", []),
+                "agents": i.get("agents", {}).get("SS", []),
+            }
+            for attr in ("model_calls", "tool_calls", *_TOKEN_ATTRS, "cost_nanos"):
+                row[attr] = _int(i, attr)
+            row["latency_ms"] = _opt_int(i, "latency_ms")
+            row["ttft_ms"] = _opt_int(i, "ttft_ms")
+            rows.append(row)
+        return rows
+
+    def _day_aggregates(self, day: str, workflow: str | None) -> list[dict[str, Any]]:
+        rows = []
+        for i in self._query(
+            "reading a day's aggregates", KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(f"D#{day}")}
+        ):
+            if workflow is not None and _str(i, "workflow") != workflow:
+                continue
+            sk = _str(i, "sk") or ""
+            row: dict[str, Any] = {
+                "sk": sk,
+                "workflow": _str(i, "workflow") or "",
+                "key": (_str(i, "agent") or "") if sk.startswith("#A#") else (_str(i, "base_model_id") or ""),
+            }
+            for attr in ("model_calls", *_TOKEN_ATTRS, "cost_nanos"):
+                row[attr] = _int(i, attr)
+            rows.append(row)
+        return rows
+
+    def _report_violations(
+        self, since_ms: int | None, until_ms: int | None, workflow: str | None, users: dict[str, str | None]
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for name in [workflow] if workflow is not None else self._registered("V"):
+            values: dict[str, AttributeValue] = {":pk": _s(f"V#{_q(name)}"), ":lo": _s(_ts(since_ms or 0))}
+            condition = "gsi1pk = :pk AND gsi1sk >= :lo"
+            if until_ms is not None:
+                condition = "gsi1pk = :pk AND gsi1sk BETWEEN :lo AND :hi"
+                values[":hi"] = _s(_ts(until_ms))  # "{ts}#..." of until itself sorts after ":hi": excluded
+            for i in self._query("reading violations", IndexName=GSI_NAME, KeyConditionExpression=condition,
+                                 ExpressionAttributeValues=values):
+                request = _str(i, "request_id")
+                rows.append({
+                    "workflow": _str(i, "workflow"),
+                    "ts_ms": _int(i, "ts_ms"),
+                    "enforced": 1 if i.get("enforced", {}).get("BOOL") else 0,
+                    "user_id": users.get(request) if request else None,
+                })
+        return rows
 
     # -- reconciler: alert dedupe ------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from costguard.errors import LedgerError
+from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, DEFAULT_LEASE_TTL_MS, USER_ID_KEY_BYTES, Ledger, new_lease_id
 from costguard.ledger.base import now_or as _now
 from costguard.usage import (
@@ -46,6 +46,9 @@ from costguard.usage import (
 )
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from costguard.reports import Report, ReportQuery
 
 SCHEMA_VERSION = 1
 #: Connections a ledger keeps open at most (threads beyond it wait for one, up to the busy
@@ -330,7 +333,12 @@ def _day_start_ms(day: str) -> int:
 
 
 class SQLiteLedger(Ledger):
-    """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder)."""
+    """A ledger in one SQLite file. ``path`` is a filesystem path (created with its folder).
+
+    ``read_only``: open an existing ledger through a ``mode=ro`` URI and create nothing (no
+    folder, no file, no schema); a missing file raises ``LedgerNotFound`` and any write raises
+    ``LedgerError``.
+    """
 
     def __init__(
         self,
@@ -338,9 +346,11 @@ class SQLiteLedger(Ledger):
         *,
         busy_timeout_s: float = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
+        self.read_only = read_only
         self._busy_timeout_s = busy_timeout_s
         self._max_connections = max(1, max_connections)
         # The pool: idle connections, how many are open (idle or leased), the process they
@@ -357,10 +367,17 @@ class SQLiteLedger(Ledger):
         self._report_conn: sqlite3.Connection | None = None
         self._user_id_key: bytes | None = None
         self._closed = False
+        self.read_only = read_only
         # ":memory:" (tests, throwaway what-ifs): one named in-memory database shared by every
         # connection of this ledger, kept alive by a connection held until close().
         self._memory_uri: str | None = None
         self._keeper: sqlite3.Connection | None = None
+        if read_only:
+            if not self.path.is_file():
+                raise LedgerNotFound(f"no ledger at {self.url}")
+            with self._reading("reading the schema") as conn:
+                self._check_schema(conn)
+            return
         if str(path) == ":memory:":
             self._memory_uri = f"file:costguard-{secrets.token_hex(8)}?mode=memory&cache=shared"
             self._keeper = self._connect()
@@ -375,6 +392,13 @@ class SQLiteLedger(Ledger):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            if self.read_only:
+                conn = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=self._busy_timeout_s,
+                    isolation_level=None, check_same_thread=False,
+                )
+                conn.execute("PRAGMA query_only=ON")
+                return conn
             conn = sqlite3.connect(
                 self._memory_uri or self.path,
                 timeout=self._busy_timeout_s,
@@ -510,18 +534,26 @@ class SQLiteLedger(Ledger):
         except _STORAGE_ERRORS as exc:
             raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
-    def _init_schema(self) -> None:
-        with self._errors("creating the schema"), self._write() as conn:
+    def _check_schema(self, conn: sqlite3.Connection, *, required: bool = True) -> None:
+        """Refuse a file a newer costguard wrote; a read-only open also refuses a non-ledger."""
+        with self._errors("reading the schema"):
             has_meta = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone()
-            if has_meta:
-                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row and int(row[0]) > SCHEMA_VERSION:
-                    raise LedgerError(
-                        f"{self.path} was written by a newer costguard (schema {row[0]}, "
-                        f"this one reads {SCHEMA_VERSION}); upgrade costguard"
-                    )
+            if not has_meta:
+                if required:
+                    raise LedgerError(f"{self.path} is not a costguard ledger (no meta table)")
+                return
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row and int(row[0]) > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path} was written by a newer costguard (schema {row[0]}, "
+                f"this one reads {SCHEMA_VERSION}); upgrade costguard"
+            )
+
+    def _init_schema(self) -> None:
+        with self._errors("creating the schema"), self._write() as conn:
+            self._check_schema(conn, required=False)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -1205,6 +1237,23 @@ class SQLiteLedger(Ledger):
         if self._user_id_key is None:
             self._user_id_key = _read_or_create_key(self.user_id_key_path)
         return self._user_id_key
+
+    def seed_budget_counters(self, counters: Sequence[BudgetCounter]) -> None:
+        """Set period counters to another ledger's figures (spent + reserved, as spent): a what-if
+        replay starts where a real ledger stands without writing to it."""
+        with self._errors("seeding budget counters"), self._write() as conn:
+            conn.executemany(
+                "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) VALUES (?,?,?,0) "
+                "ON CONFLICT (workflow, period) DO UPDATE SET spent_nanos = excluded.spent_nanos, reserved_nanos = 0",
+                [(c.workflow, c.period, c.spent_nanos + c.reserved_nanos) for c in counters],
+            )
+
+    def usage_report(self, query: ReportQuery) -> Report:
+        """The report by SQL over the usage rows (``costguard.reports.sqlite_report``)."""
+        from costguard.reports import sqlite_report
+
+        with self._reading("reading usage for a report") as conn:
+            return sqlite_report(conn, query)
 
     def connection(self) -> sqlite3.Connection:
         """A connection for read-only reporting queries (pandas ``read_sql``), outside the pool,
