@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 import uuid
@@ -18,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from costguard.errors import LedgerError, PolicyError, PolicyViolation, PricingError
 from costguard.identity import UserIdHasher
 from costguard.ledger import Ledger, open_ledger
-from costguard.ledger.base import check_storable_id
+from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, check_storable_id
 from costguard.meter.request import Binding, RequestMeter
 from costguard.meter.tools import ToolUseMemory
 from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
@@ -76,7 +78,10 @@ class Guard:
     to resolve application inference profile ARNs to their model for pricing. ``user_id_key``:
     the key user ids are stored hashed with (HMAC-SHA256); by default ``$COSTGUARD_USER_KEY``, else
     a key generated once and kept with the ledger; ``False`` stores raw ids (an explicit opt-in).
-    ``metrics``: a
+    ``lease_ttl_s``: how long a budget hold outlives its last renewal (a running request renews
+    it; a crashed one's hold comes back after this). ``checkpoint_every_calls`` /
+    ``checkpoint_every_s``: a long agent stream writes its usage so far at least this often, so a
+    crash loses at most one interval. ``metrics``: a
     :class:`~costguard.metrics.MetricsSink` for costguard's own CloudWatch metrics (None = off;
     :func:`~costguard.metrics.metrics_sink_from_env` picks one from the environment).
     """
@@ -94,6 +99,9 @@ class Guard:
         kill_switch_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         metrics: MetricsSink | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_MS / 1000,
+        checkpoint_every_calls: int = 10,
+        checkpoint_every_s: float = 5.0,
     ) -> None:
         if policies is None:
             policies = PolicySet.empty()
@@ -113,6 +121,15 @@ class Guard:
         self._user_id_key = user_id_key
         self._users: UserIdHasher | None = None
         self.reserve_nanos = usd_to_nanos(Decimal(reserve_usd))
+        if lease_ttl_s <= 0 or checkpoint_every_calls < 1 or checkpoint_every_s <= 0:
+            raise PolicyError("lease_ttl_s, checkpoint_every_calls and checkpoint_every_s must be positive")
+        #: Budget holds are leases: they expire this long after their last renewal.
+        self.lease_ttl_ms = int(lease_ttl_s * 1000)
+        #: Who holds this process's leases (shown by ``costguard budget status``).
+        self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: A long stream writes its usage every this many model calls or seconds.
+        self.checkpoint_calls = checkpoint_every_calls
+        self.checkpoint_s = checkpoint_every_s
         self.kill_switch_ttl_s = kill_switch_ttl_s
         self._clock = clock
         self._cards: dict[tuple[str, str, str, bool], RateCard] = {}

@@ -96,6 +96,9 @@ class RequestMeter:
         self.agent_id = agent_id
         self.agent_alias_id = agent_alias_id
         self.totals = previous.copy()
+        #: Where this meter took the request over (a continuation's earlier totals): caps count from it.
+        self.origin = previous.copy()
+        #: Where the segment being written started: moves at each checkpoint.
         self.segment_start = previous.copy()
         self.session_base = session_base
         self.per_request: Limits = policy.per_request
@@ -115,6 +118,14 @@ class RequestMeter:
         self.periods: tuple[PeriodLimit, ...] = ()
         self.requested_model: str | None = None
         self.finished = False
+        #: Set while a single response is settled: the call has happened, so a budget it overran
+        #: is recorded (enforced: false), not raised.
+        self.settling = False
+        self.request_start_cost = previous.cost_nanos
+        self.last_checkpoint = self.started_monotonic
+        self.segment_started_monotonic = self.started_monotonic
+        self._renew_at = 0.0
+        self._refusal: tuple[str, int, int] | None = None
         self.first_output_monotonic: float | None = None
         self._repeats: RepeatCounter | None = None
         self._pin: SessionPin | None = None
@@ -175,20 +186,30 @@ class RequestMeter:
                 result = self.guard.ledger_call(
                     self.policy,
                     "budget reservation",
-                    lambda: ledger.reserve(self.binding.workflow, self.periods, amount),
+                    lambda: ledger.reserve(
+                        self.binding.workflow,
+                        self.periods,
+                        amount,
+                        owner=self.guard.lease_owner,
+                        ttl_ms=self.guard.lease_ttl_ms,
+                        now_ms=self.guard.now_ms(),
+                    ),
                     None,
                 )
             else:
                 result = self.guard.ledger_call(
                     self.policy,
                     "budget reservation",
-                    lambda: ledger.extend_reservation(existing, amount),
+                    lambda: ledger.extend_reservation(existing, amount, now_ms=self.guard.now_ms()),
                     None,
                 )
             if result is None:
                 return existing  # ledger down and failing open: go on unreserved
             if result.ok:
+                if result.reservation is not None:
+                    self._renew_at = time.monotonic() + self.guard.lease_ttl_ms / 2000
                 return result.reservation
+            self._refusal = (result.failed_period or "", result.limit_nanos or 0, result.committed_nanos or 0)
             room = (result.limit_nanos or 0) - (result.committed_nanos or 0)
             if room <= 0 or room >= amount:
                 break
@@ -201,7 +222,8 @@ class RequestMeter:
     def _budget_violation(self, period: str, limit_nanos: int, observed_nanos: int) -> None:
         rule = "budget.daily_usd" if period.startswith("day:") else "budget.monthly_usd"
         budget = self.policy.budget
-        enforce = budget is None or budget.on_exhausted == "block"
+        # A call that has already happened cannot be stopped: its overspend is recorded, not raised.
+        enforce = (budget is None or budget.on_exhausted == "block") and not self.settling
         self.violate(
             BudgetExceeded,
             rule,
@@ -273,6 +295,7 @@ class RequestMeter:
         kind = type(step)
         if kind is ModelCall:
             self._model_call(step)  # type: ignore[arg-type]
+            self._keep_alive()
         elif kind is ModelCallStarted:
             self._model_started(step)  # type: ignore[arg-type]
         elif kind is ToolCall:
@@ -294,6 +317,7 @@ class RequestMeter:
     def run_steps(self, steps: Iterable[object]) -> None:
         """Meter a single-response call's steps and settle the request (status ok or violation)."""
         status = "violation"
+        self.settling = True
         try:
             for step in steps:
                 self.on_step(step)
@@ -305,8 +329,8 @@ class RequestMeter:
         self.calls_started += 1
         if step.model_id:
             self.check_model(step.model_id)
-        started = max(self.calls_started, self.totals.model_calls - self.segment_start.model_calls + 1)
-        self._check_calls(self.segment_start.model_calls + started)
+        started = max(self.calls_started, self.totals.model_calls - self.origin.model_calls + 1)
+        self._check_calls(self.origin.model_calls + started)
 
     def _check_calls(self, request_calls: int) -> None:
         cap = self.per_request.max_model_calls
@@ -314,7 +338,7 @@ class RequestMeter:
             self.violate(LoopCapExceeded, "per_request.max_model_calls", cap, request_calls)
         cap = self.per_session.max_model_calls
         if cap is not None:
-            session_calls = self.session_base.model_calls + request_calls - self.segment_start.model_calls
+            session_calls = self.session_base.model_calls + request_calls - self.origin.model_calls
             if session_calls > cap:
                 self.violate(LoopCapExceeded, "per_session.max_model_calls", cap, session_calls)
 
@@ -407,7 +431,7 @@ class RequestMeter:
         self._check_budget()
 
     def _check_tokens_and_cost(self) -> None:
-        t, start, base = self.totals, self.segment_start, self.session_base
+        t, start, base = self.totals, self.origin, self.session_base
         req, ses = self.per_request, self.per_session
         if req.max_tokens is not None and t.tokens > req.max_tokens:
             self.violate(TokenCapExceeded, "per_request.max_tokens", req.max_tokens, t.tokens)
@@ -432,9 +456,16 @@ class RequestMeter:
             return
         # Grow the hold geometrically (at least doubling it) so a long loop costs a handful of
         # ledger writes, not one per step; the surplus goes back when the request settles.
+        self._refusal = None
         held = self._hold(reservation, max(shortfall, self.guard.reserve_nanos, reservation.amount_nanos))
         if held is None:
             self.violated.add("budget")
+        elif spent > held.amount_nanos and self._refusal is not None:
+            # The budget had less room than what was spent: the request is past the limit. Never
+            # recorded as ok: a BudgetExceeded (enforced: false once the call could not be stopped).
+            period, limit, committed = self._refusal
+            self.violated.add("budget")
+            self._budget_violation(period, limit, committed + spent - held.amount_nanos)
 
     def _tool_call(self, step: ToolCall) -> None:
         t = self.totals
@@ -457,7 +488,7 @@ class RequestMeter:
             self.violate(ToolCapExceeded, "per_request.max_tool_calls", cap, t.tool_calls, tool=step.name)
         cap = self.per_session.max_tool_calls
         if cap is not None:
-            calls = self.session_base.tool_calls + t.tool_calls - self.segment_start.tool_calls
+            calls = self.session_base.tool_calls + t.tool_calls - self.origin.tool_calls
             if calls > cap:
                 self.violate(ToolCapExceeded, "per_session.max_tool_calls", cap, calls, tool=step.name)
         if step.call_hash is not None:
@@ -529,6 +560,42 @@ class RequestMeter:
                 return row
         return None
 
+    # -- long requests: lease renewal and checkpoints ----------------------------------------------
+
+    def _keep_alive(self) -> None:
+        """Renew the lease of a request that is still producing events; checkpoint its usage.
+
+        A request that stops producing events (a stream abandoned unread, a hung process) stops
+        renewing: its lease expires and its hold is reclaimed, which is the idle timeout.
+        """
+        now = time.monotonic()
+        reservation = self.reservation
+        if reservation is not None and reservation.lease_id is not None and now >= self._renew_at:
+            self._renew_at = now + self.guard.lease_ttl_ms / 2000
+            ledger = self.guard.ledger
+            self.guard.ledger_call(
+                self.policy, "renewing a budget lease", lambda: ledger.renew_lease(reservation, self.guard.now_ms()), None
+            )
+        if self.settling:
+            return
+        calls = self.totals.model_calls - self.segment_start.model_calls
+        if calls >= self.guard.checkpoint_calls or (calls and now - self.last_checkpoint >= self.guard.checkpoint_s):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write the usage so far as a segment of a request still running (status ``running``),
+        keeping the unspent hold: a crash from here on loses at most one interval."""
+        if self.finished:
+            return
+        segment = self._segment("running", self.guard.now_ms())
+        self.last_checkpoint = self.segment_started_monotonic = time.monotonic()
+        segment.keep_reservation = True
+        self._write(lambda: self.guard.ledger.record(segment), "checkpointing usage", quiet=False)
+        self.guard.publish_metrics(lambda sink: record_segment(sink, segment))
+        self.segment_start = self.totals.copy()
+        self.model_rows, self.tool_rows, self.violation_rows = [], [], []
+        self.model_latency_ms = self.tool_latency_ms = self.unknown_events = self.unpriced_calls = 0
+
     # -- violations -----------------------------------------------------------------------------
 
     def violate(
@@ -594,34 +661,9 @@ class RequestMeter:
             finally:
                 guard.publish_metrics(self._record_violations)
             return
-        delta = self.totals.minus(self.segment_start)
         if status == "ok":
-            guard.learn_cost(self.binding.workflow, delta.cost_nanos)
-        segment = RequestSegment(
-            request_id=self.request_id,
-            workflow=self.binding.workflow,
-            session_id=self.session_id,
-            user_id=self.binding.user_id,
-            operation=self.operation,
-            agent_id=self.agent_id,
-            agent_alias_id=self.agent_alias_id,
-            started_ms=self.started_ms,
-            ended_ms=ended_ms,
-            status=status,
-            totals=self.totals,
-            delta=delta,
-            latency_ms=int((time.monotonic() - self.started_monotonic) * 1000),
-            model_latency_ms=self.model_latency_ms,
-            tool_latency_ms=self.tool_latency_ms,
-            unknown_events=self.unknown_events,
-            unpriced_calls=self.unpriced_calls,
-            return_control_id=self.return_control_id,
-            model_calls=self.model_rows,
-            tool_calls=self.tool_rows,
-            violations=self.violation_rows,
-            reservation=self.reservation,
-            ttft_ms=self._ttft_ms(),
-        )
+            guard.learn_cost(self.binding.workflow, self.totals.cost_nanos - self.request_start_cost)
+        segment = self._segment(status, ended_ms)
         quiet = status not in ("ok", "return_control")
         try:
             self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
@@ -643,6 +685,35 @@ class RequestMeter:
         repeats.added.clear()
         self._write(
             lambda: ledger.add_tool_repeats(session_id, added, self.guard.now_ms()), "counting tool repeats", quiet=quiet
+        )
+
+
+    def _segment(self, status: str, ended_ms: int) -> RequestSegment:
+        delta = self.totals.minus(self.segment_start)
+        return RequestSegment(
+            request_id=self.request_id,
+            workflow=self.binding.workflow,
+            session_id=self.session_id,
+            user_id=self.binding.user_id,
+            operation=self.operation,
+            agent_id=self.agent_id,
+            agent_alias_id=self.agent_alias_id,
+            started_ms=self.started_ms,
+            ended_ms=ended_ms,
+            status=status,
+            totals=self.totals.copy(),
+            delta=delta,
+            latency_ms=int((time.monotonic() - self.segment_started_monotonic) * 1000),
+            model_latency_ms=self.model_latency_ms,
+            tool_latency_ms=self.tool_latency_ms,
+            unknown_events=self.unknown_events,
+            unpriced_calls=self.unpriced_calls,
+            return_control_id=self.return_control_id,
+            model_calls=self.model_rows,
+            tool_calls=self.tool_rows,
+            violations=self.violation_rows,
+            reservation=self.reservation,
+            ttft_ms=self._ttft_ms(),
         )
 
     def _record_violations(self, sink: MetricsSink) -> None:
