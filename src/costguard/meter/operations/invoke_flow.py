@@ -19,6 +19,7 @@ from costguard.coerce import text_id
 from costguard.meter.operations import register
 from costguard.meter.operations.base import Operation
 from costguard.meter.operations.converse import converse_steps
+from costguard.meter.operations.invoke_agent import AgentTraceConsumer
 from costguard.meter.request import RequestMeter
 from costguard.meter.streams import MeteredStream
 from costguard.trace import AgentTraceNormalizer
@@ -27,13 +28,10 @@ if TYPE_CHECKING:
     from costguard.meter.client import GuardedClient
 
 
-class _FlowTraceConsumer:
-    __slots__ = ("meter", "normalizer", "hide_traces")
+class _FlowTraceConsumer(AgentTraceConsumer):
+    """Agent traces arrive wrapped in flow trace events; node actions may carry Converse usage."""
 
-    def __init__(self, meter: RequestMeter, normalizer: AgentTraceNormalizer, hide_traces: bool) -> None:
-        self.meter = meter
-        self.normalizer = normalizer
-        self.hide_traces = hide_traces
+    __slots__ = ()
 
     def feed(self, event: dict[str, Any]) -> bool:
         body = event.get("flowTraceEvent")
@@ -63,10 +61,6 @@ class _FlowTraceConsumer:
         model_id = text_id(request.get("modelId")) or self.meter.policy.default_model or "unknown"
         for step in converse_steps(model_id, request, response):
             self.meter.on_step(step)
-
-    def end(self, completed: bool) -> None:
-        self.meter.unknown_events += self.normalizer.unknown_events
-        self.normalizer.unknown_events = 0
 
 
 @register
