@@ -470,19 +470,7 @@ class RequestMeter:
     def _tool_call(self, step: ToolCall) -> None:
         t = self.totals
         t.tool_calls += 1
-        self.tool_rows.append(
-            ToolCallRecord(
-                self.request_id,
-                self.binding.workflow,
-                self.session_id,
-                self.guard.now_ms(),
-                step.kind,
-                step.name,
-                None,
-                None,
-                step.agent,
-            )
-        )
+        self._new_tool_row(step)
         cap = self.per_request.max_tool_calls
         if cap is not None and t.tool_calls > cap:
             self.violate(ToolCapExceeded, "per_request.max_tool_calls", cap, t.tool_calls, tool=step.name)
@@ -526,18 +514,7 @@ class RequestMeter:
             # An observation whose invocationInput never came: still a tool response to count.
             if not step.call_counted:
                 t.tool_calls += 1
-            row = ToolCallRecord(
-                self.request_id,
-                self.binding.workflow,
-                self.session_id,
-                self.guard.now_ms(),
-                step.kind,
-                step.name,
-                None,
-                None,
-                step.agent,
-            )
-            self.tool_rows.append(row)
+            row = self._new_tool_row(step)
         row.response_bytes = size
         row.latency_ms = step.latency_ms
         for scope, limits in (("per_request", self.per_request), ("per_session", self.per_session)):
@@ -551,6 +528,14 @@ class RequestMeter:
                     tool=step.name,
                     tool_kind=step.kind,
                 )
+
+    def _new_tool_row(self, step: ToolCall | ToolResult) -> ToolCallRecord:
+        row = ToolCallRecord(
+            self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), step.kind, step.name,
+            None, None, step.agent,
+        )
+        self.tool_rows.append(row)
+        return row
 
     def _pending_tool_row(self, step: ToolResult) -> ToolCallRecord | None:
         for row in reversed(self.tool_rows):
