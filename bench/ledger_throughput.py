@@ -27,14 +27,10 @@ Exits 1 when a target is missed, after printing every figure.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
-import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -44,13 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 import costguard  # noqa: E402
 from bench.guarded_workflow import POLICY  # noqa: E402
 from costguard.ledger.dynamodb import DynamoDBLedger, create_table  # noqa: E402
 from costguard.policy import PolicySet  # noqa: E402
-from tests.support.ledger_data import moto_dynamodb_like_aws  # noqa: E402
+from tests.support.ledger_data import moto_dynamodb_endpoint  # noqa: E402
 from tests.support.traces import agent_loop  # noqa: E402
 from tests.support.wire import FakeBedrock  # noqa: E402
 
@@ -152,25 +147,6 @@ def count_requests(client: Any, inspector: Any) -> Counted:
 # -- the run --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def moto_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with moto_dynamodb_like_aws():
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
-
-
 def dynamodb_client(url: str) -> Any:
     return boto3.session.Session(
         aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
@@ -240,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         args.requests, args.warmup, args.steps = 8, 4, 3
 
     rows: list[Row] = []
-    with moto_endpoint() as url, FakeBedrock(pace_seconds=0) as fake:
+    with moto_dynamodb_endpoint() as url, FakeBedrock(pace_seconds=0) as fake:
         create_table("costguard-bench", client=dynamodb_client(url))
         client = dynamodb_client(url)
         counted = count_requests(client, dynamodb_client(url))

@@ -8,10 +8,8 @@ recorded nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +19,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from costguard.ledger import open_ledger
 from costguard.ledger.base import Ledger
 from costguard.ledger.dynamodb import create_table
-from tests.support.ledger_data import moto_dynamodb_like_aws
+from tests.support.ledger_data import moto_dynamodb_endpoint
 from tests.support.traces import agent_loop
 from tests.support.wire import FakeBedrock
 
@@ -34,30 +31,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_CALLS = 5  # kill_child.py's checkpoint interval
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.db"
         return
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with moto_dynamodb_like_aws():
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            # moto's backends outlive a server: a table of its own per test
-            table = f"kill-{uuid.uuid4().hex[:12]}"
-            create_table(table, client=boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"))
-            yield f"dynamodb://{table}?region=us-east-1&endpoint_url={endpoint}"
-        finally:
-            server.stop()
+    with moto_dynamodb_endpoint() as endpoint:
+        # moto's backends outlive a server: a table of its own per test
+        table = f"kill-{uuid.uuid4().hex[:12]}"
+        create_table(table, client=boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"))
+        yield f"dynamodb://{table}?region=us-east-1&endpoint_url={endpoint}"
 
 
 def start_child(endpoint: str, ledger_url: str, mode: str, pause_at: int = 0) -> subprocess.Popen[str]:

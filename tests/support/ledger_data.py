@@ -153,3 +153,27 @@ def moto_dynamodb_like_aws() -> Iterator[None]:
         DynamoHandler.call_action = original_call  # type: ignore[method-assign]
         backend_cls.transact_write_items = original_transact  # type: ignore[method-assign]
         ddb_models.copy = original_copy
+
+
+@contextmanager
+def moto_dynamodb_endpoint() -> Iterator[str]:
+    """The URL of a fresh moto server (real HTTP, on a free loopback port) whose DynamoDB behaves
+    as :func:`moto_dynamodb_like_aws` makes it; stopped on exit. moto's backends outlive the
+    server, so callers that need an empty table use a table name of their own."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with moto_dynamodb_like_aws():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            host, bound = server.get_host_and_port()
+            yield f"http://{host}:{bound}"
+        finally:
+            server.stop()
