@@ -17,6 +17,7 @@ is ever priced at $0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 Scope = Literal["in_region", "geo", "global"]
@@ -89,7 +90,12 @@ class PriceKey:
     latency_optimized: bool = False
 
     def label(self) -> str:
-        """A compact, stable, parseable form: ``model|region|scope|context|ttl|tier|lat``."""
+        """A compact, stable, parseable form: ``model|region|scope|context|ttl|tier|lat``.
+
+        Memoised: the meter stores one per model call, and a process sees few distinct keys."""
+        return _label(self)
+
+    def _joined(self) -> str:
         return "|".join(
             (
                 self.model,
@@ -119,3 +125,8 @@ class PricedCall:
     @property
     def priced(self) -> bool:
         return "unpriced" not in self.flags
+
+
+@lru_cache(maxsize=4096)
+def _label(key: PriceKey) -> str:
+    return key._joined()
