@@ -195,10 +195,12 @@ def run_api(api: str, guard: costguard.Guard, fake: FakeBedrock, counted: Counte
 
     for n in range(args.warmup):
         one(n)
+    guard.flush()  # the warm-up's rows are written before counting starts
     start_requests, start_units = counted.snapshot()
     started = time.perf_counter()
     for n in range(args.warmup, args.warmup + args.requests):
         one(n)
+    guard.flush()  # and the counted requests' rows are all written (and counted) before it ends
     seconds = time.perf_counter() - started
     end_requests, end_units = counted.snapshot()
     return Row(api, args.requests, args.requests * calls_per_request, seconds, end_requests - start_requests, end_units - start_units)

@@ -130,6 +130,7 @@ def bench(api: str, args: argparse.Namespace) -> Result:
                     times[side].append(cpu_seconds(sides[side], args.requests))
                 print(f"{api} round {round_no + 1} ({order[0]} first): unwrapped {times['plain'][-1]:.3f} s CPU, "
                       f"wrapped {times['wrapped'][-1]:.3f} s CPU", flush=True)
+            guard.flush()
             model_calls = guard.ledger.connection().execute("SELECT COUNT(*) FROM model_calls").fetchone()[0]  # type: ignore[attr-defined]
             guard.close()
     finally:

@@ -6,6 +6,17 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
+def _no_writer_outlives_its_test() -> Iterator[None]:
+    """A Guard a test left open must not write into the next test's ledger or moto state: its
+    background writer is stopped (what it still held is dropped) when the test ends."""
+    yield
+    from costguard.meter.writer import _WRITERS
+
+    for writer in list(_WRITERS):
+        writer.abandon()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test may touch real AWS credentials or the user's own ledger and price overrides."""
     home = tmp_path_factory.mktemp("costguard-home")

@@ -69,6 +69,25 @@ def _elapsed_fraction(now: datetime, period: str) -> Decimal:
     return Decimal((now.day - 1) * 86_400 + seconds_today) / Decimal(days * 86_400)
 
 
+def lease_lines(ledger: Ledger, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every budget hold the ledger keeps (a process's slice, or a request's hold): who holds
+    how much until when, and whether it has expired (its holder died or hung; the next
+    reservation or the reconcile job's sweep gives it back)."""
+    now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+    return [
+        {
+            "workflow": lease.workflow,
+            "lease_id": lease.lease_id,
+            "owner": lease.owner,
+            "periods": list(lease.periods),
+            "held_usd": format(nanos_to_usd(lease.amount_nanos), "f"),
+            "expires_at": datetime.fromtimestamp(lease.expires_at_ms / 1000, UTC).isoformat(),
+            "state": "expired" if lease.expired(now_ms) else "live",
+        }
+        for lease in ledger.leases()
+    ]
+
+
 def budget_status(ledger: Ledger, policies: PolicySet, now: datetime | None = None) -> list[BudgetLine]:
     """One line per workflow and period (today and this month) with a budget, spend or a kill switch.
 

@@ -639,19 +639,20 @@ def budget_status_command(
 ) -> None:
     """Each workflow's daily and monthly budget: spent, reserved, remaining, forecast, kill switch (who set it, when)."""
     _check_format(fmt)
-    from costguard.budgets import budget_status
+    from costguard.budgets import budget_status, lease_lines
     from costguard.policy import PolicySet
 
     policy_set = _policies_or_exit(policies) if policies is not None else PolicySet.empty()
     led = _open(ledger, ctx, read_only=True)
     try:
         lines = budget_status(led, policy_set)
+        leases = lease_lines(led)
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
     finally:
         led.close()
     if fmt == "json":
-        typer.echo(json.dumps({"budgets": [line.to_dict() for line in lines]}, indent=2))
+        typer.echo(json.dumps({"budgets": [line.to_dict() for line in lines], "leases": leases}, indent=2))
         return
     from costguard.display import pct
 
@@ -674,6 +675,15 @@ def budget_status_command(
                Column("forecast"), Column("kill_switch", "kill switch", left=True)]
     print_table(records, columns, "Budgets (UTC day and month; forecast: spend so far at the current burn rate to period end)",
                 drop_order=("used", "forecast", "kill_switch"), empty="no budgets configured and no spend recorded")
+    if leases:
+        print_table(
+            [{**lease, "periods": " ".join(lease["periods"]), "held": Decimal(lease["held_usd"])} for lease in leases],
+            [Column("workflow"), Column("owner", left=True), Column("held", money=True), Column("periods", left=True),
+             Column("expires_at", "expires", left=True), Column("state", left=True)],
+            "Budget holds (leases: a process's slice or a request's hold; expired ones are given back by the next "
+            "reservation or the reconcile sweep)",
+            drop_order=("periods", "owner"), empty="no holds",
+        )
     # Who set a switch, when and why: whole sentences below the table, never cut to a column.
     for line in lines:
         if line.blocked and line.period == "day":

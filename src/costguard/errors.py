@@ -54,6 +54,15 @@ class LedgerError(CostguardError):
     """The ledger could not be read or written (corrupt file, unreachable table, bad URL)."""
 
 
+class BatchPartlyWritten(LedgerError):
+    """A batch of segments was written in several atomic units and a later one failed: the
+    segments in ``written`` (their ``id()``) are in the ledger and must not be written again."""
+
+    def __init__(self, message: str, written: set[int]) -> None:
+        super().__init__(message)
+        self.written = written
+
+
 class InvalidIdError(CostguardError):
     """An id (session, request, workflow, user...) that no ledger can store: not a string, empty
     where one is required, not valid Unicode (a lone surrogate) or too long. Raised before

@@ -404,7 +404,7 @@ def _run_log(
 
 
 def _baseline_guard(scratch: str, pricing: PriceCatalog, clock: RecordedClock | None) -> Guard:
-    return Guard(PolicySet.empty(), ledger=f"sqlite:///{scratch}/full.db", pricing=pricing,
+    return Guard(PolicySet.empty(), ledger=f"sqlite:///{scratch}/full.db", pricing=pricing, write_interval_s=0,
                  clock=clock if clock is not None else time.time)
 
 
@@ -619,7 +619,9 @@ def _replay_all(
     on_file: Callable[[], None] | None,
 ) -> list[ReplayResult]:
     clock = RecordedClock() if recorded_time else None
-    guard = Guard(policies, ledger=ledger, pricing=pricing, clock=clock if clock is not None else time.time)
+    # A replay reads the ledger between calls and runs on a recorded clock: synchronous writes.
+    guard = Guard(policies, ledger=ledger, pricing=pricing, clock=clock if clock is not None else time.time,
+                  write_interval_s=0)
     try:
         results = []
         for recording in recordings:

@@ -172,11 +172,19 @@ class AgentTraceNormalizer:
         "_model_by_trace",
         "_last_model_by_agent",
         "_tools_by_trace",
+        "hash_tool_calls",
     )
 
     def __init__(
-        self, default_model: str | None = None, agent_model_lookup: AgentModelLookup | None = None
+        self,
+        default_model: str | None = None,
+        agent_model_lookup: AgentModelLookup | None = None,
+        *,
+        hash_tool_calls: bool = True,
     ) -> None:
+        #: Only repeat caps need a call's hash: without them hashing is skipped (it is the
+        #: costliest thing done per tool call).
+        self.hash_tool_calls = hash_tool_calls
         self.default_model = default_model
         self.agent_model_lookup = agent_model_lookup
         self.unknown_events = 0
@@ -313,7 +321,7 @@ class AgentTraceNormalizer:
         name = text_id(name)
         trace_id = ii.get("traceId")
         self._tools_by_trace.setdefault(trace_id, []).append((kind, name))
-        return ToolCall(kind, name, trace_id, agent, tool_call_hash(name, parameters))
+        return ToolCall(kind, name, trace_id, agent, tool_call_hash(name, parameters) if self.hash_tool_calls else None)
 
     def _observation(self, obs: Mapping[str, Any], agent: str | None) -> Step | None:
         trace_id = obs.get("traceId")

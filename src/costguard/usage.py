@@ -144,6 +144,18 @@ class Totals:
             self.max_tool_response_bytes,
         )
 
+    def add(self, delta: Totals) -> None:
+        """Add a segment's ``delta`` in place (the largest response is a max, not a sum)."""
+        self.model_calls += delta.model_calls
+        self.tool_calls += delta.tool_calls
+        self.input_tokens += delta.input_tokens
+        self.output_tokens += delta.output_tokens
+        self.cache_read_tokens += delta.cache_read_tokens
+        self.cache_write_tokens += delta.cache_write_tokens
+        self.cost_nanos += delta.cost_nanos
+        self.tool_response_bytes += delta.tool_response_bytes
+        self.max_tool_response_bytes = max(self.max_tool_response_bytes, delta.max_tool_response_bytes)
+
     def minus(self, earlier: Totals) -> Totals:
         """The delta since ``earlier``; the max of response sizes is carried, not subtracted."""
         return Totals(
@@ -196,6 +208,33 @@ class RequestSegment:
     #: Milliseconds from the request's start to its first model output (a chunk, a streamed
     #: delta or a model invocation's output); None when no output came.
     ttft_ms: int | None = None
+    #: The spend settled against a process's budget slice (batched writes), instead of a
+    #: per-request ``reservation``.
+    lease_settle: LeaseSettle | None = None
+    #: The request was taken over from an earlier segment (a return-control continuation), so
+    #: the ledger already holds it, or may: it is never counted as a new request of its session.
+    resumed: bool = False
+
+    @property
+    def is_first(self) -> bool:
+        """Whether this segment starts its request (counted as a new request of its session)."""
+        return not self.resumed and self.totals == self.delta
+
+
+@dataclass(slots=True)
+class LeaseSettle:
+    """Spend settled against a budget slice's lease (see ``costguard.meter.slices``).
+
+    ``spent_nanos`` is added to every period's ``spent``; ``release_nanos`` (at most what the
+    lease still holds) moves from ``reserved`` and out of the lease. A lease already reclaimed
+    releases nothing: its hold went back when it was reclaimed, and only the spend is counted.
+    """
+
+    workflow: str
+    periods: tuple[str, ...]
+    lease_id: str | None
+    spent_nanos: int
+    release_nanos: int
 
 
 @dataclass(frozen=True, slots=True)

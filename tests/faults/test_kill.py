@@ -1,5 +1,6 @@
 """kill -9 of a process mid-call: its budget hold comes back after the lease expires, the usage
-it lost is at most one checkpoint interval, and the budget counter equals the recorded rows.
+it lost is at most one checkpoint or flush interval, and the budget counter equals the recorded
+rows. The child writes through the background writer (flushing every 0.2 s, 0.05 s in ``burst``).
 
 Before (issue: budget holds that expire): twenty kills of a Converse loop left $1.00 of a daily
 budget reserved for good; a process killed after 21 model calls of an InvokeAgent stream
@@ -43,9 +44,13 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"dynamodb://{table}?region=us-east-1&endpoint_url={endpoint}"
 
 
+FLUSH_S = 0.2  # kill_child.py's write interval
+
+
 def start_child(endpoint: str, ledger_url: str, mode: str, pause_at: int = 0) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "COSTGUARD_PAUSE_AT": str(pause_at)}
+           "COSTGUARD_PAUSE_AT": str(pause_at),
+           "COSTGUARD_WRITE_INTERVAL_S": str(0.05 if mode == "burst" else FLUSH_S)}
     return subprocess.Popen([sys.executable, "-m", "tests.faults.kill_child", endpoint, ledger_url, mode],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -89,8 +94,16 @@ def test_kill_during_a_converse_call_gives_the_hold_back_after_the_lease(ledger_
             fake.queue_converse(1_000, 100)
         fake.queue_converse(1_000, 100, delay=30)  # the 4th call hangs: the kill lands mid-call
         child = start_child(fake.url, ledger_url, "converse")
-        # killed once its 4th call has reached the endpoint, and is waiting for the answer
-        seen = seen_before_kill(child, 3, ready=lambda: len(fake.requests) >= 4)
+        # killed once its 4th call has reached the endpoint, is waiting for the answer, and the
+        # writer has had more than one interval to write the first three
+        reached: list[float] = []
+
+        def ready() -> bool:
+            if len(fake.requests) >= 4 and not reached:
+                reached.append(time.monotonic())
+            return bool(reached) and time.monotonic() - reached[0] > 3 * FLUSH_S
+
+        seen = seen_before_kill(child, 3, ready=ready)
     ledger = open_ledger(ledger_url)
     try:
         reserved, spent, recorded = counter_and_rows(ledger)
@@ -109,7 +122,13 @@ def test_kill_during_an_agent_stream_loses_at_most_one_checkpoint(ledger_url: st
     with FakeBedrock(pace_seconds=0.02) as fake:
         fake.queue_agent_response(loop.events)
         child = start_child(fake.url, ledger_url, "stream", pause_at=22)
-        seen = seen_before_kill(child, 22)  # it stands still after its 22nd model call
+        paused: list[float] = []
+
+        def ready() -> bool:  # standing still after its 22nd call for more than a flush interval
+            paused.append(time.monotonic())
+            return paused[-1] - paused[0] > 3 * FLUSH_S
+
+        seen = seen_before_kill(child, 22, ready=ready)
     ledger = open_ledger(ledger_url)
     try:
         settle_after_lease_expiry(ledger)
@@ -122,5 +141,26 @@ def test_kill_during_an_agent_stream_loses_at_most_one_checkpoint(ledger_url: st
         assert seen - CHECKPOINT_CALLS < usage.model_calls <= seen
         assert usage.model_calls == 20
         assert usage.requests == 1  # checkpoints are segments of one request
+    finally:
+        ledger.close()
+
+
+def test_kill_during_flushes_leaves_counters_equal_to_rows(ledger_url: str) -> None:
+    """Calls as fast as they come, the writer flushing every 50 ms, killed at an arbitrary point:
+    whatever reached the ledger arrived whole (counters == rows), and the slice comes back."""
+    with FakeBedrock(pace_seconds=0) as fake:
+        for _ in range(400):
+            fake.queue_converse(1_000, 100)
+        child = start_child(fake.url, ledger_url, "burst")
+        seen = seen_before_kill(child, 120)
+    ledger = open_ledger(ledger_url)
+    try:
+        settle_after_lease_expiry(ledger)
+        reserved, spent, recorded = counter_and_rows(ledger)
+        usage = ledger.session_usage("s-kill")
+        assert usage is not None and reserved == 0
+        assert spent == recorded == usage.model_calls * 49_000
+        # lost: what the writer had not flushed yet, at most a few intervals of calls
+        assert 0 < usage.model_calls <= seen
     finally:
         ledger.close()

@@ -26,12 +26,18 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with mock_aws():
         create_table("shared", client=boto3.client("dynamodb", region_name="us-east-1"))
         yield "shared"
+        while HOSTS:
+            HOSTS.pop().close()
+
+
+HOSTS: list[costguard.Guard] = []
 
 
 def host(policies: PolicySet) -> costguard.Guard:
     """A Guard as a separate host would build it: its own client, its own in-process caches."""
     ledger = DynamoDBLedger("shared", client=boto3.client("dynamodb", region_name="us-east-1"))
-    return costguard.Guard(policies, ledger=ledger)
+    HOSTS.append(costguard.Guard(policies, ledger=ledger))
+    return HOSTS[-1]
 
 
 def test_session_cap_and_kill_switch_are_shared_between_hosts(fake: FakeBedrock, table: Any, tmp_path: Path) -> None:
@@ -44,12 +50,16 @@ def test_session_cap_and_kill_switch_are_shared_between_hosts(fake: FakeBedrock,
         fake.queue_converse(100, 10)
     on_a.converse(modelId=NOVA_MICRO, messages=MESSAGES)
     on_a.converse(modelId=NOVA_MICRO, messages=MESSAGES)
+    # (the session moves to B after A's writer has written: within a second, or at A's flush;
+    # B reads the session once, then counts its own calls: docs/ledgers.md states the bound)
+    a.flush()
     on_b.converse(modelId=NOVA_MICRO, messages=MESSAGES)
     # WHEN host B tries a fourth call of the session
     # THEN it is refused before it is sent: B saw A's calls through the shared table
     with pytest.raises(costguard.LoopCapExceeded) as info:
         on_b.converse(modelId=NOVA_MICRO, messages=MESSAGES)
     assert info.value.rule == "per_session.max_model_calls" and len(fake.requests) == 3
+    b.flush()
     usage = a.session_usage("s-1")
     assert (usage.model_calls, usage.input_tokens) == (3, 300)
     # AND a kill switch set through host A stops host B (after its 2 s cache)
@@ -75,6 +85,8 @@ def test_shared_daily_budget_refuses_the_host_that_would_overspend(fake: FakeBed
             refused += 1
     # THEN A's first call holds the whole room (nothing learned yet) and B's first the rest; once
     # each host knows a call costs $0.000049, neither sends one into the $0.000002 left
+    for guard in (a, b):  # the hosts' slices go back (at close, idle, or lease expiry)
+        guard.flush(release_slices=True)
     [day] = [c for c in a.ledger.budget_counters("wf") if c.period.startswith("day:")]
     assert (sent, refused) == (2, 2) and len(fake.requests) == 2
     assert day.spent_nanos == 2 * 49_000 and day.reserved_nanos == 0

@@ -63,11 +63,13 @@ def test_unpriced_model_block_stops_the_stream(fake: FakeBedrock, tmp_path: Path
 def test_ledger_down_fails_open_or_closed_per_policy(fake: FakeBedrock, tmp_path: Path) -> None:
     ledger = BrokenLedger(tmp_path / "l.db")
     fake.queue_agent_response(agent_loop(1).events)
-    open_guard = costguard.Guard(policy("on_ledger_error: allow"), ledger=ledger)
+    # Synchronous writes (write_interval_s=0): each failure is met on the caller's path; the
+    # batched writer's failures are tested in tests/faults/test_writer.py.
+    open_guard = costguard.Guard(policy("on_ledger_error: allow"), ledger=ledger, write_interval_s=0)
     assert invoke(open_guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))[-1] == {"chunk": {"bytes": b"done"}}
     # Three gaps: the kill-switch read and the session read before the call, the final write after
     assert open_guard.ledger_gaps == 3
-    closed_guard = costguard.Guard(policy("on_ledger_error: deny"), ledger=ledger)
+    closed_guard = costguard.Guard(policy("on_ledger_error: deny"), ledger=ledger, write_interval_s=0)
     with pytest.raises(LedgerError):
         invoke(closed_guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))
     assert len(fake.requests) == 1  # denied before anything was sent
@@ -86,6 +88,7 @@ def test_model_from_agent_configuration_when_traces_name_none(fake: FakeBedrock,
         fake.queue_agent_response(events)
         guard = costguard.Guard(policy("mode: enforce"), ledger=f"sqlite:///{tmp_path}/l.db", agent_client=control)
         invoke(guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))
+    guard.flush()
     row = guard.ledger.connection().execute("SELECT model_id, cost_nanos FROM model_calls").fetchone()  # type: ignore[attr-defined]
     assert row == (NOVA_PRO, 2000 * 800 + 100 * 3200)
     assert guard.session_usage("s-1").cost_usd == Decimal("0.00192")

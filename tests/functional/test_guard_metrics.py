@@ -22,12 +22,12 @@ NOVA_MICRO = "amazon.nova-micro-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
 
 
-def guard_with_emf(tmp_path: Path, yaml_workflow: str = "mode: enforce") -> tuple[costguard.Guard, io.StringIO]:
+def guard_with_emf(tmp_path: Path, yaml_workflow: str = "mode: enforce", **options: Any) -> tuple[costguard.Guard, io.StringIO]:
     policies = PolicySet.from_yaml(
         "version: 1\nworkflows:\n  triage:\n" + "\n".join("    " + line for line in yaml_workflow.strip().splitlines())
     )
     stream = io.StringIO()
-    guard = costguard.Guard(policies, ledger=f"sqlite:///{tmp_path}/ledger.db", metrics=EMFMetricsSink(stream=stream))
+    guard = costguard.Guard(policies, ledger=f"sqlite:///{tmp_path}/ledger.db", metrics=EMFMetricsSink(stream=stream), **options)
     return guard, stream
 
 
@@ -132,7 +132,8 @@ def test_throttles_are_counted_for_converse_and_agent_streams(fake: FakeBedrock,
 def test_a_ledger_failure_still_emits_the_segment_and_a_ledger_error(
     fake: FakeBedrock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    guard, stream = guard_with_emf(tmp_path, "on_ledger_error: allow")
+    # Synchronous writes: the failure meets the call (the writer's own: tests/faults/test_writer.py)
+    guard, stream = guard_with_emf(tmp_path, "on_ledger_error: allow", write_interval_s=0)
 
     def down(*args: Any, **kwargs: Any) -> None:
         raise LedgerError("ledger unreachable")

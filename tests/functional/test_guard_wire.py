@@ -150,6 +150,7 @@ def test_multi_agent_spend_attributed_to_collaborator(fake: FakeBedrock, tmp_pat
     fake.queue_agent_response(loop.events)
     guard = guard_for(tmp_path)
     invoke(guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf"))
+    guard.flush()
     rows = guard.ledger.connection().execute("SELECT agent, base_model_id, cost_nanos FROM model_calls ORDER BY id").fetchall()  # type: ignore[attr-defined]
     assert rows == [(None, SONNET, 4_500_000), ("billing", NOVA_MICRO, 98_000)]
     assert guard.session_usage("s-1").cost_usd == Decimal("0.004598")
@@ -202,6 +203,7 @@ def test_daily_budget_exhausted_by_one_session_blocks_the_next(fake: FakeBedrock
     calls = [(800, 40)] + [(3000 + 1100 * step, 100) for step in range(6)]
     expected = sum((sonnet_cost(i, o) for i, o in calls), Decimal(0))
     assert expected == Decimal("0.1155")
+    guard.flush(release_slices=True)
     spent = guard.ledger.budget_counters("wf")[0]
     assert (spent.reserved_nanos, spent.spent_usd, guard.session_usage("first").cost_usd) == (0, expected, expected)
     # AND the next session is refused before anything is sent
@@ -253,6 +255,7 @@ def test_aws_error_before_the_stream_releases_the_reservation(fake: FakeBedrock,
     throttles = [line for line in map(json.loads, stream.getvalue().splitlines()) if "Throttles" in line]
     assert [(t["Workflow"], t["Throttles"]) for t in throttles] == [("wf", 1)]
     # ... and released what it held
+    guard.flush(release_slices=True)
     assert [(c.reserved_nanos, c.spent_nanos) for c in guard.ledger.budget_counters("wf")] == [(0, 0), (0, 0)]
 
 

@@ -84,11 +84,13 @@ def test_per_session_repeats_add_up_across_requests_and_guards(fake: FakeBedrock
     # GIVEN two requests of one session, each asking for page 1 twice, on two Guards (processes)
     section = {"per_session": {"max_repeated_tool_calls": 3}}
     url = f"sqlite:///{tmp_path}/l.db"
-    first = costguard.Guard(policies(section), ledger=url).wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
+    first_guard = costguard.Guard(policies(section), ledger=url)
+    first = first_guard.wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
     second = costguard.Guard(policies(section), ledger=url).wrap(fake.client("bedrock-agent-runtime"), workflow="wf")
     fake.queue_agent_response(stuck_loop([1, 1]).events)
     fake.queue_agent_response(stuck_loop([1, 1]).events)
     assert invoke(first) == [{"chunk": {"bytes": b"done"}}]
+    first_guard.flush()  # what the first process's writer does within a second
     # WHEN the second request repeats the call for the 4th time in the session
     with pytest.raises(costguard.LoopCapExceeded) as info:
         invoke(second)
@@ -141,6 +143,7 @@ def test_converse_per_session_counts_each_call_once(fake: FakeBedrock, tmp_path:
     guard = costguard.Guard(policies({"per_session": {"max_repeated_tool_calls": 2}}), ledger=f"sqlite:///{tmp_path}/l.db")
     runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-c")
     messages = converse_loop(runtime, fake, 3)  # calls 1 and 2 counted by requests 2 and 3
+    guard.flush()
     assert list(guard.ledger.tool_repeats("s-c").values()) == [2]
     with pytest.raises(costguard.LoopCapExceeded) as info:
         runtime.converse(modelId=NOVA_MICRO, messages=messages)
@@ -224,6 +227,7 @@ def test_latency_split_is_recorded_per_request_and_rolled_up_per_session(fake: F
     stream = guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-1").converse_stream(
         modelId=NOVA_MICRO, messages=HELLO)
     list(stream["stream"])
+    guard.flush()
     rows = guard.ledger.connection().execute(  # type: ignore[attr-defined]
         "SELECT operation, ttft_ms, latency_ms, model_latency_ms, tool_latency_ms FROM requests ORDER BY started_ms"
     ).fetchall()

@@ -41,6 +41,7 @@ def guard_for(tmp_path: Path, workflow_yaml: str = "mode: enforce", defaults_yam
 
 
 def rows(guard: costguard.Guard) -> list[dict[str, Any]]:
+    guard.flush()
     conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
     conn.row_factory = sqlite3.Row
     try:

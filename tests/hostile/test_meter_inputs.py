@@ -31,6 +31,7 @@ def guard_for(tmp_path: Path, workflow_yaml: str = "mode: enforce") -> costguard
 
 
 def model_rows(guard: costguard.Guard) -> list[dict[str, Any]]:
+    guard.flush()
     conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
     conn.row_factory = sqlite3.Row
     try:
@@ -78,6 +79,7 @@ def test_malformed_trace_fields_reach_the_caller_untouched_and_are_recorded_as_s
     assert [r["flags"] for r in rows] == ["unpriced", "usage_suspect", "usage_suspect", "usage_suspect"]
     usage = guard.session_usage("s-1")
     assert (usage.model_calls, usage.tool_calls, usage.max_tool_response_bytes) == (4, 1, len("ok\ufffd".encode()))
+    guard.flush(release_slices=True)  # the slice's unspent hold goes back to the budget
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
     conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
     try:
@@ -101,6 +103,7 @@ def test_every_converse_attempt_that_timed_out_is_settled_at_an_estimate(fake: F
     assert {r["flags"] for r in rows} == {"estimated,usage_unknown"}
     assert {r["output_tokens"] for r in rows} == {50}  # maxTokens: the most the model could have written
     assert all(r["cost_nanos"] > 0 for r in rows)
+    guard.flush(release_slices=True)
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
     assert guard.session_usage("s-t").model_calls == 3
 
@@ -127,6 +130,7 @@ def test_an_abandoned_stream_gives_its_hold_back_and_its_connection_up(fake: Fak
     fake.queue_converse_stream(10, 1)
     with runtime.converse_stream(modelId=NOVA_MICRO, messages=MESSAGES)["stream"] as stream:
         next(iter(stream))
+    guard.flush(release_slices=True)
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
     assert fake.wait_for_stream_end().client_hung_up or fake.wait_for_stream_end().completed
     (row,) = model_rows(guard)
@@ -135,6 +139,7 @@ def test_an_abandoned_stream_gives_its_hold_back_and_its_connection_up(fake: Fak
     response = runtime.converse_stream(modelId=NOVA_MICRO, messages=MESSAGES)
     del response
     gc.collect()
+    guard.flush(release_slices=True)
     assert all(c.reserved_nanos == 0 for c in guard.ledger.budget_counters("wf"))
 
 

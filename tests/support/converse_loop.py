@@ -72,6 +72,7 @@ def queue_answer(fake: FakeBedrock, *, streaming: bool, text: str, input_tokens:
 
 
 def ledger_rows(guard: costguard.Guard, table: str) -> list[dict[str, Any]]:
+    guard.flush()
     conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
     conn.row_factory = sqlite3.Row
     try:

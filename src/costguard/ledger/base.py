@@ -147,6 +147,12 @@ class Ledger(ABC):
     def record(self, segment: RequestSegment) -> None:
         """Write one request segment and settle its reservation, all or nothing."""
 
+    def record_many(self, segments: Sequence[RequestSegment]) -> None:
+        """Write many segments in order, in as few atomic units as the backend allows (the
+        background writer's batches). Each segment is still written whole or not at all."""
+        for segment in segments:
+            self.record(segment)
+
     @abstractmethod
     def record_violation(self, violation: ViolationRecord) -> None:
         """Record a violation that happened before any usage (a call blocked before sending)."""

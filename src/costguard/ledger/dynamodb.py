@@ -123,7 +123,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from costguard.errors import LedgerError, LedgerNotFound
+from costguard.errors import BatchPartlyWritten, LedgerError, LedgerNotFound
 from costguard.ledger.base import (
     ALERT_CLAIM_LEASE_MS,
     DEFAULT_LEASE_TTL_MS,
@@ -140,6 +140,7 @@ from costguard.usage import (
     IdempotencyRecord,
     KillSwitch,
     Lease,
+    LeaseSettle,
     PeriodLimit,
     RequestSegment,
     Reservation,
@@ -169,6 +170,8 @@ _READ_OPERATIONS = frozenset({"describe_table", "get_item", "query", "batch_get_
 _CHUNK_BYTES = 300_000
 # TransactWriteItems limits: 100 actions and 4 MB in all; stay clear of the byte limit.
 _TXN_MAX_ITEMS = 100
+#: Partitions a day's batched call rows are spread over (``C#{day}#{shard}``).
+_CHUNK_SHARDS = 8
 _TXN_MAX_BYTES = 3_500_000
 # Retries of transactions cancelled by a conflict with another transaction on the same item
 # (hot budget counters under load); botocore does not retry those by itself.
@@ -1020,6 +1023,8 @@ class DynamoDBLedger(Ledger):
         settle_at = len(counters)
         if segment.reservation is not None:
             counters.extend(self._settle_items(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms))
+        elif segment.lease_settle is not None:
+            counters.extend(self._lease_settle_items([segment.lease_settle], set()))
         settle_end = len(counters)
         counters.extend(self._daily_items(segment))
         counters.append(self._request_day_item(segment))
@@ -1061,12 +1066,17 @@ class DynamoDBLedger(Ledger):
                 break
             codes = _cancel_codes(cancelled)
             failed = [i for i, code in enumerate(codes) if code == "ConditionalCheckFailed"]
-            if failed and failed[0] >= 2 and segment.reservation is not None and not lease_gone:
+            if failed and failed[0] >= 2 and (segment.reservation or segment.lease_settle) is not None and not lease_gone:
                 # The lease expired and was reclaimed: its hold is already back, count the spend only.
                 lease_gone = True
-                counters[settle_at:settle_end] = self._settle_items(
-                    segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms, lease_gone=True
-                )
+                if segment.reservation is not None:
+                    counters[settle_at:settle_end] = self._settle_items(
+                        segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms, lease_gone=True
+                    )
+                elif segment.lease_settle is not None:
+                    counters[settle_at:settle_end] = self._lease_settle_items(
+                        [segment.lease_settle], {segment.lease_settle.lease_id or ""}
+                    )
                 continue
             if not codes or codes[0] != "ConditionalCheckFailed":
                 raise _ledger_error(self.table_name, "recording usage", "TransactWriteItems", cancelled)
@@ -1078,6 +1088,198 @@ class DynamoDBLedger(Ledger):
             )
         if segment.reservation is not None:
             self._after_settle(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms, lease_gone=lease_gone)
+
+    # -- batched record (the background writer) --------------------------------------------------
+
+    def record_many(self, segments: Sequence[RequestSegment]) -> None:
+        """Many segments in as few TransactWriteItems as fit (100 items, ~3.5 MB each).
+
+        Segments of one request are merged (so its items appear once per transaction, as
+        DynamoDB requires); counters of one session, day, budget period and lease are summed
+        across requests; call rows of the whole batch are packed into shared chunk items. Each
+        transaction holds whole requests with their counters, so every counter still equals
+        the rows behind it. Only requests paused by (or resumed from) a returnControl write their
+        ``R#`` item: nothing else reads it.
+        """
+        if any(s.reservation is not None and (s.reservation.lease_id or s.reservation.amount_nanos) for s in segments):
+            for segment in segments:  # per-request holds (synchronous mode) settle one by one
+                self.record(segment)
+            return
+        merged = _merge_by_request(segments)
+        written: set[int] = set()
+        try:
+            for part in self._transaction_parts(merged):
+                if len(part) == 1 and len(part[0][1]) >= 1 and self._oversize(part):
+                    # One request too big for one transaction: the per-segment path splits its rows.
+                    for original in part[0][1]:
+                        self.record(original)
+                else:
+                    self._record_part(part)
+                for _, originals in part:
+                    written.update(id(o) for o in originals)
+        except LedgerError as exc:
+            if written:
+                raise BatchPartlyWritten(str(exc), written) from exc
+            raise
+
+    def _transaction_parts(self, merged: list[tuple[RequestSegment, list[RequestSegment]]]) -> Iterator[list[tuple[RequestSegment, list[RequestSegment]]]]:
+        pending = [merged]
+        while pending:
+            part = pending.pop(0)
+            if len(part) == 1 or not self._oversize(part):
+                yield part
+            else:
+                half = len(part) // 2
+                pending[0:0] = [part[:half], part[half:]]
+
+    def _oversize(self, part: list[tuple[RequestSegment, list[RequestSegment]]]) -> bool:
+        items = self._batch_items(part, {}, set())
+        return len(items) > _TXN_MAX_ITEMS or sum(_approx_size(i) for i in items) > _TXN_MAX_BYTES
+
+    def _record_part(self, part: list[tuple[RequestSegment, list[RequestSegment]]]) -> None:
+        requests = [m for m, _ in part]
+        flipped: dict[str, bool] = {}
+        gone: set[str] = set()
+        for _ in range(4):
+            items = self._batch_items(part, flipped, gone)
+            cancelled = self._transact("recording usage", items)
+            if cancelled is None:
+                return
+            codes = _cancel_codes(cancelled)
+            retry = False
+            for index, code in enumerate(codes):
+                if code != "ConditionalCheckFailed":
+                    continue
+                key = items[index].get("Update", items[index].get("Delete", {})).get("Key", {})
+                pk, sk = key.get("pk", {}).get("S", ""), key.get("sk", {}).get("S", "")
+                if sk.startswith("L#"):
+                    gone.add(sk[2:])  # the lease was reclaimed: count the spend only
+                    retry = True
+                elif sk == "#R":
+                    for segment in requests:
+                        if f"R#{_q(segment.request_id)}" == pk:
+                            flipped[segment.request_id] = not flipped.get(segment.request_id, False)
+                            retry = True
+            if not retry:
+                raise _ledger_error(self.table_name, "recording usage", "TransactWriteItems", cancelled)
+        raise LedgerError(
+            f"DynamoDB ledger table {self.table_name!r}: recording a batch kept conflicting with concurrent writers"
+        )
+
+    def _batch_items(
+        self, part: list[tuple[RequestSegment, list[RequestSegment]]], flipped: dict[str, bool], gone: set[str]
+    ) -> list[dict[str, Any]]:
+        requests = [merged for merged, _ in part]
+        items: list[dict[str, Any]] = []
+        sessions: dict[str, list[RequestSegment]] = {}
+        for segment in requests:
+            sessions.setdefault(segment.session_id, []).append(segment)
+            if segment.resumed or segment.return_control_id is not None:
+                new = segment.is_first != flipped.get(segment.request_id, False)
+                items.append({"Update": self._request_update(segment, new).params()})
+            items.append(self._request_day_item(segment))
+            mark = self._session_max_update(segment)
+            if mark is not None:
+                items.append(mark)
+        for members in sessions.values():
+            items.append({"Update": self._sessions_update(members).params()})
+        items.extend(self._daily_items_of(requests))
+        settles = [o.lease_settle for _, originals in part for o in originals if o.lease_settle is not None]
+        items.extend(self._lease_settle_items(settles, gone))
+        items.extend(self._batch_chunk_items(requests))
+        items.extend(self._violation_items([v for s in requests for v in s.violations]))
+        return items
+
+    def _sessions_update(self, members: list[RequestSegment]) -> _Update:
+        first = members[0]
+        delta = Totals()
+        for segment in members:
+            delta.add(segment.delta)
+        update = _Update(self.table_name, {"pk": _s(f"S#{_q(first.session_id)}"), "sk": _s("#S")})
+        update.set_if_absent("session_id", _s(first.session_id))
+        update.set_if_absent("workflow", _s(first.workflow))
+        user = next((s.user_id for s in members if s.user_id is not None), None)
+        if user is not None:
+            update.set_if_absent("user_id", _s(user))
+        update.set_if_absent("first_ms", _n(min(s.started_ms for s in members)))
+        update.set("last_ms", _n(max(s.ended_ms for s in members)))
+        update.add("requests", sum(1 for s in members if s.is_first))
+        for attr in _ADDITIVE_ATTRS:
+            update.add(attr, getattr(delta, attr))
+        update.add("latency_ms", sum(s.latency_ms for s in members))
+        update.add("model_latency_ms", sum(s.model_latency_ms for s in members))
+        update.add("tool_latency_ms", sum(s.tool_latency_ms for s in members))
+        return self._with_ttl(update)
+
+    def _daily_items_of(self, requests: list[RequestSegment]) -> list[dict[str, Any]]:
+        if len(requests) == 1:
+            return self._daily_items(requests[0])
+        combined = _merge_segments(requests)
+        return self._daily_items(combined)
+
+    def _lease_settle_items(self, settles: list[LeaseSettle], gone: set[str]) -> list[dict[str, Any]]:
+        periods: dict[tuple[str, str], list[int]] = {}
+        leases: dict[tuple[str, str], int] = {}
+        for settle in settles:
+            release = settle.release_nanos if settle.lease_id is not None and settle.lease_id not in gone else 0
+            for period in settle.periods:
+                sums = periods.setdefault((settle.workflow, period), [0, 0])
+                sums[0] += settle.spent_nanos
+                sums[1] += release
+            if release:
+                key = (settle.workflow, settle.lease_id or "")
+                leases[key] = leases.get(key, 0) + release
+        items = []
+        for (workflow, period), (spent, release) in periods.items():
+            update = self._budget_update(workflow, period)
+            update.add("spent", spent).add("reserved", -release).add("committed", spent - release)
+            items.append({"Update": update.params()})
+        for (workflow, lease_id), release in leases.items():
+            update = _Update(self.table_name, self._lease_key(workflow, lease_id))
+            update.add("amount", -release)
+            update.condition = f"attribute_exists({update.name('pk')})"
+            items.append({"Update": update.params()})
+        return items
+
+    def _batch_chunk_items(self, requests: list[RequestSegment]) -> list[dict[str, Any]]:
+        """The batch's model and tool call rows, packed together in the day's chunk partition.
+
+        ``C#{day}#{shard}`` (a random shard of :data:`_CHUNK_SHARDS`, so writers spread over
+        partitions); each row names its request and session. Nothing on the hot path reads them:
+        they are the raw rows behind the aggregates, for drill-downs and audits.
+        """
+        rows: list[str] = []
+        for segment in requests:
+            for m in segment.model_calls:
+                rows.append(json.dumps(
+                    ["call", m.ts_ms, m.model_id, m.base_model_id, m.step_type, m.agent, m.user_id, m.input_tokens,
+                     m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos,
+                     1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id, m.price_key, m.flags, m.request_id],
+                    separators=(",", ":"),
+                ))
+            for c in segment.tool_calls:
+                rows.append(json.dumps(
+                    ["tool", c.ts_ms, c.kind, c.name, c.agent, c.response_bytes, c.latency_ms, c.workflow, c.session_id,
+                     c.request_id],
+                    separators=(",", ":"),
+                ))
+        if not rows:
+            return []
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for row in rows:
+            if size + len(row) > _CHUNK_BYTES and size:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(row)
+            size += len(row) + 1
+        ended = max(s.ended_ms for s in requests)
+        pk = f"C#{day_key(ended)}#{secrets.randbelow(_CHUNK_SHARDS)}"
+        prefix = f"{_ts(ended)}#{_uniq()}"
+        return [
+            self._put({"pk": _s(pk), "sk": _s(f"{prefix}#{n:04d}"), "rows": _s("[" + ",".join(chunk) + "]")})
+            for n, chunk in enumerate(chunks)
+        ]
 
     def record_violation(self, violation: ViolationRecord) -> None:
         cancelled = self._transact("recording a violation", self._violation_items([violation]))
@@ -1892,3 +2094,47 @@ def _enable_ttl_and_pitr(table_name: str, client: Any, call: Callable[..., dict[
             return
         time.sleep(min(10.0, 0.5 * 2**attempt))
     raise LedgerError(f"DynamoDB table {table_name!r}: point-in-time recovery could not be enabled; try again later")
+
+
+def _merge_segments(segments: Sequence[RequestSegment]) -> RequestSegment:
+    """Consecutive segments of one request as one (deltas and timings summed, rows joined)."""
+    first, last = segments[0], segments[-1]
+    if len(segments) == 1:
+        return first
+    delta = Totals()
+    for segment in segments:
+        delta.add(segment.delta)
+    return RequestSegment(
+        request_id=first.request_id,
+        workflow=first.workflow,
+        session_id=first.session_id,
+        user_id=first.user_id,
+        operation=first.operation,
+        agent_id=first.agent_id,
+        agent_alias_id=first.agent_alias_id,
+        started_ms=first.started_ms,
+        ended_ms=last.ended_ms,
+        status=last.status,
+        totals=last.totals,
+        delta=delta,
+        latency_ms=sum(s.latency_ms for s in segments),
+        model_latency_ms=sum(s.model_latency_ms for s in segments),
+        tool_latency_ms=sum(s.tool_latency_ms for s in segments),
+        unknown_events=sum(s.unknown_events for s in segments),
+        unpriced_calls=sum(s.unpriced_calls for s in segments),
+        return_control_id=last.return_control_id,
+        model_calls=[m for s in segments for m in s.model_calls],
+        tool_calls=[c for s in segments for c in s.tool_calls],
+        violations=[v for s in segments for v in s.violations],
+        ttft_ms=next((s.ttft_ms for s in segments if s.ttft_ms is not None), None),
+        resumed=first.resumed,
+    )
+
+
+def _merge_by_request(segments: Sequence[RequestSegment]) -> list[tuple[RequestSegment, list[RequestSegment]]]:
+    """Segments grouped by request (in order of first appearance), each group merged; the
+    originals are kept for their settlements (a request's segments may settle different leases)."""
+    groups: dict[str, list[RequestSegment]] = {}
+    for segment in segments:
+        groups.setdefault(segment.request_id, []).append(segment)
+    return [(_merge_segments(members), members) for members in groups.values()]

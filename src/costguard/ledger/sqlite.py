@@ -35,6 +35,7 @@ from costguard.usage import (
     IdempotencyRecord,
     KillSwitch,
     Lease,
+    LeaseSettle,
     PeriodLimit,
     RequestSegment,
     Reservation,
@@ -763,153 +764,181 @@ class SQLiteLedger(Ledger):
             reservation.expires_at_ms = now_ms + reservation.ttl_ms
 
     def record(self, segment: RequestSegment) -> None:
-        t, d = segment.totals, segment.delta
+        self.record_many((segment,))
+
+    def record_many(self, segments: Sequence[RequestSegment]) -> None:
+        """Every segment, in order, in ONE transaction: a batch is written whole or not at all."""
+        if not segments:
+            return
         with self._errors("recording usage"), self._write() as conn:
-            is_new = (
-                conn.execute(
-                    "SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)
-                ).fetchone()
-                is None
-            )
+            for segment in segments:
+                self._record_segment(conn, segment)
+
+    @classmethod
+    def _settle_lease(cls, conn: sqlite3.Connection, settle: LeaseSettle) -> None:
+        held = cls._lease_amount(conn, settle.lease_id)
+        released = min(held or 0, settle.release_nanos)
+        conn.executemany(
+            "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) "
+            "VALUES (?, ?, ?, 0) ON CONFLICT (workflow, period) DO UPDATE SET "
+            "spent_nanos = spent_nanos + ?, reserved_nanos = MAX(0, reserved_nanos - ?)",
+            [(settle.workflow, period, settle.spent_nanos, settle.spent_nanos, released) for period in settle.periods],
+        )
+        if released:
             conn.execute(
-                "INSERT INTO requests (request_id, workflow, session_id, user_id, operation, "
-                "agent_id, agent_alias_id, started_ms, ended_ms, status, segments, model_calls, "
-                "tool_calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-                "cost_nanos, tool_response_bytes, max_tool_response_bytes, latency_ms, "
-                "model_latency_ms, tool_latency_ms, unknown_events, unpriced_calls, "
-                "return_control_id, ttft_ms) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (request_id) DO UPDATE SET ended_ms = excluded.ended_ms, "
-                "status = excluded.status, segments = segments + 1, "
-                "model_calls = excluded.model_calls, tool_calls = excluded.tool_calls, "
-                "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
-                "cache_read_tokens = excluded.cache_read_tokens, "
-                "cache_write_tokens = excluded.cache_write_tokens, "
-                "cost_nanos = excluded.cost_nanos, "
-                "tool_response_bytes = excluded.tool_response_bytes, "
-                "max_tool_response_bytes = excluded.max_tool_response_bytes, "
-                "latency_ms = latency_ms + excluded.latency_ms, "
-                "model_latency_ms = model_latency_ms + excluded.model_latency_ms, "
-                "tool_latency_ms = tool_latency_ms + excluded.tool_latency_ms, "
-                "unknown_events = unknown_events + excluded.unknown_events, "
-                "unpriced_calls = unpriced_calls + excluded.unpriced_calls, "
-                "return_control_id = excluded.return_control_id, "
-                # The request's first output came in its first segment that had any.
-                "ttft_ms = COALESCE(ttft_ms, excluded.ttft_ms)",
-                (
-                    segment.request_id,
-                    segment.workflow,
-                    segment.session_id,
-                    segment.user_id,
-                    segment.operation,
-                    segment.agent_id,
-                    segment.agent_alias_id,
-                    segment.started_ms,
-                    segment.ended_ms,
-                    segment.status,
-                    t.model_calls,
-                    t.tool_calls,
-                    t.input_tokens,
-                    t.output_tokens,
-                    t.cache_read_tokens,
-                    t.cache_write_tokens,
-                    t.cost_nanos,
-                    t.tool_response_bytes,
-                    t.max_tool_response_bytes,
-                    segment.latency_ms,
-                    segment.model_latency_ms,
-                    segment.tool_latency_ms,
-                    segment.unknown_events,
-                    segment.unpriced_calls,
-                    segment.return_control_id,
-                    segment.ttft_ms,
-                ),
+                "UPDATE budget_leases SET amount_nanos = amount_nanos - ? WHERE lease_id = ?",
+                (released, settle.lease_id),
             )
-            if segment.model_calls:
-                conn.executemany(
-                    "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
-                    "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
-                    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            m.request_id,
-                            m.workflow,
-                            m.session_id,
-                            m.user_id,
-                            m.ts_ms,
-                            m.model_id,
-                            m.base_model_id,
-                            m.step_type,
-                            m.agent,
-                            m.input_tokens,
-                            m.output_tokens,
-                            m.cache_read_tokens,
-                            m.cache_write_tokens,
-                            m.cost_nanos,
-                            1 if m.priced else 0,
-                            m.latency_ms,
-                            m.price_key,
-                            m.flags,
-                        )
-                        for m in segment.model_calls
-                    ],
-                )
-            if segment.tool_calls:
-                conn.executemany(
-                    "INSERT INTO tool_calls (request_id, workflow, session_id, ts_ms, kind, name, "
-                    "agent, response_bytes, latency_ms) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            c.request_id,
-                            c.workflow,
-                            c.session_id,
-                            c.ts_ms,
-                            c.kind,
-                            c.name,
-                            c.agent,
-                            c.response_bytes,
-                            c.latency_ms,
-                        )
-                        for c in segment.tool_calls
-                    ],
-                )
+
+    def _record_segment(self, conn: sqlite3.Connection, segment: RequestSegment) -> None:
+        t, d = segment.totals, segment.delta
+        is_new = (
             conn.execute(
-                "INSERT INTO sessions (session_id, workflow, user_id, first_ms, last_ms, requests, "
-                "model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
-                "cache_write_tokens, cost_nanos, tool_response_bytes, max_tool_response_bytes) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
-                "last_ms = MAX(last_ms, excluded.last_ms), requests = requests + excluded.requests, "
-                "model_calls = model_calls + excluded.model_calls, "
-                "tool_calls = tool_calls + excluded.tool_calls, "
-                "input_tokens = input_tokens + excluded.input_tokens, "
-                "output_tokens = output_tokens + excluded.output_tokens, "
-                "cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, "
-                "cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, "
-                "cost_nanos = cost_nanos + excluded.cost_nanos, "
-                "tool_response_bytes = tool_response_bytes + excluded.tool_response_bytes, "
-                "max_tool_response_bytes = "
-                "MAX(max_tool_response_bytes, excluded.max_tool_response_bytes)",
-                (
-                    segment.session_id,
-                    segment.workflow,
-                    segment.user_id,
-                    segment.started_ms,
-                    segment.ended_ms,
-                    1 if is_new else 0,
-                    d.model_calls,
-                    d.tool_calls,
-                    d.input_tokens,
-                    d.output_tokens,
-                    d.cache_read_tokens,
-                    d.cache_write_tokens,
-                    d.cost_nanos,
-                    d.tool_response_bytes,
-                    d.max_tool_response_bytes,
-                ),
+                "SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)
+            ).fetchone()
+            is None
+        )
+        conn.execute(
+            "INSERT INTO requests (request_id, workflow, session_id, user_id, operation, "
+            "agent_id, agent_alias_id, started_ms, ended_ms, status, segments, model_calls, "
+            "tool_calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+            "cost_nanos, tool_response_bytes, max_tool_response_bytes, latency_ms, "
+            "model_latency_ms, tool_latency_ms, unknown_events, unpriced_calls, "
+            "return_control_id, ttft_ms) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (request_id) DO UPDATE SET ended_ms = excluded.ended_ms, "
+            "status = excluded.status, segments = segments + 1, "
+            "model_calls = excluded.model_calls, tool_calls = excluded.tool_calls, "
+            "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+            "cache_read_tokens = excluded.cache_read_tokens, "
+            "cache_write_tokens = excluded.cache_write_tokens, "
+            "cost_nanos = excluded.cost_nanos, "
+            "tool_response_bytes = excluded.tool_response_bytes, "
+            "max_tool_response_bytes = excluded.max_tool_response_bytes, "
+            "latency_ms = latency_ms + excluded.latency_ms, "
+            "model_latency_ms = model_latency_ms + excluded.model_latency_ms, "
+            "tool_latency_ms = tool_latency_ms + excluded.tool_latency_ms, "
+            "unknown_events = unknown_events + excluded.unknown_events, "
+            "unpriced_calls = unpriced_calls + excluded.unpriced_calls, "
+            "return_control_id = excluded.return_control_id, "
+            # The request's first output came in its first segment that had any.
+            "ttft_ms = COALESCE(ttft_ms, excluded.ttft_ms)",
+            (
+                segment.request_id,
+                segment.workflow,
+                segment.session_id,
+                segment.user_id,
+                segment.operation,
+                segment.agent_id,
+                segment.agent_alias_id,
+                segment.started_ms,
+                segment.ended_ms,
+                segment.status,
+                t.model_calls,
+                t.tool_calls,
+                t.input_tokens,
+                t.output_tokens,
+                t.cache_read_tokens,
+                t.cache_write_tokens,
+                t.cost_nanos,
+                t.tool_response_bytes,
+                t.max_tool_response_bytes,
+                segment.latency_ms,
+                segment.model_latency_ms,
+                segment.tool_latency_ms,
+                segment.unknown_events,
+                segment.unpriced_calls,
+                segment.return_control_id,
+                segment.ttft_ms,
+            ),
+        )
+        if segment.model_calls:
+            conn.executemany(
+                "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
+                "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
+                "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        m.request_id,
+                        m.workflow,
+                        m.session_id,
+                        m.user_id,
+                        m.ts_ms,
+                        m.model_id,
+                        m.base_model_id,
+                        m.step_type,
+                        m.agent,
+                        m.input_tokens,
+                        m.output_tokens,
+                        m.cache_read_tokens,
+                        m.cache_write_tokens,
+                        m.cost_nanos,
+                        1 if m.priced else 0,
+                        m.latency_ms,
+                        m.price_key,
+                        m.flags,
+                    )
+                    for m in segment.model_calls
+                ],
             )
-            self._insert_violations(conn, segment.violations)
-            if segment.reservation is not None:
-                self._settle(conn, segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms)
+        if segment.tool_calls:
+            conn.executemany(
+                "INSERT INTO tool_calls (request_id, workflow, session_id, ts_ms, kind, name, "
+                "agent, response_bytes, latency_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        c.request_id,
+                        c.workflow,
+                        c.session_id,
+                        c.ts_ms,
+                        c.kind,
+                        c.name,
+                        c.agent,
+                        c.response_bytes,
+                        c.latency_ms,
+                    )
+                    for c in segment.tool_calls
+                ],
+            )
+        conn.execute(
+            "INSERT INTO sessions (session_id, workflow, user_id, first_ms, last_ms, requests, "
+            "model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
+            "cache_write_tokens, cost_nanos, tool_response_bytes, max_tool_response_bytes) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
+            "last_ms = MAX(last_ms, excluded.last_ms), requests = requests + excluded.requests, "
+            "model_calls = model_calls + excluded.model_calls, "
+            "tool_calls = tool_calls + excluded.tool_calls, "
+            "input_tokens = input_tokens + excluded.input_tokens, "
+            "output_tokens = output_tokens + excluded.output_tokens, "
+            "cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, "
+            "cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, "
+            "cost_nanos = cost_nanos + excluded.cost_nanos, "
+            "tool_response_bytes = tool_response_bytes + excluded.tool_response_bytes, "
+            "max_tool_response_bytes = "
+            "MAX(max_tool_response_bytes, excluded.max_tool_response_bytes)",
+            (
+                segment.session_id,
+                segment.workflow,
+                segment.user_id,
+                segment.started_ms,
+                segment.ended_ms,
+                1 if is_new else 0,
+                d.model_calls,
+                d.tool_calls,
+                d.input_tokens,
+                d.output_tokens,
+                d.cache_read_tokens,
+                d.cache_write_tokens,
+                d.cost_nanos,
+                d.tool_response_bytes,
+                d.max_tool_response_bytes,
+            ),
+        )
+        self._insert_violations(conn, segment.violations)
+        if segment.reservation is not None:
+            self._settle(conn, segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms)
+        if segment.lease_settle is not None:
+            self._settle_lease(conn, segment.lease_settle)
 
     @staticmethod
     def _insert_violations(conn: sqlite3.Connection, violations: Sequence[ViolationRecord]) -> None:

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +23,8 @@ from costguard.identity import UserIdHasher
 from costguard.ledger import Ledger, open_ledger
 from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, check_storable_id
 from costguard.meter.request import Binding, RequestMeter
+from costguard.meter.slices import BudgetSlices
+from costguard.meter.writer import UsageWriter
 from costguard.meter.tools import ToolUseMemory
 from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
 from costguard.policy import PolicySet, WorkflowPolicy, load_policies
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from costguard.pricing.catalog import RateCard
 
 logger = logging.getLogger("costguard")
+
+#: Sessions whose totals a Guard keeps in memory at most (least recently used go first).
+SESSION_CACHE_ENTRIES = 10_000
 
 
 class AgentModelResolver:
@@ -81,7 +87,11 @@ class Guard:
     ``lease_ttl_s``: how long a budget hold outlives its last renewal (a running request renews
     it; a crashed one's hold comes back after this). ``checkpoint_every_calls`` /
     ``checkpoint_every_s``: a long agent stream writes its usage so far at least this often, so a
-    crash loses at most one interval. ``metrics``: a
+    crash loses at most one interval. ``write_interval_s``: usage is written by a background
+    writer in batches at least this often (and every ``write_batch_rows`` model and tool calls,
+    at :meth:`flush`, :meth:`close` and interpreter exit), budgets are spent from per-process
+    slices and a session's totals are read once per ``session_cache_s`` of idleness; ``0``
+    writes every request synchronously with per-request holds (see docs/ledgers.md). ``metrics``: a
     :class:`~costguard.metrics.MetricsSink` for costguard's own CloudWatch metrics (None = off;
     :func:`~costguard.metrics.metrics_sink_from_env` picks one from the environment).
     """
@@ -102,6 +112,9 @@ class Guard:
         lease_ttl_s: float = DEFAULT_LEASE_TTL_MS / 1000,
         checkpoint_every_calls: int = 10,
         checkpoint_every_s: float = 5.0,
+        write_interval_s: float = 1.0,
+        write_batch_rows: int = 200,
+        session_cache_s: float = 300.0,
     ) -> None:
         if policies is None:
             policies = PolicySet.empty()
@@ -148,6 +161,23 @@ class Guard:
         self.unmetered_calls = 0
         #: Errors inside costguard's own code that were contained (the caller's call went on).
         self.internal_errors = 0
+        if write_interval_s < 0 or write_batch_rows < 1 or session_cache_s < 0:
+            raise PolicyError("write_interval_s and session_cache_s must be >= 0, write_batch_rows >= 1")
+        self.session_cache_s = session_cache_s
+        self._sessions: OrderedDict[str, tuple[float, Totals]] = OrderedDict()
+        self._repeat_counts: OrderedDict[str, tuple[float, dict[str, int]]] = OrderedDict()
+        self.writer: UsageWriter | None = None
+        self.slices: BudgetSlices | None = None
+        if write_interval_s > 0:
+            self.slices = BudgetSlices(self.lease_owner, self.lease_ttl_ms)
+            self.writer = UsageWriter(
+                self.ledger,
+                interval_s=write_interval_s,
+                max_rows=write_batch_rows,
+                on_tick=self._upkeep,
+                on_dropped=self._count_dropped,
+                on_failure=self._writer_failed,
+            )
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -196,7 +226,10 @@ class Guard:
         return GuardedSession(self, session, workflow=workflow, user_id=user_id, session_id=session_id)
 
     def session_usage(self, session_id: str) -> SessionUsage:
-        """What the ledger holds for ``session_id`` (zeros for a session never seen)."""
+        """What the ledger holds for ``session_id`` (zeros for a session never seen), after
+        writing this guard's pending usage (so it includes every call made through it)."""
+        if self.writer is not None:
+            self.writer.flush()
         usage = self.ledger.session_usage(session_id)
         return usage if usage is not None else SessionUsage.empty(session_id)
 
@@ -207,9 +240,132 @@ class Guard:
         """Publish buffered metrics now (a Lambda handler calls this before it returns)."""
         self.publish_metrics(lambda sink: sink.flush())
 
+    def flush(self, timeout: float | None = 10.0, *, release_slices: bool = False) -> None:
+        """Write every pending usage row and metric now.
+
+        A Lambda handler calls this before it returns: a frozen sandbox runs no background
+        thread, so what is pending would wait for the next invocation (or be lost with the
+        sandbox). Raises :class:`~costguard.errors.LedgerError` only when rows of a workflow
+        whose policy says ``on_ledger_error: deny`` could not be written; otherwise a failure is
+        logged and the rows stay queued for the next attempt. ``release_slices``: also give
+        back the unspent part of this process's budget slices (no request may be running).
+        """
+        writer = self.writer
+        if release_slices:
+            self._return_slices(everything=True)
+        try:
+            if writer is not None and not writer.flush(timeout):
+                if writer.failing_deny:
+                    raise LedgerError(f"usage not written ({writer.pending} pending): {writer.last_error}")
+                logger.error("costguard: %d usage entries not written yet: %s", writer.pending, writer.last_error)
+        finally:
+            self.flush_metrics()
+
     def close(self) -> None:
-        self.flush_metrics()
-        self.ledger.close()
+        """Return this process's budget slices, write everything pending, close the ledger."""
+        try:
+            if self.writer is not None:
+                self._return_slices(everything=True)
+                if not self.writer.close():
+                    logger.error("costguard: %d usage entries could not be written before close: %s",
+                                 self.writer.pending, self.writer.last_error)
+        finally:
+            self.flush_metrics()
+            self.ledger.close()
+
+    # -- batched writes: slices, sessions, upkeep --------------------------------------------------
+
+    def _writer_failed(self, error: LedgerError, workflows: set[str]) -> None:
+        for workflow in sorted(workflows) or ["-"]:
+            self.publish_metrics(lambda sink, w=workflow: record_ledger_error(sink, w))
+
+    def _count_dropped(self, entries: int) -> None:
+        self.ledger_gaps += entries
+
+    def _return_slices(self, *, everything: bool = False) -> None:
+        slices, writer = self.slices, self.writer
+        if slices is None or writer is None:
+            return
+        ledger = self.ledger
+        for lease in slices.retire_idle(time.monotonic(), everything=everything):
+            writer.submit_action(lambda lease=lease: ledger.release(lease), "returning a budget slice")
+
+    def _upkeep(self) -> None:
+        """Run by the writer thread about once a second: renew live slices, return idle ones."""
+        slices = self.slices
+        if slices is None:
+            return
+        now_ms = self.now_ms()
+        for s in slices.live():
+            lease = s.lease
+            if lease.lease_id is None or lease.expires_at_ms - now_ms > self.lease_ttl_ms * 2 // 3:
+                continue
+            with s.lock:
+                try:
+                    self.ledger.renew_lease(lease, now_ms)
+                except LedgerError as exc:
+                    logger.error("cannot renew a budget slice lease of %s: %s", s.workflow, exc)
+        self._return_slices()
+
+    def session_base(self, policy: WorkflowPolicy, session_id: str) -> Totals:
+        """A session's totals before a request: read from the ledger once, then kept here.
+
+        Kept per process and updated with this process's own usage; an entry idle for
+        ``session_cache_s`` is read again. So a session served by several processes at once sees
+        the others' usage as of its last read here (docs/ledgers.md states the bound).
+        """
+        if self.writer is None:
+            return self.ledger_call(policy, "session counters", lambda: self.ledger.session_totals(session_id), Totals())
+        now = time.monotonic()
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is not None and now - entry[0] < self.session_cache_s:
+                self._sessions.move_to_end(session_id)
+                return entry[1].copy()
+        failed = Totals()
+        totals = self.ledger_call(policy, "session counters", lambda: self.ledger.session_totals(session_id), failed)
+        if totals is failed:
+            return Totals()  # not kept: the next request asks the ledger again
+        with self._lock:
+            self._sessions[session_id] = (now, totals)
+            self._sessions.move_to_end(session_id)
+            while len(self._sessions) > SESSION_CACHE_ENTRIES:
+                self._sessions.popitem(last=False)
+        return totals.copy()
+
+    def session_repeats(self, policy: WorkflowPolicy, session_id: str) -> dict[str, int]:
+        """The session's tool-call repeat counters, kept here like :meth:`session_base`."""
+        if self.writer is None:
+            return self.ledger_call(policy, "tool repeat counters", lambda: self.ledger.tool_repeats(session_id), {})  # type: ignore[no-any-return]
+        now = time.monotonic()
+        with self._lock:
+            entry = self._repeat_counts.get(session_id)
+            if entry is not None and now - entry[0] < self.session_cache_s:
+                return dict(entry[1])
+        failed: dict[str, int] = {}
+        counts = self.ledger_call(policy, "tool repeat counters", lambda: self.ledger.tool_repeats(session_id), failed)
+        if counts is failed:
+            return {}
+        with self._lock:
+            self._repeat_counts[session_id] = (now, dict(counts))
+            while len(self._repeat_counts) > SESSION_CACHE_ENTRIES:
+                self._repeat_counts.popitem(last=False)
+        return dict(counts)
+
+    def note_repeats(self, session_id: str, added: Mapping[str, int]) -> None:
+        with self._lock:
+            entry = self._repeat_counts.get(session_id)
+            if entry is not None:
+                for key, n in added.items():
+                    entry[1][key] = entry[1].get(key, 0) + n
+                self._repeat_counts[session_id] = (time.monotonic(), entry[1])
+
+    def note_session_usage(self, session_id: str, delta: Totals) -> None:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is not None:
+                entry[1].add(delta)
+                self._sessions[session_id] = (time.monotonic(), entry[1])
 
     def publish_metrics(self, publish: Callable[[MetricsSink], None]) -> None:
         """Hand ``publish`` the metrics sink; whatever the sink does, the agent call goes on."""
@@ -348,9 +504,10 @@ class Guard:
             previous = self.ledger_call(
                 policy, "request totals", lambda: self.ledger.request_totals(continuation_of), None
             )
-        session_base = self.ledger_call(
-            policy, "session counters", lambda: self.ledger.session_totals(session_id), Totals()
-        )
+        writer = self.writer
+        if writer is not None and writer.failing and policy.on_ledger_error == "deny":
+            raise LedgerError(f"the ledger refuses usage writes ({writer.pending} pending): {writer.last_error}")
+        session_base = self.session_base(policy, session_id)
         meter = RequestMeter(
             self,
             policy,
@@ -363,6 +520,7 @@ class Guard:
             session_base,
             agent_id,
             agent_alias_id,
+            resumed=continuation_of is not None,
         )
         try:
             meter.check_before_call(model_id)

@@ -23,6 +23,7 @@ from costguard.errors import (
 )
 from costguard.meter.loops import RepeatCounter, converse_tool_uses
 from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
+from costguard.meter.slices import slice_cap
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing import is_prompt_router
 from costguard.pricing.key import CallUsage
@@ -32,6 +33,7 @@ from costguard.usage import (
     PeriodLimit,
     RequestSegment,
     Reservation,
+    ReserveResult,
     ToolCallRecord,
     Totals,
     ViolationRecord,
@@ -41,6 +43,7 @@ from costguard.usage import (
 
 if TYPE_CHECKING:
     from costguard.meter.guard import Guard
+    from costguard.meter.slices import Slice
     from costguard.policy import Limits, WorkflowPolicy
     from costguard.pricing.catalog import RateCard
 
@@ -83,8 +86,14 @@ class RequestMeter:
         session_base: Totals,
         agent_id: str | None,
         agent_alias_id: str | None,
+        *,
+        resumed: bool = False,
     ) -> None:
         self.guard = guard
+        self.resumed = resumed
+        #: Batched mode: the budget slice this request holds ``held`` nanos of.
+        self.slice: Slice | None = None
+        self.held = 0
         self.policy = policy
         self.binding = binding
         self.region = binding.region
@@ -128,6 +137,10 @@ class RequestMeter:
         self._refusal: tuple[str, int, int] | None = None
         self.first_output_monotonic: float | None = None
         self._repeats: RepeatCounter | None = None
+        #: Whether tool calls are counted by their parameters (a repeat cap is set).
+        self.counts_repeats = (
+            policy.per_request.max_repeated_tool_calls is not None or policy.per_session.max_repeated_tool_calls is not None
+        )
         self._pin: SessionPin | None = None
 
     # -- before the call ------------------------------------------------------------------------
@@ -164,6 +177,9 @@ class RequestMeter:
 
     def _reserve(self) -> None:
         self.periods = self.guard.period_limits(self.policy, self.started_ms)
+        if self.guard.slices is not None:
+            self._hold_from_slice()
+            return
         if all(p.limit_nanos is None for p in self.periods):
             # Nothing limits spend: count it at settle time without a reservation round trip.
             self.reservation = Reservation(self.binding.workflow, self.periods, 0)
@@ -177,6 +193,49 @@ class RequestMeter:
             # No room: the budget violation was recorded (shadow / alert) or raised; in the
             # non-enforcing case count spend without holding money.
             self.reservation = Reservation(self.binding.workflow, self.periods, 0)
+
+    def _hold_from_slice(self) -> None:
+        if all(p.limit_nanos is None for p in self.periods):
+            return  # spend is counted when settled; nothing to hold
+        guard = self.guard
+        assert guard.slices is not None
+        amount = guard.reservation_estimate(self.binding.workflow)
+        cap = self.per_request.max_cost_usd
+        if cap is not None:
+            amount = min(amount, usd_to_nanos(cap))
+        # A first guess (nothing learned yet) never holds more than a slice may: a request that
+        # costs more grows its hold as it spends.
+        amount = max(guard.smallest_useful_hold(self.binding.workflow), min(amount, slice_cap(self.periods)))
+        self.slice = guard.slices.slice_for(self.binding.workflow, self.periods)
+        grant = guard.slices.hold(self.slice, amount, guard.smallest_useful_hold(self.binding.workflow), self._grow_lease)
+        self.held = grant.amount
+        if grant.refusal is not None and not grant.amount:
+            r = grant.refusal
+            self._budget_violation(r.failed_period or "", r.limit_nanos or 0, (r.committed_nanos or 0) + amount)
+
+    def _grow_lease(self, lease: Reservation, amount: int) -> ReserveResult | None:
+        ledger = self.guard.ledger
+        return self.guard.ledger_call(  # type: ignore[no-any-return]
+            self.policy,
+            "budget reservation",
+            lambda: ledger.extend_reservation(lease, amount, now_ms=self.guard.now_ms()),
+            None,
+        )
+
+    def _check_slice_budget(self) -> None:
+        s, slices = self.slice, self.guard.slices
+        if s is None or slices is None or "budget" in self.violated:
+            return
+        spent = self.totals.cost_nanos - self.segment_start.cost_nanos
+        shortfall = spent - self.held
+        if shortfall <= 0:
+            return
+        grant = slices.grow(s, max(shortfall, self.guard.reserve_nanos, self.held), self._grow_lease)
+        self.held += grant.amount
+        if grant.refusal is not None and spent > self.held:
+            r = grant.refusal
+            self.violated.add("budget")
+            self._budget_violation(r.failed_period or "", r.limit_nanos or 0, (r.committed_nanos or 0) + spent - self.held)
 
     def _hold(self, existing: Reservation | None, amount: int) -> Reservation | None:
         """Reserve ``amount``, or what room is left when less than that; None when none is."""
@@ -447,6 +506,9 @@ class RequestMeter:
                 self.violate(CostCapExceeded, "per_session.max_cost_usd", ses.max_cost_usd, _usd(cost))
 
     def _check_budget(self) -> None:
+        if self.guard.slices is not None:
+            self._check_slice_budget()
+            return
         reservation = self.reservation
         if reservation is None or all(p.limit_nanos is None for p in reservation.periods):
             return
@@ -490,10 +552,7 @@ class RequestMeter:
         if self._repeats is None:
             before: dict[str, int] = {}
             if ses is not None:
-                ledger, session_id = self.guard.ledger, self.session_id
-                before = self.guard.ledger_call(
-                    self.policy, "tool repeat counters", lambda: ledger.tool_repeats(session_id), {}
-                )
+                before = self.guard.session_repeats(self.policy, self.session_id)
             self._repeats = RepeatCounter(before)
         in_request, in_session = self._repeats.count(key, new_to_session=new_to_session)
         if req is not None and in_request > req:
@@ -554,7 +613,7 @@ class RequestMeter:
         renewing: its lease expires and its hold is reclaimed, which is the idle timeout.
         """
         now = time.monotonic()
-        reservation = self.reservation
+        reservation = self.reservation  # (batched mode: the writer renews the slice's lease)
         if reservation is not None and reservation.lease_id is not None and now >= self._renew_at:
             self._renew_at = now + self.guard.lease_ttl_ms / 2000
             ledger = self.guard.ledger
@@ -575,7 +634,10 @@ class RequestMeter:
         segment = self._segment("running", self.guard.now_ms())
         self.last_checkpoint = self.segment_started_monotonic = time.monotonic()
         segment.keep_reservation = True
-        self._write(lambda: self.guard.ledger.record(segment), "checkpointing usage", quiet=False)
+        if self.guard.writer is not None:
+            self._submit(segment, final=False)
+        else:
+            self._write(lambda: self.guard.ledger.record(segment), "checkpointing usage", quiet=False)
         self.guard.publish_metrics(lambda sink: record_segment(sink, segment))
         self.segment_start = self.totals.copy()
         self.model_rows, self.tool_rows, self.violation_rows = [], [], []
@@ -651,11 +713,25 @@ class RequestMeter:
         segment = self._segment(status, ended_ms)
         quiet = status not in ("ok", "return_control")
         try:
-            self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
+            if guard.writer is not None:
+                self._submit(segment, final=True)
+            else:
+                self._write(lambda: guard.ledger.record(segment), "recording usage", quiet=quiet)
             self._write_repeats(quiet)
         finally:
             # Recorded or not (ledger down), the segment happened: its metrics are published.
             guard.publish_metrics(lambda sink: record_segment(sink, segment))
+
+    def _submit(self, segment: RequestSegment, *, final: bool) -> None:
+        """Batched mode: settle against the slice and hand the segment to the writer."""
+        guard = self.guard
+        assert guard.slices is not None and guard.writer is not None
+        segment.reservation = None
+        segment.lease_settle, self.held = guard.slices.settle(
+            self.slice, self.binding.workflow, self.periods, self.held, segment.delta.cost_nanos, final=final
+        )
+        guard.writer.submit(segment, deny=self.policy.on_ledger_error == "deny")
+        guard.note_session_usage(self.session_id, segment.delta)
 
     def _ttft_ms(self) -> int | None:
         first = self.first_output_monotonic
@@ -668,6 +744,13 @@ class RequestMeter:
             return
         added, ledger, session_id = dict(repeats.added), self.guard.ledger, self.session_id
         repeats.added.clear()
+        if self.guard.writer is not None:
+            self.guard.note_repeats(session_id, added)
+            self.guard.writer.submit_action(
+                lambda: ledger.add_tool_repeats(session_id, added, self.guard.now_ms()), "counting tool repeats",
+                deny=self.policy.on_ledger_error == "deny",
+            )
+            return
         self._write(
             lambda: ledger.add_tool_repeats(session_id, added, self.guard.now_ms()), "counting tool repeats", quiet=quiet
         )
@@ -699,6 +782,7 @@ class RequestMeter:
             violations=self.violation_rows,
             reservation=self.reservation,
             ttft_ms=self._ttft_ms(),
+            resumed=self.resumed,
         )
 
     def _record_violations(self, sink: MetricsSink) -> None:
@@ -712,7 +796,13 @@ class RequestMeter:
         record_throttle(sink, self.binding.workflow, base)
 
     def _finish_without_usage(self) -> None:
-        ledger = self.guard.ledger
+        ledger, writer = self.guard.ledger, self.guard.writer
+        if writer is not None and self.guard.slices is not None:
+            self.guard.slices.give_back(self.slice, self.held)
+            self.held = 0
+            for violation in self.violation_rows:
+                writer.submit_action(lambda v=violation: ledger.record_violation(v), "recording a violation")
+            return
         if self.reservation is not None and self.reservation.amount_nanos:
             reservation = self.reservation
             self._write(lambda: ledger.release(reservation), "releasing a reservation", quiet=True)

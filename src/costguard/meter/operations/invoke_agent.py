@@ -74,7 +74,9 @@ class InvokeAgent(Operation):
 
     def meter_response(self, meter: RequestMeter, kwargs: dict[str, Any], state: Any, response: Any) -> Any:
         inline_model, hide_traces = state
-        normalizer = AgentTraceNormalizer(inline_model or meter.policy.default_model, meter.guard.agent_models)
+        normalizer = AgentTraceNormalizer(
+            inline_model or meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats
+        )
         response["completion"] = MeteredStream(
             response["completion"], meter, AgentTraceConsumer(meter, normalizer, hide_traces)
         )

@@ -82,7 +82,7 @@ class InvokeFlow(Operation):
         return meter, kwargs, hide_traces
 
     def meter_response(self, meter: RequestMeter, kwargs: dict[str, Any], state: Any, response: Any) -> Any:
-        normalizer = AgentTraceNormalizer(meter.policy.default_model, meter.guard.agent_models)
+        normalizer = AgentTraceNormalizer(meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats)
         response["responseStream"] = MeteredStream(
             response["responseStream"], meter, _FlowTraceConsumer(meter, normalizer, state)
         )
