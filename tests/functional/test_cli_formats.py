@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from typer.testing import CliRunner
 
 from costguard import budgets
 from costguard.cli import app
 from costguard.ledger.sqlite import SQLiteLedger
 from costguard.pricing.listing import describe_set
-from costguard.usage import ActionRecord
+from costguard.usage import ActionRecord, PeriodLimit, Reservation
+from tests.functional.test_cli_reconcile import TAG, aws, day_ms  # noqa: F401  (aws: the moto fixture)
 from tests.support.cli_output import (
     RichTable,
     column,
@@ -35,6 +37,7 @@ from tests.support.cli_output import (
     shown_usd,
     value,
 )
+from tests.support.ledger_data import segment
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = str(ROOT / "policies")
@@ -378,3 +381,49 @@ def test_markdown_shows_the_estimated_saving_as_money(filled: tuple[str, dict[st
     doc = json.loads(ok("report", "--ledger", filled[0], "--group-by", "action", "--format", "json"))
     (summary, _) = parse_markdown_tables(ok("report", "--ledger", filled[0], "--group-by", "action", "--format", "markdown"))
     assert [value(r["est_input_usd_saved"]) for r in summary] == [shown_usd(r["est_input_usd_saved"]) for r in doc["rows"]]
+
+
+def test_reconcile_table_and_csv_show_the_json_frame(tmp_path: Path, aws: Any) -> None:
+    # GIVEN yesterday's metered $12.345678901 against a $10 daily budget, and $15.00 billed
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    path = tmp_path / "l.db"
+    ledger = SQLiteLedger(path)
+    periods = (PeriodLimit(f"day:{yesterday}", None), PeriodLimit(f"month:{yesterday[:7]}", None))
+    ledger.record(segment("r-1", 12_345_678_901, workflow="claims", ts_ms=day_ms(yesterday),
+                          reservation=Reservation("claims", periods, 0)))
+    ledger.close()
+    policies = tmp_path / "p.yaml"
+    policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
+
+    def page(group: str) -> dict[str, Any]:
+        return {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
+                                   "Groups": [{"Keys": [group, "USE1-Claude3Haiku-input-tokens"],
+                                               "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
+                                                           "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
+
+    # each run asks Cost Explorer per model (grouped by SERVICE), then per workflow tag
+    assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
+                         json={"results": [page("Amazon Bedrock"), page(f"{TAG}$claims")] * 3}, timeout=5).status_code == 201
+    args = ("reconcile", "--since", yesterday, "--until", yesterday, "--dry-run", "--policies", str(policies),
+            "--ledger", f"sqlite:///{path}")
+    doc = json.loads(ok(*args, "--format", "json"))
+    frame = doc["frame"]
+    (row,) = frame
+    assert (row["metered_cost_usd"], row["billed_cost_usd"], row["drift_usd"]) == ("12.345678901", "15.00", "2.654321099")
+    # CSV: the whole frame, every cell exact
+    csv_rows = parse_csv(ok(*args, "--format", "csv"))
+    assert [list(r) for r in csv_rows] == [list(frame[0])]
+    assert [{k: value(v) for k, v in r.items()} for r in csv_rows] == [
+        {k: value(str(v) if isinstance(v, bool) else v) for k, v in r.items()} for r in frame
+    ]
+    # the table: the chosen columns, money rounded by display.usd; then the alerts it would send
+    table, alerts = rich_tables(ok(*args))
+    shown = ["workflow", "day", "metered_cost_usd", "billed_cost_usd", "estimated", "drift_usd", "drift_pct",
+             "attribution", "throttles", "budget_daily_usd", "month_to_date_usd", "forecast_month_end_usd"]
+    assert table.columns == shown and table.caption is None
+    assert [{k: value(v) for k, v in r.items()} for r in table.rows] == [
+        {c: ("yes" if r[c] else "no") if isinstance(r[c], bool) else _as_read(c, r[c]) for c in shown} for r in frame
+    ]
+    assert alerts.columns == ["kind", "workflow", "period", "subject"]
+    assert alerts.rows == [{c: a[c] for c in alerts.columns} for a in doc["alert_list"]]
+    assert [a["kind"] for a in doc["alert_list"]] == ["budget_threshold", "drift"]
