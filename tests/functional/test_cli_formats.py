@@ -19,14 +19,16 @@ from typing import Any
 
 import pytest
 import requests
+from botocore.stub import Stubber
 from typer.testing import CliRunner
 
-from costguard import budgets
+from costguard import budgets, cli
 from costguard.cli import app
 from costguard.ledger.sqlite import SQLiteLedger
 from costguard.pricing.listing import describe_set
 from costguard.usage import ActionRecord, PeriodLimit, Reservation
 from tests.functional.test_cli_reconcile import TAG, aws, day_ms  # noqa: F401  (aws: the moto fixture)
+from tests.functional.test_pricing_refresh import _StubSession, bedrock_client, pricing_client, stub_models, stub_pages
 from tests.support.cli_output import (
     RichTable,
     column,
@@ -433,3 +435,35 @@ def test_reconcile_table_and_csv_show_the_json_frame(tmp_path: Path, aws: Any) -
     assert alerts.columns == ["kind", "workflow", "period", "subject"]
     assert alerts.rows == [{c: a[c] for c in alerts.columns} for a in doc["alert_list"]]
     assert [a["kind"] for a in doc["alert_list"]] == ["budget_threshold", "drift"]
+
+
+def test_pricing_refresh_table_shows_the_json_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, models = pricing_client(), bedrock_client()
+    monkeypatch.setattr(cli, "_aws_session", lambda profile: _StubSession(client, models))
+
+    def refresh(*args: str) -> tuple[str, str]:
+        with Stubber(client) as pages, Stubber(models) as listing:
+            stub_pages(pages)
+            stub_models(listing)
+            result = runner.invoke(app, ["pricing", "refresh", "--dry-run", *args], env=WIDE)
+        assert result.exit_code == 0, result.output
+        return result.stdout, result.stderr
+
+    doc = json.loads(refresh("--format", "json")[0])
+    out, err = refresh()
+    (table,) = rich_tables(out)
+    assert table.columns == ["model", "input", "output", "cache_read", "cache_write"]
+
+    def cell(before: str | None, after: str | None) -> str:
+        return (after or "-") if before == after else f"{before or '-'} -> {after or '-'}"
+
+    assert table.rows == [
+        {"model": model, **{k: cell(change["before"].get(k), change["after"].get(k)) for k in table.columns[1:]}}
+        for model, change in sorted(doc["changed"].items())
+    ]
+    assert "amazon.nova-pro-v1:0" in doc["changed"] and table.rows[1]["input"] == "0.8 -> 0.9"
+    # the summary under the table counts what the JSON lists
+    assert (f"{len(doc['updated'])} models priced from {doc['products_seen']} products in {doc['requests']} requests; "
+            f"{len(doc['new_models'])} not in the shipped catalog; {len(doc['unmatched_names'])} product names match "
+            f"no Bedrock model; {len(doc['incomplete'])} models incomplete") in err
+    assert f"new: {', '.join(doc['new_models'])}" in err and "dry run: nothing written" in err
