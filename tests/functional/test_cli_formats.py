@@ -200,15 +200,7 @@ def test_report_every_format_shows_the_json_rows_and_totals(filled: tuple[str, d
     assert [[{c: value(v) for c, v in r.items()} for r in t] for t in rest] == [sessions]
 
     # The terminal table: the same, a footer with the JSON totals, then the top sessions
-    report_table, top = rich_tables(fmt("table"))
-    assert report_table.title == f"Spend by {group_by}" and report_table.caption is None
-    assert report_table.columns == [TABLE_NAMES.get(c, c) for c in columns]
-    assert [dict(zip(columns, map(value, r.values()), strict=True)) for r in report_table.rows] == as_read
-    assert report_table.footer is not None
-    footer = dict(zip(columns, map(value, report_table.footer.values()), strict=True))
-    assert footer == {columns[0]: "total", **{c: _as_read(c, totals[c]) if c in totals else None for c in columns[1:]}}
-    assert top.title == "Top sessions by cost" and top.columns == ["session", "workflow", "requests", "model_calls", "cost"]
-    assert [dict(zip(doc["top_sessions"][0], map(value, r.values()), strict=True)) for r in top.rows] == sessions
+    _assert_report_tables(doc, *rich_tables(fmt("table")))
 
     # HTML: the summary table shows the rounded figure and carries the exact one in its title;
     # the footer holds the totals; the top sessions table and the total spend card agree
@@ -230,47 +222,76 @@ def test_report_every_format_shows_the_json_rows_and_totals(filled: tuple[str, d
     assert card is not None and value(card.group(1)) == shown_usd(TOTALS["cost_usd"])
 
 
+def _assert_simulation_tables(doc: dict[str, Any], tables: list[RichTable]) -> None:
+    """The replay's tables show its JSON: by file with a totals footer, by rule, then the spend
+    report. In shadow mode the capping columns are what enforce mode would have done."""
+    files, rules, spend, top = tables
+    would = doc.get("would_have_capped")
+    capping = {f["file"]: f for f in (would or doc)["files"]}
+    assert files.columns == ["file", "model_calls", "cost_as_recorded", "would_have_capped" if would else "first_cap",
+                             "at_event", "caps", "would_keep" if would else "kept_calls", "would_avoid" if would else "cost_avoided"]
+    expected = [
+        [Path(f["file"]).name, value(f["model_calls_full"]), shown_usd(f["cost_full_usd"]),
+         None if capping[f["file"]]["capped_by"] is None else ("would: " if would else "") + capping[f["file"]]["capped_by"],
+         value(capping[f["file"]]["capped_at_event"]), value(len(capping[f["file"]]["caps"])),
+         value(capping[f["file"]]["model_calls_kept"]), shown_usd(capping[f["file"]]["cost_avoided_usd"])]
+        for f in doc["files"]
+    ]
+    assert [[value(v) for v in row.values()] for row in files.rows] == expected
+    assert files.footer is not None
+    assert [value(v) for v in files.footer.values()] == [
+        "total", sum(row[1] for row in expected), shown_usd(doc["total"]["cost_full_usd"]), None, None,
+        sum(row[5] for row in expected), sum(row[6] for row in expected),
+        shown_usd((would or doc["total"])["cost_avoided_usd"]),
+    ]
+    assert rules.columns == ["rule", "hits", "files", "model_calls_avoided", "would_avoid" if would else "cost_avoided"]
+    assert [[value(v) for v in row.values()] for row in rules.rows] == [
+        [r["rule"], r["hits"], r["files"], r["model_calls_avoided"], shown_usd(r["cost_avoided_usd"])]
+        for r in (would or doc)["caps_by_rule"]
+    ]
+    _assert_report_tables(doc["report"], spend, top)
+
+
+def _assert_report_tables(doc: dict[str, Any], report_table: RichTable, top: RichTable) -> None:
+    """A report's terminal tables show its JSON: rows, a totals footer, then the top sessions."""
+    columns, totals = doc["columns"], doc["totals"]
+    assert report_table.title == f"Spend by {doc['group_by']}" and report_table.caption is None
+    assert report_table.columns == [TABLE_NAMES.get(c, c) for c in columns]
+    assert [dict(zip(columns, map(value, r.values()), strict=True)) for r in report_table.rows] == [
+        {c: _as_read(c, row[c]) for c in columns} for row in doc["rows"]
+    ]
+    assert report_table.footer is not None
+    footer = dict(zip(columns, map(value, report_table.footer.values()), strict=True))
+    assert footer == {columns[0]: "total", **{c: _as_read(c, totals[c]) if c in totals else None for c in columns[1:]}}
+    assert top.title == "Top sessions by cost" and top.columns == ["session", "workflow", "requests", "model_calls", "cost"]
+    assert [[value(v) for v in r.values()] for r in top.rows] == [
+        [_as_read(c, v) for c, v in s.items()] for s in doc["top_sessions"]
+    ]
+
+
 def test_simulate_table_shows_the_json_files_rules_and_report() -> None:
     args = ("simulate", *RECORDINGS, "--policies", POLICIES)
     doc = json.loads(ok(*args, "--format", "json"))
-    files, rules, *report = rich_tables(ok(*args))
-    # one row per file, then a footer with the totals: 86 calls recorded, 60 kept
-    assert files.columns == ["file", "model_calls", "cost_as_recorded", "first_cap", "at_event", "caps", "kept_calls", "cost_avoided"]
-    assert [{k: value(v) for k, v in row.items()} for row in files.rows] == [
-        {
-            "file": Path(f["file"]).name,
-            "model_calls": value(f["model_calls_full"]),
-            "cost_as_recorded": shown_usd(f["cost_full_usd"]),
-            "first_cap": f["capped_by"],
-            "at_event": value(f["capped_at_event"]),
-            "caps": value(len(f["caps"])),
-            "kept_calls": value(f["model_calls_kept"]),
-            "cost_avoided": shown_usd(f["cost_avoided_usd"]),
-        }
-        for f in doc["files"]
-    ]
-    assert files.footer is not None
-    assert {k: value(v) for k, v in files.footer.items()} == {
-        "file": "total", "model_calls": RECORDED_CALLS, "cost_as_recorded": shown_usd(RECORDED_USD), "first_cap": None,
-        "at_event": None, "caps": sum(len(f["caps"]) for f in doc["files"]), "kept_calls": 60,
-        "cost_avoided": shown_usd(AVOIDED_USD),
-    }
-    assert (doc["total"]["cost_full_usd"], doc["total"]["cost_avoided_usd"]) == (f"{RECORDED_USD}", f"{AVOIDED_USD}")
-    # every cap hit, by rule
-    assert rules.columns == ["rule", "hits", "files", "model_calls_avoided", "cost_avoided"]
-    assert [{k: value(v) for k, v in row.items()} for row in rules.rows] == [
-        {"rule": r["rule"], "hits": r["hits"], "files": r["files"], "model_calls_avoided": r["model_calls_avoided"],
-         "cost_avoided": shown_usd(r["cost_avoided_usd"])}
-        for r in doc["caps_by_rule"]
-    ]
+    tables = rich_tables(ok(*args))
+    _assert_simulation_tables(doc, tables)
+    # 86 calls recorded, 60 kept; what the 26 capped ones would have cost; the report is the ledger's
+    footer = tables[0].footer or {}
+    assert (value(footer["model_calls"]), value(footer["kept_calls"])) == (RECORDED_CALLS, 60)
+    assert doc["total"] == {"cost_full_usd": f"{RECORDED_USD}", "cost_avoided_usd": f"{AVOIDED_USD}"}
     assert sum(Decimal(r["cost_avoided_usd"]) for r in doc["caps_by_rule"]) == AVOIDED_USD
-    # then the spend report of the throwaway ledger: the same as the JSON's report
-    spend, top = report
-    assert [value(v) for v in spend.footer.values()][1:] == [  # type: ignore[union-attr]
-        _as_read(c, doc["report"]["totals"][c]) if c in doc["report"]["totals"] else None for c in doc["report"]["columns"][1:]
-    ]
-    assert {k: value(v) for k, v in doc["report"]["totals"].items()} == {k: value(v) for k, v in TOTALS.items()}
-    assert [value(r["cost"]) for r in top.rows] == [shown_usd(s["cost_usd"]) for s in doc["report"]["top_sessions"]]
+    assert doc["report"]["totals"] == TOTALS
+
+
+def test_shadow_simulate_table_shows_the_json_would_have_capped_figures() -> None:
+    # support-triage runs in shadow mode and allows Nova models only: every Claude call would be refused
+    args = ("simulate", RECORDINGS[3], RECORDINGS[0], "--policies", POLICIES, "--workflow", "support-triage")
+    doc = json.loads(ok(*args, "--format", "json"))
+    assert doc["mode"] == "shadow" and doc["total"]["cost_avoided_usd"] == "0.00000"
+    _assert_simulation_tables(doc, rich_tables(ok(*args)))
+    # nothing was blocked: the whole recorded cost is what enforce mode would have avoided; that is
+    # the two sessions' kept Sonnet calls plus the $0.468 the log's caps avoid under claims-intake
+    recorded = sonnet_usd(KEPT["sess-converse"][2] + KEPT["sess-normal"][2], KEPT["sess-converse"][3] + KEPT["sess-normal"][3])
+    assert doc["would_have_capped"]["cost_avoided_usd"] == doc["total"]["cost_full_usd"] == f"{recorded + Decimal('0.468')}"
 
 
 @pytest.fixture
