@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -307,10 +308,16 @@ def on_the_recorded_day(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(budgets, "datetime", Frozen)
 
 
-def test_budget_status_table_shows_the_json(filled: tuple[str, dict[str, Any]], on_the_recorded_day: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocked", [False, True], ids=["running", "blocked"])
+def test_budget_status_table_shows_the_json(filled: tuple[str, dict[str, Any]], on_the_recorded_day: None, tmp_path: Path, blocked: bool) -> None:
     ledger = filled[0]
+    if blocked:  # a copy of the filled ledger, with support-triage's kill switch set
+        shutil.copy(ledger.removeprefix("sqlite:///"), tmp_path / "l.db")
+        ledger = f"sqlite:///{tmp_path / 'l.db'}"
+        ok("budget", "block", "support-triage", "--reason", "runaway | loop", "--ledger", ledger, "--force")
     lines = json.loads(ok("budget", "status", "--ledger", ledger, "--policies", POLICIES, "--format", "json"))["budgets"]
-    (table,) = rich_tables(ok("budget", "status", "--ledger", ledger, "--policies", POLICIES))
+    out = ok("budget", "status", "--ledger", ledger, "--policies", POLICIES)
+    (table,) = rich_tables(out)
     assert table.columns == ["workflow", "period", "budget", "spent", "reserved", "remaining", "used_%", "forecast", "kill_switch"]
     assert [{k: value(v) for k, v in row.items()} for row in table.rows] == [
         {
@@ -321,6 +328,14 @@ def test_budget_status_table_shows_the_json(filled: tuple[str, dict[str, Any]], 
         }
         for b in lines
     ]
+    # who set a switch, when and why: a sentence under the table per blocked workflow
+    assert [line for line in out.splitlines() if line.startswith("kill switch:")] == [
+        f"kill switch: {b['workflow']} BLOCKED by {b['blocked_by']} at "
+        f"{datetime.fromisoformat(b['blocked_at']):%Y-%m-%d %H:%M UTC}: {b['block_reason']}"
+        for b in lines if b["blocked"] and b["period"] == "day"
+    ]
+    # (a blocked workflow gets a day line even without a daily budget)
+    assert [(b["workflow"], b["period"]) for b in lines if b["blocked"]] == ([("support-triage", "day"), ("support-triage", "month")] if blocked else [])
     # the replay's spend is the recorded day's and month's; at noon, half the day has gone
     claims = {b["period"]: b for b in lines if b["workflow"] == "claims-intake"}
     assert (claims["day"]["spent_usd"], claims["month"]["spent_usd"]) == (TOTALS["cost_usd"], TOTALS["cost_usd"])
