@@ -141,10 +141,11 @@ def print_table(
     out = out or console()
     rows = [[col.show(record.get(col.key)) for col in columns] for record in records]
     foot = [col.show(footer.get(col.key)) if col.key in footer else "" for col in columns] if footer else None
-    kept, dropped = fit_columns(columns, rows + ([foot] if foot else []), out.width, drop_order)
+    every = rows + ([foot] if foot else [])
+    kept, dropped = fit_columns(columns, every, out.width, drop_order)
     table = Table(title=title, box=box.SIMPLE, show_footer=foot is not None, title_justify="left",
                   show_edge=False, pad_edge=False)
-    widths = _content_widths(columns, rows + ([foot] if foot else []))
+    widths = _content_widths(columns, every)
     for i in kept:
         col = columns[i]
         first = i == 0
