@@ -567,9 +567,9 @@ def _spend_report(led: Any, group_by: str, *, since_ms: int | None = None, until
 # Dropped first when a report does not fit the terminal (the key and money columns never are).
 REPORT_DROP_ORDER = (
     "cache_write_tokens", "cache_read_tokens", "ttft_p95_ms", "ttft_p50_ms", "latency_p95_ms", "latency_p50_ms",
-    "max_bytes_before", "fields_dropped", "items_dropped", "replayed", "replaced", "tool_calls", "sessions", "output_tokens", "input_tokens", "bytes_before", "bytes_after", "trimmed",
-    "est_tokens_saved", "workflow", "model_calls", "requests", "invocations", "bytes_saved", "budget_used_pct",
-    "shadow_violations", "violations",
+    "max_bytes_before", "fields_dropped", "items_dropped", "replayed", "replaced", "tool_calls", "sessions",
+    "output_tokens", "input_tokens", "bytes_before", "bytes_after", "trimmed", "est_tokens_saved", "workflow",
+    "model_calls", "requests", "invocations", "bytes_saved", "budget_used_pct", "shadow_violations", "violations",
 )
 
 
