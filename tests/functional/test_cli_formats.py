@@ -87,8 +87,7 @@ GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action")
 # Rich headers and HTML headers of the columns whose shown name is not the JSON key with spaces.
 TABLE_NAMES = {"budget_used_pct": "budget_used"}
 HTML_NAMES = {"cost_usd": "cost", "monthly_budget_usd": "monthly_budget", "budget_used_pct": "budget_used",
-              "est_input_usd_saved": "est._input_saved", "est_tokens_saved": "est._tokens_saved",
-              "lambda_cost_usd": "lambda_cost_usd"}
+              "est_input_usd_saved": "est._input_saved", "est_tokens_saved": "est._tokens_saved"}
 
 
 def run(*args: str, env: dict[str, str] = WIDE) -> tuple[int, str, str]:
