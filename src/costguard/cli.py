@@ -566,10 +566,10 @@ def _spend_report(led: Any, group_by: str, *, since_ms: int | None = None, until
 
 # Dropped first when a report does not fit the terminal (the key and money columns never are).
 REPORT_DROP_ORDER = (
-    "cache_write_tokens", "cache_read_tokens", "max_bytes_before", "fields_dropped", "items_dropped", "replayed",
-    "replaced", "tool_calls", "sessions", "output_tokens", "input_tokens", "bytes_before", "bytes_after", "trimmed",
-    "est_tokens_saved", "workflow", "model_calls", "requests", "invocations", "bytes_saved", "budget_used_pct",
-    "shadow_violations", "violations",
+    "cache_write_tokens", "cache_read_tokens", "ttft_p95_ms", "ttft_p50_ms", "latency_p95_ms", "latency_p50_ms",
+    "max_bytes_before", "fields_dropped", "items_dropped", "replayed", "replaced", "tool_calls", "sessions",
+    "output_tokens", "input_tokens", "bytes_before", "bytes_after", "trimmed", "est_tokens_saved", "workflow",
+    "model_calls", "requests", "invocations", "bytes_saved", "budget_used_pct", "shadow_violations", "violations",
 )
 
 
@@ -578,7 +578,9 @@ def _report_column(key: str) -> Column:
 
     if key == "budget_used_pct":
         return _PctColumn(key, "budget used")
-    return Column(key, money=is_money_column(key))
+    # is_money_column goes by the "_usd" suffix and misses the estimated saving, which HTML shows
+    # as money: shown as dollars and never dropped here too
+    return Column(key, money=is_money_column(key) or key == "est_input_usd_saved")
 
 
 @dataclass(frozen=True, slots=True)

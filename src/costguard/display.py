@@ -96,21 +96,27 @@ def _header_width(title: str) -> int:
     return max((len(word) for word in title.split()), default=0)
 
 
+def _content_widths(columns: Sequence[Column], cells: Sequence[Sequence[str]]) -> list[int]:
+    # Wide enough for every cell and the header's longest word: cells never wrap, headers wrap
+    # at spaces.
+    return [max([_header_width(col.title), *(len(row[i]) for row in cells)]) for i, col in enumerate(columns)]
+
+
 def fit_columns(
     columns: Sequence[Column], cells: Sequence[Sequence[str]], width: int, drop_order: Sequence[str]
 ) -> tuple[list[int], list[str]]:
-    """Indexes of the columns to show within ``width``, and the keys dropped (in ``drop_order``).
+    """Indexes of the columns to show within ``width``, and the keys dropped (in ``drop_order``,
+    then any other column from the right: a column left out of ``drop_order`` must not squeeze the
+    others until rich cuts them).
 
     The first column and money columns are never dropped, even if they alone overflow.
     """
-    natural = [
-        max([_header_width(col.title), *(len(row[i]) for row in cells)]) + _PADDING
-        for i, col in enumerate(columns)
-    ]
+    natural = [w + _PADDING for w in _content_widths(columns, cells)]
     kept = list(range(len(columns)))
     dropped: list[str] = []
     by_key = {col.key: i for i, col in enumerate(columns)}
-    for key in drop_order:
+    unlisted = [col.key for col in reversed(columns) if col.key not in drop_order]
+    for key in (*drop_order, *unlisted):
         if sum(natural[i] for i in kept) - 1 <= width:
             break
         index = by_key.get(key)
@@ -135,19 +141,18 @@ def print_table(
     out = out or console()
     rows = [[col.show(record.get(col.key)) for col in columns] for record in records]
     foot = [col.show(footer.get(col.key)) if col.key in footer else "" for col in columns] if footer else None
-    kept, dropped = fit_columns(columns, rows + ([foot] if foot else []), out.width, drop_order)
+    every = rows + ([foot] if foot else [])
+    kept, dropped = fit_columns(columns, every, out.width, drop_order)
     table = Table(title=title, box=box.SIMPLE, show_footer=foot is not None, title_justify="left",
                   show_edge=False, pad_edge=False)
-    every = rows + ([foot] if foot else [])
+    widths = _content_widths(columns, every)
     for i in kept:
         col = columns[i]
         first = i == 0
-        # Wide enough for every cell and the header's longest word: cells never wrap, headers
-        # wrap at spaces.
         table.add_column(
             col.title,
             justify="left" if first or col.left else "right",
-            width=max([_header_width(col.title), *(len(row[i]) for row in every)]),
+            width=widths[i],
             footer=foot[i] if foot else "",
         )
     for row in rows:
@@ -155,7 +160,16 @@ def print_table(
     if not records:
         table.caption = empty
     elif dropped:
-        table.caption = f"not shown at {out.width} columns: {', '.join(k.replace('_', ' ') for k in dropped)} (widen COLUMNS or use --format csv/json)"
-    out.print(table)
+        titles = {col.key: col.title for col in columns}
+        table.caption = f"not shown at {out.width} columns: {', '.join(titles[k] for k in dropped)} (widen COLUMNS or use --format csv/json)"
+    # When the key and money columns alone are wider than the terminal, print them whole and let
+    # the terminal wrap the lines: rich would otherwise cut them to "$1…".
+    needed = sum(widths[i] + _PADDING for i in kept) - 1
+    width = out.width
+    out.width = max(width, needed)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
     out.print()
     return dropped

@@ -21,6 +21,12 @@ def test_the_key_and_money_are_never_dropped_even_when_they_overflow() -> None:
     assert kept == [0, 3] and dropped == ["tool_calls", "input_tokens", "requests"]
 
 
+def test_columns_left_out_of_the_drop_order_go_after_it_from_the_right() -> None:
+    # rich would otherwise squeeze every column, money included, into "$1…"
+    assert fit_columns(COLUMNS, CELLS, 40, ["tool_calls"]) == ([0, 1, 3], ["tool_calls", "input_tokens"])
+    assert fit_columns(COLUMNS, CELLS, 10, []) == ([0, 3], ["tool_calls", "input_tokens", "requests"])
+
+
 def test_headers_wrap_so_only_their_longest_word_counts() -> None:
     wide_header = [Column("a"), Column("cache_write_tokens")]
     # "cache write tokens" needs 6 ("tokens"), not 18
