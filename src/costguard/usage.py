@@ -12,6 +12,7 @@ ids and hashes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -20,8 +21,12 @@ NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal(1).scaleb(-9)
 
 
+@functools.lru_cache(maxsize=1024)
 def usd_to_nanos(amount: Decimal | int | str) -> int:
-    """Dollars to integer nano-dollars, rounding half-even at the ninth decimal."""
+    """Dollars to integer nano-dollars, rounding half-even at the ninth decimal.
+
+    Memoised: the meter converts the same few policy caps on every model call.
+    """
     return int((Decimal(amount) * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 

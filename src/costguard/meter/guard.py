@@ -110,7 +110,7 @@ class Guard:
         clock: Callable[[], float] = time.time,
         metrics: MetricsSink | None = None,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_MS / 1000,
-        checkpoint_every_calls: int = 10,
+        checkpoint_every_calls: int = 20,
         checkpoint_every_s: float = 5.0,
         write_interval_s: float = 1.0,
         write_batch_rows: int = 200,
@@ -147,6 +147,7 @@ class Guard:
         self._clock = clock
         self._cards: dict[tuple[str, str, str, bool], RateCard] = {}
         self._typical_cost: dict[str, float] = {}
+        self._periods: dict[tuple[str, int], tuple[WorkflowPolicy, tuple[PeriodLimit, ...]]] = {}
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._open_requests: dict[tuple[str, str], RequestMeter] = {}
         #: The toolUseIds each session's Converse loop has shown (see :mod:`costguard.meter.tools`).
@@ -473,6 +474,19 @@ class Guard:
         return switch
 
     def period_limits(self, policy: WorkflowPolicy, ts_ms: int) -> tuple[PeriodLimit, ...]:
+        """The day and month budget periods ``ts_ms`` falls in, with the policy's limits
+        (memoised per policy and UTC day: asked before every request)."""
+        key = (policy.name, ts_ms // 86_400_000)
+        cached = self._periods.get(key)
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        periods = self._period_limits(policy, ts_ms)
+        if len(self._periods) > 1024:
+            self._periods.clear()
+        self._periods[key] = (policy, periods)
+        return periods
+
+    def _period_limits(self, policy: WorkflowPolicy, ts_ms: int) -> tuple[PeriodLimit, ...]:
         moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
         budget = policy.budget
         daily = usd_to_nanos(budget.daily_usd) if budget and budget.daily_usd is not None else None
