@@ -55,7 +55,7 @@ def test_empty_ledger_prints_an_empty_report_not_an_error(tmp_path: Path) -> Non
     code, out, _ = run("report", "--ledger", ledger)
     assert code == 0 and "no usage" in out
     code, out, _ = run("budget", "status", "--ledger", ledger, "--format", "json")
-    assert code == 0 and json.loads(out) == {"budgets": []}
+    assert code == 0 and json.loads(out) == {"budgets": [], "leases": []}
     code, out, _ = run("budget", "status", "--ledger", ledger)
     assert code == 0 and "no budgets" in out
 

@@ -8,7 +8,7 @@ import secrets
 import socket
 import threading
 import time
-import uuid
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -145,8 +145,13 @@ class Guard:
         self.checkpoint_s = checkpoint_every_s
         self.kill_switch_ttl_s = kill_switch_ttl_s
         self._clock = clock
+        #: What durations are measured on: the monotonic clock, unless a clock was given (a
+        #: replay's recorded clock: simulated requests then take their recorded durations).
+        self.duration_clock: Callable[[], float] = time.monotonic if clock is time.time else clock
         self._cards: dict[tuple[str, str, str, bool], RateCard] = {}
         self._typical_cost: dict[str, float] = {}
+        self._id_prefix, self._id_pid = secrets.token_hex(10), os.getpid()
+        self._id_counter = itertools.count()
         self._periods: dict[tuple[str, int], tuple[WorkflowPolicy, tuple[PeriodLimit, ...]]] = {}
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
         self._open_requests: dict[tuple[str, str], RequestMeter] = {}
@@ -513,7 +518,7 @@ class Guard:
         """Pre-call checks; returns the request's meter or raises before anything is sent."""
         policy = self.policies.for_workflow(binding.workflow)
         started_ms = self.now_ms()
-        request_id = continuation_of or uuid.uuid4().hex
+        request_id = continuation_of or self._new_request_id()
         if continuation_of is not None and previous is None:
             previous = self.ledger_call(
                 policy, "request totals", lambda: self.ledger.request_totals(continuation_of), None
@@ -542,6 +547,13 @@ class Guard:
             meter.finish("blocked", write_usage=False)
             raise
         return meter
+
+    def _new_request_id(self) -> str:
+        """32 hex digits, unique across processes: a random per-guard prefix and a counter
+        (``uuid4`` reads the OS's random source on every call: a syscall per request)."""
+        if self._id_pid != os.getpid():  # a forked child must not repeat its parent's ids
+            self._id_prefix, self._id_pid = secrets.token_hex(10), os.getpid()
+        return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def remember_return_control(self, session_id: str, invocation_id: str, meter: RequestMeter) -> None:
         with self._lock:

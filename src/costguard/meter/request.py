@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -101,7 +100,10 @@ class RequestMeter:
         self.request_id = request_id
         self.session_id = session_id
         self.started_ms = started_ms
-        self.started_monotonic = time.monotonic()
+        #: Durations (latency, time to first token, checkpoint intervals) are measured on the
+        #: guard's duration clock: ``time.monotonic``, or a replay's recorded clock.
+        self._elapsed = guard.duration_clock
+        self.started_monotonic = self._elapsed()
         self.agent_id = agent_id
         self.agent_alias_id = agent_alias_id
         self.totals = previous.copy()
@@ -112,6 +114,15 @@ class RequestMeter:
         self.session_base = session_base
         self.per_request: Limits = policy.per_request
         self.per_session: Limits = policy.per_session
+        # Caps in nano-dollars, converted once: the checks run on every model call.
+        self._req_cost_cap = _nanos_or_none(self.per_request.max_cost_usd)
+        self._ses_cost_cap = _nanos_or_none(self.per_session.max_cost_usd)
+        self._token_or_cost_caps = (
+            self.per_request.max_tokens is not None or self.per_session.max_tokens is not None
+            or self._req_cost_cap is not None or self._ses_cost_cap is not None
+        )
+        #: Models this request has checked already (allow-list, pin, unpriced): their cards.
+        self._checked: dict[str, RateCard] = {}
         self.shadow = policy.mode == "shadow"
         self.model_rows: list[ModelCallRecord] = []
         self.tool_rows: list[ToolCallRecord] = []
@@ -266,7 +277,7 @@ class RequestMeter:
                 return existing  # ledger down and failing open: go on unreserved
             if result.ok:
                 if result.reservation is not None:
-                    self._renew_at = time.monotonic() + self.guard.lease_ttl_ms / 2000
+                    self._renew_at = self._elapsed() + self.guard.lease_ttl_ms / 2000
                 return result.reservation
             self._refusal = (result.failed_period or "", result.limit_nanos or 0, result.committed_nanos or 0)
             room = (result.limit_nanos or 0) - (result.committed_nanos or 0)
@@ -293,7 +304,18 @@ class RequestMeter:
         )
 
     def check_model(self, model_id: str) -> RateCard:
-        """The allow-list and the ``unpriced`` policy, for ``model_id``; its standard rate card."""
+        """The allow-list and the ``unpriced`` policy, for ``model_id``; its standard rate card.
+
+        Once per model per request: an agent loop calls the same model step after step.
+        """
+        checked = self._checked.get(model_id)
+        if checked is not None:
+            return checked
+        card = self._check_model(model_id)
+        self._checked[model_id] = card
+        return card
+
+    def _check_model(self, model_id: str) -> RateCard:
         card = self.guard.rate_card(model_id, self.region)
         models = self.policy.models
         if models.allow is not None and not models.allows(model_id, card.base_model_id):
@@ -371,7 +393,7 @@ class RequestMeter:
     def mark_output(self) -> None:
         """The request's first model output (a chunk, a streamed delta, a model's answer)."""
         if self.first_output_monotonic is None:
-            self.first_output_monotonic = time.monotonic()
+            self.first_output_monotonic = self._elapsed()
 
     def run_steps(self, steps: Iterable[object]) -> None:
         """Meter a single-response call's steps and settle the request (status ok or violation)."""
@@ -490,6 +512,8 @@ class RequestMeter:
         self._check_budget()
 
     def _check_tokens_and_cost(self) -> None:
+        if not self._token_or_cost_caps:
+            return
         t, start, base = self.totals, self.origin, self.session_base
         req, ses = self.per_request, self.per_session
         if req.max_tokens is not None and t.tokens > req.max_tokens:
@@ -498,11 +522,11 @@ class RequestMeter:
             tokens = base.tokens + t.tokens - start.tokens
             if tokens > ses.max_tokens:
                 self.violate(TokenCapExceeded, "per_session.max_tokens", ses.max_tokens, tokens)
-        if req.max_cost_usd is not None and t.cost_nanos > usd_to_nanos(req.max_cost_usd):
+        if self._req_cost_cap is not None and t.cost_nanos > self._req_cost_cap:
             self.violate(CostCapExceeded, "per_request.max_cost_usd", req.max_cost_usd, _usd(t.cost_nanos))
-        if ses.max_cost_usd is not None:
+        if self._ses_cost_cap is not None:
             cost = base.cost_nanos + t.cost_nanos - start.cost_nanos
-            if cost > usd_to_nanos(ses.max_cost_usd):
+            if cost > self._ses_cost_cap:
                 self.violate(CostCapExceeded, "per_session.max_cost_usd", ses.max_cost_usd, _usd(cost))
 
     def _check_budget(self) -> None:
@@ -612,7 +636,7 @@ class RequestMeter:
         A request that stops producing events (a stream abandoned unread, a hung process) stops
         renewing: its lease expires and its hold is reclaimed, which is the idle timeout.
         """
-        now = time.monotonic()
+        now = self._elapsed()
         reservation = self.reservation  # (batched mode: the writer renews the slice's lease)
         if reservation is not None and reservation.lease_id is not None and now >= self._renew_at:
             self._renew_at = now + self.guard.lease_ttl_ms / 2000
@@ -632,7 +656,7 @@ class RequestMeter:
         if self.finished:
             return
         segment = self._segment("running", self.guard.now_ms())
-        self.last_checkpoint = self.segment_started_monotonic = time.monotonic()
+        self.last_checkpoint = self.segment_started_monotonic = self._elapsed()
         segment.keep_reservation = True
         if self.guard.writer is not None:
             self._submit(segment, final=False)
@@ -771,7 +795,7 @@ class RequestMeter:
             status=status,
             totals=self.totals.copy(),
             delta=delta,
-            latency_ms=int((time.monotonic() - self.segment_started_monotonic) * 1000),
+            latency_ms=int((self._elapsed() - self.segment_started_monotonic) * 1000),
             model_latency_ms=self.model_latency_ms,
             tool_latency_ms=self.tool_latency_ms,
             unknown_events=self.unknown_events,
@@ -821,6 +845,10 @@ class RequestMeter:
             # Under on_ledger_error: deny a failed write is an error, but not one that may hide
             # the violation or AWS error already on its way to the caller.
             logger.error("ledger write failed (%s) while another error was being raised", what)
+
+
+def _nanos_or_none(usd: Decimal | None) -> int | None:
+    return None if usd is None else usd_to_nanos(usd)
 
 
 def _usd(nanos: int) -> Decimal:
