@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from costguard._extras import require_reports
 from costguard.display import pct, usd
+from costguard.ledger.rollups import PRICE_KEY_SEPARATOR
 from costguard.usage import nanos_to_usd
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ FORMATS = ("json", "csv", "markdown", "html")
 INVOKED_AGENT = "(invoked agent)"
 
 _MS_PER_DAY = 86_400_000
-#: Joins a base model id and a price key label into one call key (the label may be empty).
-PRICE_KEY_SEPARATOR = "\x1f"  # char(31) in SQL
 _EPOCH = date(1970, 1, 1)
 
 _REQUEST_KEYS = {"workflow": "workflow", "day": "day", "user": "user"}

@@ -124,6 +124,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import LedgerError, LedgerNotFound
+from costguard.ledger.dynamodb_rollups import SORT_PREFIX, aggregate_updates
+from costguard.ledger.rollups import PRICE_KEY_SEPARATOR, agent_label, deltas_of
 from costguard.ledger.base import (
     ALERT_CLAIM_LEASE_MS,
     DEFAULT_LEASE_TTL_MS,
@@ -860,40 +862,11 @@ class DynamoDBLedger(Ledger):
         return self._with_ttl(update)
 
     def _daily_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
-        groups: dict[tuple[str, str, str], list[int]] = {}
-        for m in segment.model_calls:
-            sums = groups.setdefault((day_key(m.ts_ms), m.workflow, m.base_model_id), [0] * 7)
-            for i, value in enumerate(
-                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos, 0 if m.priced else 1)
-            ):
-                sums[i] += value
-        items = []
-        for (day, workflow, model), sums in groups.items():
-            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"{_q(workflow)}#{_q(model)}")})
-            update.set("day", _s(day)).set("workflow", _s(workflow)).set("base_model_id", _s(model))
-            for attr, value in zip(
-                ("model_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos", "unpriced_calls"),
-                sums,
-                strict=True,
-            ):
-                update.add(attr, value)
-            items.append({"Update": self._with_ttl(update).params()})
-        agents: dict[tuple[str, str, str], list[int]] = {}
-        for m in segment.model_calls:
-            label = m.agent or segment.agent_id or ""
-            sums = agents.setdefault((day_key(m.ts_ms), m.workflow, label), [0] * 6)
-            for i, value in enumerate(
-                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos)
-            ):
-                sums[i] += value
-        for (day, workflow, label), sums in agents.items():
-            # "#A#" sorts before every model aggregate key (``_q`` never yields a leading "#").
-            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"#A#{_q(workflow)}#{_q(label)}")})
-            update.set("day", _s(day)).set("workflow", _s(workflow)).set("agent", _s(label))
-            for attr, value in zip(("model_calls", *_TOKEN_ATTRS, "cost_nanos"), sums, strict=True):
-                update.add(attr, value)
-            items.append({"Update": self._with_ttl(update).params()})
-        return items
+        """The day partitions' aggregates (``dynamodb_rollups``) the segment adds to."""
+        updates = aggregate_updates(
+            deltas_of([segment]), lambda pk, sk: _Update(self.table_name, {"pk": _s(pk), "sk": _s(sk)}), _q
+        )
+        return [{"Update": self._with_ttl(update).params()} for update in updates]
 
     def _request_day_item(self, segment: RequestSegment) -> dict[str, Any]:
         """The request's row in its start day's partition: running totals, models and agents used.
@@ -915,7 +888,8 @@ class DynamoDBLedger(Ledger):
             update.set_if_absent("ttft_ms", _n(segment.ttft_ms))
         if segment.model_calls:
             update.add_to_set("models", (m.base_model_id for m in segment.model_calls))
-            update.add_to_set("agents", (m.agent or segment.agent_id or "" for m in segment.model_calls))
+            update.add_to_set("agents", (agent_label(m.agent, segment.agent_id) for m in segment.model_calls))
+            update.add_to_set("price_keys", (m.base_model_id + PRICE_KEY_SEPARATOR + (m.price_key or "") for m in segment.model_calls))
         return {"Update": self._with_ttl(update).params()}
 
     def _chunk_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
@@ -1423,7 +1397,7 @@ class DynamoDBLedger(Ledger):
                 if until_ms is None or a.ts_ms < until_ms:
                     lambda_nanos[a.workflow] = lambda_nanos.get(a.workflow, 0) + a.cost_nanos
             frames.lambda_nanos = lambda_nanos
-        if group_by in ("model", "agent", "action"):
+        if group_by in ("model", "agent", "action", "price-key"):
             aggregates = [i for day in days for i in self._day_aggregates(day, workflow)]
             models = [i for i in aggregates if not i["sk"].startswith("#")]
             if group_by == "action":
@@ -1441,8 +1415,9 @@ class DynamoDBLedger(Ledger):
                     ("workflow", "base_model_id", "n"), ("n",),
                 ).groupby(["workflow", "base_model_id"], as_index=False)["n"].sum()
             else:
-                chosen = models if group_by == "model" else [i for i in aggregates if i["sk"].startswith("#A#")]
-                used_by = "models" if group_by == "model" else "agents"
+                prefix = SORT_PREFIX["agent" if group_by == "agent" else "price"]
+                chosen = models if group_by == "model" else [i for i in aggregates if i["sk"].startswith(prefix)]
+                used_by = {"model": "models", "agent": "agents", "price-key": "price_keys"}[group_by]
                 calls: dict[str, dict[str, Any]] = {}
                 for item in chosen:
                     row = calls.setdefault(item["key"], {"key": item["key"], "requests": 0})
@@ -1488,6 +1463,7 @@ class DynamoDBLedger(Ledger):
                 "started_ms": started,
                 "models": i.get("models", {}).get("SS", []),
                 "agents": i.get("agents", {}).get("SS", []),
+                "price_keys": i.get("price_keys", {}).get("SS", []),
             }
             for attr in ("model_calls", "tool_calls", *_TOKEN_ATTRS, "cost_nanos"):
                 row[attr] = _int(i, attr)
@@ -1504,11 +1480,10 @@ class DynamoDBLedger(Ledger):
             if workflow is not None and _str(i, "workflow") != workflow:
                 continue
             sk = _str(i, "sk") or ""
-            row: dict[str, Any] = {
-                "sk": sk,
-                "workflow": _str(i, "workflow") or "",
-                "key": (_str(i, "agent") or "") if sk.startswith("#A#") else (_str(i, "base_model_id") or ""),
-            }
+            key = (_str(i, "agent") or "") if sk.startswith(SORT_PREFIX["agent"]) else (_str(i, "base_model_id") or "")
+            if sk.startswith(SORT_PREFIX["price"]):
+                key += PRICE_KEY_SEPARATOR + (_str(i, "price_key") or "")
+            row: dict[str, Any] = {"sk": sk, "workflow": _str(i, "workflow") or "", "key": key}
             for attr in ("model_calls", *_TOKEN_ATTRS, "cost_nanos"):
                 row[attr] = _int(i, attr)
             rows.append(row)

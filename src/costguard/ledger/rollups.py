@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from costguard.usage import RequestSegment, ViolationRecord
 
 DAY_MS = 86_400_000
+#: Joins a base model id and a price key label into one key (the label may be empty); char(31)
+#: in SQL.
+PRICE_KEY_SEPARATOR = "\x1f"
 CALL_DIMENSIONS = ("model", "agent", "price")
 CALL_COUNTERS = (
     "requests",
