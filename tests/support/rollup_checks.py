@@ -44,3 +44,56 @@ def rollup_rows(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
         return _snapshot(conn)
     finally:
         conn.close()
+
+
+def assert_dynamodb_rollups_match_rows(ledger: Any) -> int:
+    """Every day-partition aggregate (model, agent, price key) equals the sums of the call rows
+    stored under the requests of the ledger (read by Query, as a report would); the calls checked."""
+    import json
+
+    from costguard.ledger.rollups import agent_label, day_number
+    from costguard.usage import day_key
+
+    expected: dict[tuple[str, str, str, str, str], list[int]] = {}
+    days = sorted({c.period[len("day:"):] for c in ledger.budget_counters() if c.period.startswith("day:")})
+    requests = [i for day in days for i in ledger._query("test", KeyConditionExpression="pk = :pk",
+                                                         ExpressionAttributeValues={":pk": {"S": f"RD#{day}"}})]
+    calls = 0
+    for request in requests:
+        request_id = request["request_id"]["S"]
+        items = list(ledger._query("test", KeyConditionExpression="pk = :pk",
+                                   ExpressionAttributeValues={":pk": {"S": "R#" + _quote(request_id)}}))
+        (head,) = [i for i in items if i["sk"]["S"] == "#R"]
+        agent_id = head.get("agent_id", {}).get("S")
+        for item in items:
+            for row in json.loads(item.get("calls", {}).get("S", "[]")):
+                ts, _, base, _, agent, _, i, o, cr, cw, cost, priced, _, wf, _, price_key, _ = row
+                calls += 1
+                day = day_key(day_number(ts) * 86_400_000)
+                for dim, key, variant in (("model", base, ""), ("agent", agent_label(agent, agent_id), ""),
+                                          ("price", base, price_key or "")):
+                    sums = expected.setdefault((dim, day, wf, key, variant), [0] * 7)
+                    for n, value in enumerate((1, i, o, cr, cw, cost, 0 if priced else 1)):
+                        sums[n] += value
+    actual: dict[tuple[str, str, str, str, str], list[int]] = {}
+    for day in sorted({k[1] for k in expected} | set(days)):
+        for item in ledger._query("test", KeyConditionExpression="pk = :pk",
+                                  ExpressionAttributeValues={":pk": {"S": f"D#{day}"}}):
+            sk = item["sk"]["S"]
+            dim = "agent" if sk.startswith("#A#") else "price" if sk.startswith("#P#") else "model"
+            key = item["agent" if dim == "agent" else "base_model_id"]["S"]
+            variant = item["price_key"]["S"] if dim == "price" else ""
+            values = [int(item.get(a, {"N": "0"})["N"]) for a in (
+                "model_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos",
+                "unpriced_calls")]
+            if dim == "agent":
+                values[6] = expected.get((dim, day, item["workflow"]["S"], key, variant), [0] * 7)[6]  # not kept
+            actual[(dim, day, item["workflow"]["S"], key, variant)] = values
+    assert actual == expected
+    return calls
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="")
