@@ -1362,6 +1362,23 @@ class DynamoDBLedger(Ledger):
             day += timedelta(days=1)
         return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id))
 
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        day, until = _day_start(since_day), _day_start(until_day)
+        rows: list[DailyUsage] = []
+        while day < until:
+            key = day.strftime("%Y-%m-%d")
+            for i in self._query(
+                "reading daily usage by price key",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":prefix": _s(SORT_PREFIX["price"])},
+                ConsistentRead=True,
+            ):
+                rows.append(DailyUsage(key, _str(i, "workflow") or "", _str(i, "base_model_id") or "",
+                                       *(_int(i, a) for a in ("model_calls", *_TOKEN_ATTRS, "cost_nanos", "unpriced_calls")),
+                                       price_key=_str(i, "price_key") or ""))
+            day += timedelta(days=1)
+        return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id, r.price_key or ""))
+
     # -- reports -------------------------------------------------------------------------------
 
     def usage_report(self, query: ReportQuery) -> Report:

@@ -1119,6 +1119,15 @@ class SQLiteLedger(Ledger):
         since_ms = _day_start_ms(since_day)
         until_ms = _day_start_ms(until_day)
         with self._reading("reading daily usage") as conn:
+            if rollups_ready(conn):
+                rows = conn.execute(
+                    "SELECT strftime('%Y-%m-%d', day * 86400, 'unixepoch'), workflow, key, SUM(model_calls), "
+                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
+                    "SUM(cost_nanos), SUM(unpriced_calls) FROM rollup_calls WHERE dimension = 'model' "
+                    "AND day >= ? AND day < ? GROUP BY day, workflow, key ORDER BY day, workflow, key",
+                    (since_ms // 86_400_000, until_ms // 86_400_000),
+                ).fetchall()
+                return [DailyUsage(*row) for row in rows]
             rows = conn.execute(
                 "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
                 "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
@@ -1127,6 +1136,28 @@ class SQLiteLedger(Ledger):
                 "GROUP BY day, workflow, base_model_id ORDER BY day, workflow, base_model_id",
                 (since_ms, until_ms),
             ).fetchall()
+        return [DailyUsage(*row) for row in rows]
+
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        since_ms, until_ms = _day_start_ms(since_day), _day_start_ms(until_day)
+        with self._reading("reading daily usage by price key") as conn:
+            if rollups_ready(conn):
+                rows = conn.execute(
+                    "SELECT strftime('%Y-%m-%d', day * 86400, 'unixepoch'), workflow, key, SUM(model_calls), "
+                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
+                    "SUM(cost_nanos), SUM(unpriced_calls), variant FROM rollup_calls WHERE dimension = 'price' "
+                    "AND day >= ? AND day < ? GROUP BY day, workflow, key, variant ORDER BY day, workflow, key, variant",
+                    (since_ms // 86_400_000, until_ms // 86_400_000),
+                ).fetchall()
+            else:  # a read-only open of a ledger from before rollups
+                rows = conn.execute(
+                    "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, base_model_id, COUNT(*), "
+                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
+                    "SUM(cost_nanos), SUM(1 - priced), COALESCE(price_key, '') AS variant FROM model_calls "
+                    "WHERE ts_ms >= ? AND ts_ms < ? GROUP BY day, workflow, base_model_id, variant "
+                    "ORDER BY day, workflow, base_model_id, variant",
+                    (since_ms, until_ms),
+                ).fetchall()
         return [DailyUsage(*row) for row in rows]
 
     # -- reconciler: alert dedupe ------------------------------------------------------------------
