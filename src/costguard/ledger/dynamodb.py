@@ -31,6 +31,7 @@ request totals          ``R#{request}``              ``#R``                     
 model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
 daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
 daily agent aggregate   ``D#{YYYY-MM-DD}``           ``#A#{wf}#{agent}``              -                      yes
+daily price aggregate   ``D#{YYYY-MM-DD}``           ``#P#{wf}#{model}#{price key}``  -                      yes
 request of the day      ``RD#{YYYY-MM-DD}``          ``{wf}#{request}``               -                      yes
 budget counter          ``B#{wf}``                   ``{period}``                     ``BUDGETS`` / wf#period yes
 budget lease            ``B#{wf}``                   ``L#{lease id}``                 -                      no (reclaimed, never expired by DynamoDB)
@@ -88,8 +89,9 @@ Requests per operation:
   the continuation arrives after the caller ran its tool, so in practice the index has caught up).
 * ``usage_report``: one gsi1 Query for the budget counters (every request settles its day's
   counter, so they name the workflow-days with usage), then per day in the window one Query of
-  ``RD#{day}`` (the day's requests: one row each with its running totals, models and agents;
-  ``begins_with(sk, wf#)`` for one workflow) and, for model, agent and action reports, one of
+  ``RD#{day}`` (the day's requests: one row each with its running totals, models, agents and
+  price keys;
+  ``begins_with(sk, wf#)`` for one workflow) and, for model, agent, price-key and action reports, one of
   ``D#{day}`` (the aggregates). Violation counts: one gsi1 Query per workflow over the window.
   A request row is ~500 bytes, so a day's requests take one 1 MB Query page per ~2,000; a
   report never scans (``bench/report_scale.py`` counts the pages).

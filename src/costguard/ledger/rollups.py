@@ -57,7 +57,7 @@ REQUEST_COUNTERS = (
 )
 
 CallKey = tuple[str, int, str, str, str]  # dimension, day, workflow, key, variant
-RequestKey = tuple[int, str, "str | None", "str | None"]  # day, workflow, user, session
+RequestKey = tuple[int, str, str | None, str | None]  # day, workflow, user, session
 Seen = tuple[str, str, str]  # dimension, key, variant
 
 
