@@ -863,10 +863,11 @@ class DynamoDBLedger(Ledger):
         update.add("tool_latency_ms", segment.tool_latency_ms)
         return self._with_ttl(update)
 
-    def _daily_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
-        """The day partitions' aggregates (``dynamodb_rollups``) the segment adds to."""
+    def _daily_items(self, segments: Sequence[RequestSegment]) -> list[dict[str, Any]]:
+        """The day partitions' aggregates (``dynamodb_rollups``) the segments add to: one update
+        per aggregate however many segments touch it (a transaction may name an item once)."""
         updates = aggregate_updates(
-            deltas_of([segment]), lambda pk, sk: _Update(self.table_name, {"pk": _s(pk), "sk": _s(sk)}), _q
+            deltas_of(segments), lambda pk, sk: _Update(self.table_name, {"pk": _s(pk), "sk": _s(sk)}), _q
         )
         return [{"Update": self._with_ttl(update).params()} for update in updates]
 
@@ -997,7 +998,7 @@ class DynamoDBLedger(Ledger):
         if segment.reservation is not None:
             counters.extend(self._settle_items(segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms))
         settle_end = len(counters)
-        counters.extend(self._daily_items(segment))
+        counters.extend(self._daily_items([segment]))
         counters.append(self._request_day_item(segment))
         rows = self._chunk_items(segment) + self._violation_items(segment.violations)
         fixed = len(counters) + 2  # + request and session updates
