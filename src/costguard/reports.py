@@ -408,25 +408,32 @@ def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _read_actions(
+def _read_action_records(
     conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The action records in the window, and model calls per (workflow, base model)."""
+) -> pd.DataFrame:
+    """The action guard's records in the window."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
-    frame = _read(
+    return _read(
         conn,
         "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome, "
         f"cost_nanos FROM actions{where}",
         params,
         ("bytes_before", "bytes_after", "fields_dropped", "items_dropped", "cost_nanos"),
     )
+
+
+def _read_actions(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The action records in the window, and model calls per (workflow, base model)."""
+    where, params = _where("ts_ms", since_ms, until_ms, workflow)
     models = _read(
         conn,
         f"SELECT workflow, base_model_id, COUNT(*) AS n FROM model_calls{where} GROUP BY workflow, base_model_id",
         params,
         ("n",),
     )
-    return frame, models
+    return _read_action_records(conn, since_ms, until_ms, workflow), models
 
 
 def _action_rows(

@@ -32,6 +32,7 @@ from costguard.reports import (
     _day_label,
     _lambda_cost_by_workflow,
     _read,
+    _read_action_records,
     _request_row,
     _sort_rows,
     _usd,
@@ -126,14 +127,7 @@ def _call_report_rows(conn: sqlite3.Connection, group_by: str, where: str, param
 def _action_report_rows(conn: sqlite3.Connection, query: ReportQuery, where: str, params: list[Any]) -> list[dict[str, Any]]:
     """Action records are few (one per action group invocation): read as rows; the workflow's
     most used model comes from the model rollups."""
-    action_where, action_params = _where("ts_ms", query.since_ms, query.until_ms, query.workflow)
-    actions = _read(
-        conn,
-        "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome, "
-        f"cost_nanos FROM actions{action_where}",
-        action_params,
-        ("bytes_before", "bytes_after", "fields_dropped", "items_dropped", "cost_nanos"),
-    )
+    actions = _read_action_records(conn, query.since_ms, query.until_ms, query.workflow)
     dim_where = (where + " AND " if where else " WHERE ") + "dimension = 'model'"
     models = _read(
         conn,

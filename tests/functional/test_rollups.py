@@ -4,22 +4,19 @@ a moto server), by threads sharing a ledger, and across an old ledger's one-time
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from typer.testing import CliRunner
 
 import costguard
 from costguard.cli import app
 from costguard.ledger import SQLiteLedger, open_ledger
-from costguard.ledger.dynamodb import create_table
 from costguard.policy import PolicySet
 from costguard.reports import GROUP_BYS, ReportQuery
 from costguard.usage import ViolationRecord
-from tests.support.ledger_data import DAY_START_MS, moto_dynamodb_endpoint, segment
+from tests.faults.test_kill import ledger_url  # noqa: F401 - the SQLite / DynamoDB (moto server) fixture
+from tests.support.ledger_data import DAY_START_MS, segment
 from tests.support.rollup_checks import assert_dynamodb_rollups_match_rows, assert_sqlite_rollups_match_rows, rollup_rows
 from tests.support.traces import agent_loop
 from tests.support.wire import FakeBedrock
@@ -30,17 +27,6 @@ POLICY = "version: 1\nworkflows:\n  wf:\n    budget: {daily_usd: 1000}\n  other:
 NOVA_MICRO = "amazon.nova-micro-v1:0"
 # Nova Micro, us-east-1 on-demand: $0.035 per 1M input tokens, $0.14 per 1M output tokens.
 NOVA_MICRO_NANOS_IN, NOVA_MICRO_NANOS_OUT = 35, 140
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
-    with moto_dynamodb_endpoint() as endpoint:
-        table = f"rollups-{uuid.uuid4().hex[:12]}"
-        create_table(table, client=boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"))
-        yield f"dynamodb://{table}?region=us-east-1&endpoint_url={endpoint}"
 
 
 def assert_rollups_match_rows(url: str) -> None:
@@ -54,7 +40,7 @@ def assert_rollups_match_rows(url: str) -> None:
         ledger.close()
 
 
-def test_converse_calls_through_the_meter_keep_rollups_equal_to_rows(ledger_url: str) -> None:
+def test_converse_calls_through_the_meter_keep_rollups_equal_to_rows(ledger_url: str) -> None:  # noqa: F811
     with FakeBedrock() as fake:
         for n in range(6):
             fake.queue_converse(1_000 + n, 100)
@@ -76,7 +62,7 @@ def test_converse_calls_through_the_meter_keep_rollups_equal_to_rows(ledger_url:
     assert (row["requests"], row["model_calls"], int(row["cost_usd"] * 10**9)) == (6, 6, expected)
 
 
-def test_an_agent_stream_through_the_meter_keeps_rollups_equal_to_rows(ledger_url: str) -> None:
+def test_an_agent_stream_through_the_meter_keeps_rollups_equal_to_rows(ledger_url: str) -> None:  # noqa: F811
     loop = agent_loop(12, tool_bytes=50)
     with FakeBedrock() as fake:
         fake.queue_agent_response(loop.events)

@@ -1336,51 +1336,33 @@ class DynamoDBLedger(Ledger):
             keyed = keyed[: int(limit)]
         return [self._violation_from(item) for _, item in keyed]
 
-    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+    def _daily_aggregates(self, what: str, since_day: str, until_day: str, condition: str, value: str) -> list[DailyUsage]:
+        """The day partitions' aggregates whose sort key meets ``condition`` (on ``:sk``), per day
+        in ``[since_day, until_day)``: one consistent Query per day."""
         day, until = _day_start(since_day), _day_start(until_day)
         rows: list[DailyUsage] = []
         while day < until:
             key = day.strftime("%Y-%m-%d")
             for i in self._query(
-                "reading daily usage",
-                # Model aggregates only: other items of the day start with "#", which sorts first.
-                KeyConditionExpression="pk = :pk AND sk >= :model",
-                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":model": _s("$")},
-                ConsistentRead=True,
-            ):
-                rows.append(
-                    DailyUsage(
-                        key,
-                        _str(i, "workflow") or "",
-                        _str(i, "base_model_id") or "",
-                        _int(i, "model_calls"),
-                        _int(i, "input_tokens"),
-                        _int(i, "output_tokens"),
-                        _int(i, "cache_read_tokens"),
-                        _int(i, "cache_write_tokens"),
-                        _int(i, "cost_nanos"),
-                        _int(i, "unpriced_calls"),
-                    )
-                )
-            day += timedelta(days=1)
-        return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id))
-
-    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
-        day, until = _day_start(since_day), _day_start(until_day)
-        rows: list[DailyUsage] = []
-        while day < until:
-            key = day.strftime("%Y-%m-%d")
-            for i in self._query(
-                "reading daily usage by price key",
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":prefix": _s(SORT_PREFIX["price"])},
+                what,
+                KeyConditionExpression=f"pk = :pk AND {condition}",
+                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":sk": _s(value)},
                 ConsistentRead=True,
             ):
                 rows.append(DailyUsage(key, _str(i, "workflow") or "", _str(i, "base_model_id") or "",
                                        *(_int(i, a) for a in ("model_calls", *_TOKEN_ATTRS, "cost_nanos", "unpriced_calls")),
-                                       price_key=_str(i, "price_key") or ""))
+                                       price_key=_str(i, "price_key")))
             day += timedelta(days=1)
         return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id, r.price_key or ""))
+
+    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        # Model aggregates only: other items of the day start with "#", which sorts first.
+        return self._daily_aggregates("reading daily usage", since_day, until_day, "sk >= :sk", "$")
+
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        return self._daily_aggregates(
+            "reading daily usage by price key", since_day, until_day, "begins_with(sk, :sk)", SORT_PREFIX["price"]
+        )
 
     # -- reports -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from costguard.ledger.sqlite_rollups import SCHEMA as _ROLLUP_SCHEMA
 from costguard.ledger.sqlite_rollups import (
     Progress,
     build_rollups,
+    daily_rows,
     record_rollups,
     record_violation_rollups,
     rollups_ready,
@@ -1120,14 +1121,7 @@ class SQLiteLedger(Ledger):
         until_ms = _day_start_ms(until_day)
         with self._reading("reading daily usage") as conn:
             if rollups_ready(conn):
-                rows = conn.execute(
-                    "SELECT strftime('%Y-%m-%d', day * 86400, 'unixepoch'), workflow, key, SUM(model_calls), "
-                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
-                    "SUM(cost_nanos), SUM(unpriced_calls) FROM rollup_calls WHERE dimension = 'model' "
-                    "AND day >= ? AND day < ? GROUP BY day, workflow, key ORDER BY day, workflow, key",
-                    (since_ms // 86_400_000, until_ms // 86_400_000),
-                ).fetchall()
-                return [DailyUsage(*row) for row in rows]
+                return [DailyUsage(*row[:-1]) for row in daily_rows(conn, "model", since_ms, until_ms)]
             rows = conn.execute(
                 "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
                 "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
@@ -1142,13 +1136,7 @@ class SQLiteLedger(Ledger):
         since_ms, until_ms = _day_start_ms(since_day), _day_start_ms(until_day)
         with self._reading("reading daily usage by price key") as conn:
             if rollups_ready(conn):
-                rows = conn.execute(
-                    "SELECT strftime('%Y-%m-%d', day * 86400, 'unixepoch'), workflow, key, SUM(model_calls), "
-                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
-                    "SUM(cost_nanos), SUM(unpriced_calls), variant FROM rollup_calls WHERE dimension = 'price' "
-                    "AND day >= ? AND day < ? GROUP BY day, workflow, key, variant ORDER BY day, workflow, key, variant",
-                    (since_ms // 86_400_000, until_ms // 86_400_000),
-                ).fetchall()
+                rows = daily_rows(conn, "price", since_ms, until_ms)
             else:  # a read-only open of a ledger from before rollups
                 rows = conn.execute(
                     "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, base_model_id, COUNT(*), "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from costguard.ledger.rollups import (
     CALL_COUNTERS,
@@ -147,6 +148,19 @@ def rollups_ready(conn: sqlite3.Connection) -> bool:
     except sqlite3.OperationalError:  # no meta table: not a ledger this version wrote
         return False
     return row is not None and row[0] == READY_VALUE
+
+
+def daily_rows(conn: sqlite3.Connection, dimension: str, since_ms: int, until_ms: int) -> list[tuple[Any, ...]]:
+    """Call rollups of ``dimension`` per (UTC day, workflow, key, variant), for days in
+    ``[since_ms, until_ms)``: day text, workflow, key, calls, four token counts, cost, unpriced
+    calls, variant (``DailyUsage``'s field order)."""
+    return conn.execute(
+        "SELECT strftime('%Y-%m-%d', day * 86400, 'unixepoch'), workflow, key, SUM(model_calls), SUM(input_tokens), "
+        "SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_nanos), SUM(unpriced_calls), "
+        "variant FROM rollup_calls WHERE dimension = ? AND day >= ? AND day < ? GROUP BY day, workflow, key, variant "
+        "ORDER BY day, workflow, key, variant",
+        (dimension, since_ms // DAY_MS, until_ms // DAY_MS),
+    ).fetchall()
 
 
 Progress = Callable[[str, int, int], None]
