@@ -76,12 +76,11 @@ def test_an_agent_stream_through_the_meter_keeps_rollups_equal_to_rows(ledger_ur
     assert_rollups_match_rows(ledger_url)
 
 
-def test_threads_sharing_a_sqlite_ledger_keep_rollups_equal_to_rows(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def test_threads_sharing_a_ledger_keep_rollups_equal_to_rows(ledger_url: str) -> None:  # noqa: F811
     with FakeBedrock() as fake:
         for n in range(8 * 5):
             fake.queue_converse(500 + n, 50)
-        guard = costguard.Guard(PolicySet.from_yaml(POLICY), ledger=url)
+        guard = costguard.Guard(PolicySet.from_yaml(POLICY), ledger=ledger_url)
 
         def worker(n: int) -> None:
             runtime = guard.wrap(fake.client("bedrock-runtime"), workflow="wf" if n % 2 else "other",
@@ -91,8 +90,8 @@ def test_threads_sharing_a_sqlite_ledger_keep_rollups_equal_to_rows(tmp_path: Pa
 
         run_threads(worker, [(n,) for n in range(8)], start_together=True)
         guard.close()
-    assert_sqlite_rollups_match_rows(tmp_path / "ledger.db")
-    ledger = SQLiteLedger(tmp_path / "ledger.db", read_only=True)
+    assert_rollups_match_rows(ledger_url)
+    ledger = open_ledger(ledger_url, read_only=True)
     try:
         rows = {r["workflow"]: r for r in ledger.usage_report(ReportQuery("workflow")).rows}
     finally:
