@@ -504,7 +504,7 @@ def report(
     since: Annotated[str | None, typer.Option(help="First day (UTC, YYYY-MM-DD), inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC, YYYY-MM-DD), inclusive.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user, agent (agent ids; collaborators by name) or action (action group response sizes and trim savings)")] = "workflow",
+    group_by: Annotated[str, typer.Option("--group-by", help="workflow, day, model, user, agent (agent ids; collaborators by name), action (action group response sizes and trim savings) or price-key (model calls by the price key they were priced with)")] = "workflow",
     fmt: Annotated[str | None, typer.Option("--format", help="table, json, csv, markdown or html; default: from the --output extension, else table")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write to this file (.json, .csv, .md, .html) instead of stdout.")] = None,
     policies: Annotated[Path | None, typer.Option("--policies", envvar="COSTGUARD_POLICIES", help="Policies with the monthly budgets: adds budget used % (this month) to a by-workflow report and the burn chart to HTML.")] = None,
@@ -580,7 +580,7 @@ def _report_column(key: str) -> Column:
         return _PctColumn(key, "budget used")
     # is_money_column goes by the "_usd" suffix and misses the estimated saving, which HTML shows
     # as money: shown as dollars and never dropped here too
-    return Column(key, money=is_money_column(key) or key == "est_input_usd_saved")
+    return Column(key, money=is_money_column(key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from costguard._extras import require_reports
 from costguard.display import pct, usd
+from costguard.ledger.rollups import PRICE_KEY_SEPARATOR
 from costguard.usage import nanos_to_usd
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ __all__ = [
     "is_money_column",
 ]
 
-GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action")
+GROUP_BYS = ("workflow", "day", "model", "user", "agent", "action", "price-key")
 FORMATS = ("json", "csv", "markdown", "html")
 INVOKED_AGENT = "(invoked agent)"
 
@@ -49,7 +50,7 @@ _MS_PER_DAY = 86_400_000
 _EPOCH = date(1970, 1, 1)
 
 _REQUEST_KEYS = {"workflow": "workflow", "day": "day", "user": "user"}
-_CALL_KEYS = {"model": "model", "agent": "agent"}
+_CALL_KEYS = {"model": "model", "agent": "agent", "price-key": "price_key"}
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 _REQUEST_ROW_COLUMNS = (
     "sessions",
@@ -83,7 +84,7 @@ _ACTION_ROW_COLUMNS = (
     "lambda_cost_usd",
 )
 # Not summable across rows: a name, a maximum, percentiles.
-_UNSUMMED = frozenset({"sessions", "workflow", "max_bytes_before", *_PERCENTILE_COLUMNS})
+_UNSUMMED = frozenset({"sessions", "workflow", "model", "max_bytes_before", *_PERCENTILE_COLUMNS})
 _DECIMAL_SUMS = frozenset({"cost_usd", "est_input_usd_saved", "lambda_cost_usd"})
 # Bedrock tokenisers average roughly 4 bytes of English/JSON per token; the saving is an estimate.
 BYTES_PER_TOKEN = 4
@@ -152,15 +153,22 @@ def _day_label(day_number: int) -> str:
     return (_EPOCH + timedelta(days=int(day_number))).isoformat()
 
 
+#: Money columns whose names do not end in ``_usd``.
+_OTHER_MONEY_COLUMNS = frozenset({"est_input_usd_saved"})
+
+
 def is_money_column(key: str) -> bool:
-    """Money columns end in ``_usd``: never dropped from a table, always shown as dollars."""
-    return key.endswith("_usd")
+    """Money columns end in ``_usd`` (or are listed above): never dropped from a table, always
+    shown as dollars."""
+    return key.endswith("_usd") or key in _OTHER_MONEY_COLUMNS
 
 
 def table_columns(report: Report) -> list[str]:
     """Row keys in display order: the group key first, then the measures."""
     if report.group_by == "action":
         return ["action", *_ACTION_ROW_COLUMNS, *report.extra_columns]
+    if report.group_by == "price-key":
+        return ["price_key", "model", *_CALL_ROW_COLUMNS, *report.extra_columns]
     if report.group_by in _CALL_KEYS:
         return [_CALL_KEYS[report.group_by], *_CALL_ROW_COLUMNS, *report.extra_columns]
     if report.group_by == "workflow":
@@ -324,15 +332,15 @@ def _read_calls(
     until_ms: int | None,
     workflow: str | None,
 ) -> pd.DataFrame:
-    """One row per model (or agent): requests, model calls, tokens and cost (``CALL_COLUMNS``)."""
+    """One row per model, agent or price key: requests, model calls, tokens and cost (``CALL_COLUMNS``)."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
     # A call made by the invoked agent itself names no collaborator: label it with the agent id
     # the request was made to.
-    col = (
-        "base_model_id"
-        if group_by == "model"
-        else "COALESCE(agent, (SELECT r.agent_id FROM requests r WHERE r.request_id = model_calls.request_id))"
-    )
+    col = {
+        "model": "base_model_id",
+        "price-key": "base_model_id || char(31) || COALESCE(price_key, '')",
+        "agent": "COALESCE(agent, (SELECT r.agent_id FROM requests r WHERE r.request_id = model_calls.request_id))",
+    }[group_by]
     # SQLite folds the (up to millions of) calls to one row per (key, request) in C; pandas then
     # aggregates those partials. Integer SUM in SQLite is exact (it errors on int64 overflow).
     sql = (
@@ -359,12 +367,19 @@ def _call_rows(agg: pd.DataFrame, group_by: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for rec in agg.to_dict("records"):
         key = rec["key"]
-        row: dict[str, Any] = {name: _key(key), "requests": int(rec["requests"]), "model_calls": int(rec["model_calls"])}
+        row: dict[str, Any] = {name: _key(key)}
+        if group_by == "price-key":
+            # model + separator + the label ("" for a call priced before price keys were kept)
+            model, _, label = str(key).partition(PRICE_KEY_SEPARATOR)
+            row = {name: label or None, "model": model}
+        row.update(requests=int(rec["requests"]), model_calls=int(rec["model_calls"]))
         for c in _TOKEN_COLUMNS:
             row[c] = int(rec[c])
         row["cost_usd"] = _usd(rec["cost_nanos"])
         row["_nanos"] = int(rec["cost_nanos"])
         rows.append(row)
+    if group_by == "price-key":
+        rows.sort(key=lambda r: str(r["model"]))  # ties of cost and label: by model (stable below)
     return _sort_rows(rows, name, group_by)
 
 
@@ -398,25 +413,32 @@ def _daily(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _read_actions(
+def _read_action_records(
     conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The action records in the window, and model calls per (workflow, base model)."""
+) -> pd.DataFrame:
+    """The action guard's records in the window."""
     where, params = _where("ts_ms", since_ms, until_ms, workflow)
-    frame = _read(
+    return _read(
         conn,
         "SELECT workflow, action, bytes_before, bytes_after, fields_dropped, items_dropped, outcome, "
         f"cost_nanos FROM actions{where}",
         params,
         ("bytes_before", "bytes_after", "fields_dropped", "items_dropped", "cost_nanos"),
     )
+
+
+def _read_actions(
+    conn: sqlite3.Connection, since_ms: int | None, until_ms: int | None, workflow: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The action records in the window, and model calls per (workflow, base model)."""
+    where, params = _where("ts_ms", since_ms, until_ms, workflow)
     models = _read(
         conn,
         f"SELECT workflow, base_model_id, COUNT(*) AS n FROM model_calls{where} GROUP BY workflow, base_model_id",
         params,
         ("n",),
     )
-    return frame, models
+    return _read_action_records(conn, since_ms, until_ms, workflow), models
 
 
 def _action_rows(
@@ -481,7 +503,21 @@ def nearest_rank(values: list[int], pct: int) -> int | None:
     return ordered[max(0, math.ceil(pct * len(ordered) / 100) - 1)]
 
 
-def _add_workflow_picture(rows: list[dict[str, Any]], requests: pd.DataFrame, lambda_nanos: dict[str, int]) -> None:
+Percentiles = tuple[int | None, int | None, int | None, int | None]  # ttft p50, p95, latency p50, p95
+
+
+def _frame_percentiles(requests: pd.DataFrame) -> dict[str, Percentiles]:
+    """Nearest-rank percentiles of each workflow's requests (``_PERCENTILE_COLUMNS``)."""
+    out: dict[str, Percentiles] = {}
+    for name in requests["workflow"].unique().tolist() if len(requests) else []:
+        mine = requests[requests["workflow"] == name]
+        ttft = [int(v) for v in mine["ttft_ms"].dropna().tolist()] if "ttft_ms" in mine else []
+        latency = [int(v) for v in mine["latency_ms"].dropna().tolist()] if "latency_ms" in mine else []
+        out[str(name)] = (nearest_rank(ttft, 50), nearest_rank(ttft, 95), nearest_rank(latency, 50), nearest_rank(latency, 95))
+    return out
+
+
+def _add_workflow_picture(rows: list[dict[str, Any]], percentiles: dict[str, Percentiles], lambda_nanos: dict[str, int]) -> None:
     """Lambda spend and latency percentiles on the by-workflow rows (a row for Lambda-only spend)."""
     by_name = {row["workflow"]: row for row in rows}
     for name in lambda_nanos:
@@ -491,11 +527,9 @@ def _add_workflow_picture(rows: list[dict[str, Any]], requests: pd.DataFrame, la
             rows.append(by_name[name])
     for name, row in by_name.items():
         row["lambda_cost_usd"] = _usd(lambda_nanos.get(name, 0))
-        mine = requests[requests["workflow"] == name]
-        ttft = [int(v) for v in mine["ttft_ms"].dropna().tolist()] if "ttft_ms" in mine else []
-        latency = [int(v) for v in mine["latency_ms"].dropna().tolist()] if "latency_ms" in mine else []
-        row["ttft_p50_ms"], row["ttft_p95_ms"] = nearest_rank(ttft, 50), nearest_rank(ttft, 95)
-        row["latency_p50_ms"], row["latency_p95_ms"] = nearest_rank(latency, 50), nearest_rank(latency, 95)
+        row["ttft_p50_ms"], row["ttft_p95_ms"], row["latency_p50_ms"], row["latency_p95_ms"] = percentiles.get(
+            name, (None, None, None, None)
+        )
 
 
 @dataclass(slots=True)
@@ -572,7 +606,7 @@ def build_report(frames: UsageFrames, query: ReportQuery) -> Report:
     else:
         rows = _request_rows(requests, group_by, _violation_counts(frames.violations, group_by))
         if group_by == "workflow":
-            _add_workflow_picture(rows, requests, frames.lambda_nanos or {})
+            _add_workflow_picture(rows, _frame_percentiles(requests), frames.lambda_nanos or {})
     return Report(
         group_by=group_by,
         rows=rows,
@@ -586,7 +620,19 @@ def build_report(frames: UsageFrames, query: ReportQuery) -> Report:
 
 
 def sqlite_report(conn: sqlite3.Connection, query: ReportQuery) -> Report:
-    """The report of the SQLite ledger behind ``conn``, its rows read by SQL."""
+    """The report of the SQLite ledger behind ``conn``: from its rollups when they answer the
+    query (``costguard.rollup_report``), else from its rows by SQL."""
+    from costguard.ledger.sqlite_rollups import rollups_ready
+    from costguard.rollup_report import answers_from_rollups, rollup_report
+
+    if answers_from_rollups(query) and rollups_ready(conn):
+        return rollup_report(conn, query)
+    return rows_report(conn, query)
+
+
+def rows_report(conn: sqlite3.Connection, query: ReportQuery) -> Report:
+    """The report of the SQLite ledger behind ``conn``, its rows read by SQL (the reference the
+    rollups are checked against, and the path for windows that do not end at UTC midnights)."""
     since_ms, until_ms, workflow, group_by = query.since_ms, query.until_ms, query.workflow, query.group_by
     frames = UsageFrames(
         requests=_read_requests(conn, since_ms, until_ms, workflow),

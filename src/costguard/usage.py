@@ -462,6 +462,9 @@ class DailyUsage:
     cache_write_tokens: int
     cost_nanos: int
     unpriced_calls: int = 0
+    #: The price key label the calls were priced with (``Ledger.daily_usage_by_price_key``);
+    #: ``""`` for calls written before price keys were kept, None in ``daily_usage``.
+    price_key: str | None = None
 
     @property
     def cost_usd(self) -> Decimal:

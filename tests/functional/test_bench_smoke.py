@@ -50,9 +50,11 @@ def test_ledger_throughput_prints_requests_and_write_units_per_model_call() -> N
 @pytest.mark.slow
 def test_report_scale_prints_every_grouping_and_checks_both_sides_agree() -> None:
     code, out = run_bench("report_scale.py")
-    for group_by in ("workflow", "day", "user", "model", "agent"):
-        assert re.search(rf"^{group_by} +[\d,]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +\d+\.\d\dx  yes ", out, re.MULTILINE), out
-    # two targets: the SQLite groupings against the loop, and the DynamoDB Query pages
-    sqlite_met = verdict(out, r"target \(usage_report[^\n]*")
+    for group_by in ("workflow", "day", "model", "user", "agent", "action", "price-key"):
+        # rollups s, peak MiB, rows s, peak MiB, speedup, same output
+        assert re.search(rf"^{group_by} +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x  yes ", out, re.MULTILINE), out
+    assert re.search(r"^drill-down over the rows: top sessions [\d.]+ s, one session's usage [\d.]+ s$", out, re.MULTILINE), out
+    # two targets: the SQLite rollup reports and drill-down, and the DynamoDB Query pages
+    sqlite_met = verdict(out, r"target \(each rollup report[^\n]*")
     dynamodb_met = verdict(out, r"target \(<= 1 Query page[^\n]*")
     assert code == (0 if sqlite_met and dynamodb_met else 1)

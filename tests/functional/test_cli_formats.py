@@ -170,9 +170,9 @@ def _as_read(column: str, cell: Any) -> Any:
 
 
 def _as_markdown(column: str, cell: Any) -> Any:
-    # reports.is_money_column goes by the "_usd" suffix: Markdown shows the estimated saving exact
+    # Markdown shows money as the table does, the estimated saving included
     # (see test_markdown_shows_the_estimated_saving_as_money)
-    return value(cell) if column == "est_input_usd_saved" else _as_read(column, cell)
+    return _as_read(column, cell)
 
 
 @pytest.mark.parametrize("policies", [(), ("--policies", POLICIES)], ids=["plain", "with-budgets"])
@@ -420,8 +420,6 @@ def test_a_narrow_table_names_every_column_it_drops_and_never_cuts_money(
             assert all(c == shown.columns[0] or c in MONEY_HEADERS for c in shown.columns) or shown.rows == []
 
 
-@pytest.mark.xfail(strict=True, reason="reports.is_money_column misses est_input_usd_saved: Markdown shows it exact, "
-                                       "the table and HTML as dollars (reports.py is being reworked: left to its owner)")
 def test_markdown_shows_the_estimated_saving_as_money(filled: tuple[str, dict[str, Any]]) -> None:
     doc = json.loads(ok("report", "--ledger", filled[0], "--group-by", "action", "--format", "json"))
     (summary, _) = parse_markdown_tables(ok("report", "--ledger", filled[0], "--group-by", "action", "--format", "markdown"))

@@ -218,6 +218,11 @@ class Ledger(ABC):
         Days are ``YYYY-MM-DD``; rows are ordered by day, workflow, model.
         """
 
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        """``daily_usage`` split by price key (``DailyUsage.price_key``): what reconcile compares
+        with the usage types Cost Explorer bills. A backend that keeps no such split returns []."""
+        return []
+
     def usage_report(self, query: ReportQuery) -> Report:
         """Spend as ``query`` asks (see ``costguard.reports.ReportQuery``). Each backend reads its
         rows its own way (SQL over the usage rows; Query over day partitions); the aggregation

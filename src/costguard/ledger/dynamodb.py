@@ -31,6 +31,7 @@ request totals          ``R#{request}``              ``#R``                     
 model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
 daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
 daily agent aggregate   ``D#{YYYY-MM-DD}``           ``#A#{wf}#{agent}``              -                      yes
+daily price aggregate   ``D#{YYYY-MM-DD}``           ``#P#{wf}#{model}#{price key}``  -                      yes
 request of the day      ``RD#{YYYY-MM-DD}``          ``{wf}#{request}``               -                      yes
 budget counter          ``B#{wf}``                   ``{period}``                     ``BUDGETS`` / wf#period yes
 budget lease            ``B#{wf}``                   ``L#{lease id}``                 -                      no (reclaimed, never expired by DynamoDB)
@@ -88,8 +89,9 @@ Requests per operation:
   the continuation arrives after the caller ran its tool, so in practice the index has caught up).
 * ``usage_report``: one gsi1 Query for the budget counters (every request settles its day's
   counter, so they name the workflow-days with usage), then per day in the window one Query of
-  ``RD#{day}`` (the day's requests: one row each with its running totals, models and agents;
-  ``begins_with(sk, wf#)`` for one workflow) and, for model, agent and action reports, one of
+  ``RD#{day}`` (the day's requests: one row each with its running totals, models, agents and
+  price keys;
+  ``begins_with(sk, wf#)`` for one workflow) and, for model, agent, price-key and action reports, one of
   ``D#{day}`` (the aggregates). Violation counts: one gsi1 Query per workflow over the window.
   A request row is ~500 bytes, so a day's requests take one 1 MB Query page per ~2,000; a
   report never scans (``bench/report_scale.py`` counts the pages).
@@ -124,6 +126,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import BatchPartlyWritten, LedgerError, LedgerNotFound
+from costguard.ledger.dynamodb_rollups import SORT_PREFIX, aggregate_updates
+from costguard.ledger.rollups import PRICE_KEY_SEPARATOR, agent_label, deltas_of
 from costguard.ledger.base import (
     ALERT_CLAIM_LEASE_MS,
     DEFAULT_LEASE_TTL_MS,
@@ -862,41 +866,13 @@ class DynamoDBLedger(Ledger):
         update.add("tool_latency_ms", segment.tool_latency_ms)
         return self._with_ttl(update)
 
-    def _daily_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
-        groups: dict[tuple[str, str, str], list[int]] = {}
-        for m in segment.model_calls:
-            sums = groups.setdefault((day_key(m.ts_ms), m.workflow, m.base_model_id), [0] * 7)
-            for i, value in enumerate(
-                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos, 0 if m.priced else 1)
-            ):
-                sums[i] += value
-        items = []
-        for (day, workflow, model), sums in groups.items():
-            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"{_q(workflow)}#{_q(model)}")})
-            update.set("day", _s(day)).set("workflow", _s(workflow)).set("base_model_id", _s(model))
-            for attr, value in zip(
-                ("model_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos", "unpriced_calls"),
-                sums,
-                strict=True,
-            ):
-                update.add(attr, value)
-            items.append({"Update": self._with_ttl(update).params()})
-        agents: dict[tuple[str, str, str], list[int]] = {}
-        for m in segment.model_calls:
-            label = m.agent or segment.agent_id or ""
-            sums = agents.setdefault((day_key(m.ts_ms), m.workflow, label), [0] * 6)
-            for i, value in enumerate(
-                (1, m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos)
-            ):
-                sums[i] += value
-        for (day, workflow, label), sums in agents.items():
-            # "#A#" sorts before every model aggregate key (``_q`` never yields a leading "#").
-            update = _Update(self.table_name, {"pk": _s(f"D#{day}"), "sk": _s(f"#A#{_q(workflow)}#{_q(label)}")})
-            update.set("day", _s(day)).set("workflow", _s(workflow)).set("agent", _s(label))
-            for attr, value in zip(("model_calls", *_TOKEN_ATTRS, "cost_nanos"), sums, strict=True):
-                update.add(attr, value)
-            items.append({"Update": self._with_ttl(update).params()})
-        return items
+    def _daily_items(self, segments: Sequence[RequestSegment]) -> list[dict[str, Any]]:
+        """The day partitions' aggregates (``dynamodb_rollups``) the segments add to: one update
+        per aggregate however many segments touch it (a transaction may name an item once)."""
+        updates = aggregate_updates(
+            deltas_of(segments), lambda pk, sk: _Update(self.table_name, {"pk": _s(pk), "sk": _s(sk)}), _q
+        )
+        return [{"Update": self._with_ttl(update).params()} for update in updates]
 
     def _request_day_item(self, segment: RequestSegment) -> dict[str, Any]:
         """The request's row in its start day's partition: running totals, models and agents used.
@@ -918,7 +894,8 @@ class DynamoDBLedger(Ledger):
             update.set_if_absent("ttft_ms", _n(segment.ttft_ms))
         if segment.model_calls:
             update.add_to_set("models", (m.base_model_id for m in segment.model_calls))
-            update.add_to_set("agents", (m.agent or segment.agent_id or "" for m in segment.model_calls))
+            update.add_to_set("agents", (agent_label(m.agent, segment.agent_id) for m in segment.model_calls))
+            update.add_to_set("price_keys", (m.base_model_id + PRICE_KEY_SEPARATOR + (m.price_key or "") for m in segment.model_calls))
         return {"Update": self._with_ttl(update).params()}
 
     def _chunk_items(self, segment: RequestSegment) -> list[dict[str, Any]]:
@@ -1026,7 +1003,7 @@ class DynamoDBLedger(Ledger):
         elif segment.lease_settle is not None:
             counters.extend(self._lease_settle_items([segment.lease_settle], set()))
         settle_end = len(counters)
-        counters.extend(self._daily_items(segment))
+        counters.extend(self._daily_items([segment]))
         counters.append(self._request_day_item(segment))
         rows = self._chunk_items(segment) + self._violation_items(segment.violations)
         fixed = len(counters) + 2  # + request and session updates
@@ -1183,7 +1160,7 @@ class DynamoDBLedger(Ledger):
                 items.append(mark)
         for members in sessions.values():
             items.append({"Update": self._sessions_update(members).params()})
-        items.extend(self._daily_items_of(requests))
+        items.extend(self._daily_items([o for _, originals in part for o in originals]))
         settles = [o.lease_settle for _, originals in part for o in originals if o.lease_settle is not None]
         items.extend(self._lease_settle_items(settles, gone))
         items.extend(self._batch_chunk_items(requests))
@@ -1210,12 +1187,6 @@ class DynamoDBLedger(Ledger):
         update.add("model_latency_ms", sum(s.model_latency_ms for s in members))
         update.add("tool_latency_ms", sum(s.tool_latency_ms for s in members))
         return self._with_ttl(update)
-
-    def _daily_items_of(self, requests: list[RequestSegment]) -> list[dict[str, Any]]:
-        if len(requests) == 1:
-            return self._daily_items(requests[0])
-        combined = _merge_segments(requests)
-        return self._daily_items(combined)
 
     def _lease_settle_items(self, settles: list[LeaseSettle], gone: set[str]) -> list[dict[str, Any]]:
         periods: dict[tuple[str, str], list[int]] = {}
@@ -1254,7 +1225,8 @@ class DynamoDBLedger(Ledger):
                 rows.append(json.dumps(
                     ["call", m.ts_ms, m.model_id, m.base_model_id, m.step_type, m.agent, m.user_id, m.input_tokens,
                      m.output_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_nanos,
-                     1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id, m.price_key, m.flags, m.request_id],
+                     1 if m.priced else 0, m.latency_ms, m.workflow, m.session_id, m.price_key, m.flags, m.request_id,
+                     segment.agent_id],
                     separators=(",", ":"),
                 ))
             for c in segment.tool_calls:
@@ -1561,34 +1533,33 @@ class DynamoDBLedger(Ledger):
             keyed = keyed[: int(limit)]
         return [self._violation_from(item) for _, item in keyed]
 
-    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+    def _daily_aggregates(self, what: str, since_day: str, until_day: str, condition: str, value: str) -> list[DailyUsage]:
+        """The day partitions' aggregates whose sort key meets ``condition`` (on ``:sk``), per day
+        in ``[since_day, until_day)``: one consistent Query per day."""
         day, until = _day_start(since_day), _day_start(until_day)
         rows: list[DailyUsage] = []
         while day < until:
             key = day.strftime("%Y-%m-%d")
             for i in self._query(
-                "reading daily usage",
-                # Model aggregates only: other items of the day start with "#", which sorts first.
-                KeyConditionExpression="pk = :pk AND sk >= :model",
-                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":model": _s("$")},
+                what,
+                KeyConditionExpression=f"pk = :pk AND {condition}",
+                ExpressionAttributeValues={":pk": _s(f"D#{key}"), ":sk": _s(value)},
                 ConsistentRead=True,
             ):
-                rows.append(
-                    DailyUsage(
-                        key,
-                        _str(i, "workflow") or "",
-                        _str(i, "base_model_id") or "",
-                        _int(i, "model_calls"),
-                        _int(i, "input_tokens"),
-                        _int(i, "output_tokens"),
-                        _int(i, "cache_read_tokens"),
-                        _int(i, "cache_write_tokens"),
-                        _int(i, "cost_nanos"),
-                        _int(i, "unpriced_calls"),
-                    )
-                )
+                rows.append(DailyUsage(key, _str(i, "workflow") or "", _str(i, "base_model_id") or "",
+                                       *(_int(i, a) for a in ("model_calls", *_TOKEN_ATTRS, "cost_nanos", "unpriced_calls")),
+                                       price_key=_str(i, "price_key")))
             day += timedelta(days=1)
-        return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id))
+        return sorted(rows, key=lambda r: (r.day, r.workflow, r.base_model_id, r.price_key or ""))
+
+    def daily_usage(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        # Model aggregates only: other items of the day start with "#", which sorts first.
+        return self._daily_aggregates("reading daily usage", since_day, until_day, "sk >= :sk", "$")
+
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        return self._daily_aggregates(
+            "reading daily usage by price key", since_day, until_day, "begins_with(sk, :sk)", SORT_PREFIX["price"]
+        )
 
     # -- reports -------------------------------------------------------------------------------
 
@@ -1625,7 +1596,7 @@ class DynamoDBLedger(Ledger):
                 if until_ms is None or a.ts_ms < until_ms:
                     lambda_nanos[a.workflow] = lambda_nanos.get(a.workflow, 0) + a.cost_nanos
             frames.lambda_nanos = lambda_nanos
-        if group_by in ("model", "agent", "action"):
+        if group_by in ("model", "agent", "action", "price-key"):
             aggregates = [i for day in days for i in self._day_aggregates(day, workflow)]
             models = [i for i in aggregates if not i["sk"].startswith("#")]
             if group_by == "action":
@@ -1643,8 +1614,9 @@ class DynamoDBLedger(Ledger):
                     ("workflow", "base_model_id", "n"), ("n",),
                 ).groupby(["workflow", "base_model_id"], as_index=False)["n"].sum()
             else:
-                chosen = models if group_by == "model" else [i for i in aggregates if i["sk"].startswith("#A#")]
-                used_by = "models" if group_by == "model" else "agents"
+                prefix = SORT_PREFIX["agent" if group_by == "agent" else "price"]
+                chosen = models if group_by == "model" else [i for i in aggregates if i["sk"].startswith(prefix)]
+                used_by = {"model": "models", "agent": "agents", "price-key": "price_keys"}[group_by]
                 calls: dict[str, dict[str, Any]] = {}
                 for item in chosen:
                     row = calls.setdefault(item["key"], {"key": item["key"], "requests": 0})
@@ -1690,6 +1662,7 @@ class DynamoDBLedger(Ledger):
                 "started_ms": started,
                 "models": i.get("models", {}).get("SS", []),
                 "agents": i.get("agents", {}).get("SS", []),
+                "price_keys": i.get("price_keys", {}).get("SS", []),
             }
             for attr in ("model_calls", "tool_calls", *_TOKEN_ATTRS, "cost_nanos"):
                 row[attr] = _int(i, attr)
@@ -1706,11 +1679,10 @@ class DynamoDBLedger(Ledger):
             if workflow is not None and _str(i, "workflow") != workflow:
                 continue
             sk = _str(i, "sk") or ""
-            row: dict[str, Any] = {
-                "sk": sk,
-                "workflow": _str(i, "workflow") or "",
-                "key": (_str(i, "agent") or "") if sk.startswith("#A#") else (_str(i, "base_model_id") or ""),
-            }
+            key = (_str(i, "agent") or "") if sk.startswith(SORT_PREFIX["agent"]) else (_str(i, "base_model_id") or "")
+            if sk.startswith(SORT_PREFIX["price"]):
+                key += PRICE_KEY_SEPARATOR + (_str(i, "price_key") or "")
+            row: dict[str, Any] = {"sk": sk, "workflow": _str(i, "workflow") or "", "key": key}
             for attr in ("model_calls", *_TOKEN_ATTRS, "cost_nanos"):
                 row[attr] = _int(i, attr)
             rows.append(row)

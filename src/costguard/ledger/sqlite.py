@@ -27,6 +27,15 @@ from typing import TYPE_CHECKING, Any
 from costguard.errors import LedgerError, LedgerNotFound
 from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, DEFAULT_LEASE_TTL_MS, USER_ID_KEY_BYTES, Ledger, new_lease_id
 from costguard.ledger.base import now_or as _now
+from costguard.ledger.sqlite_rollups import SCHEMA as _ROLLUP_SCHEMA
+from costguard.ledger.sqlite_rollups import (
+    Progress,
+    build_rollups,
+    daily_rows,
+    record_rollups,
+    record_violation_rollups,
+    rollups_ready,
+)
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -51,7 +60,9 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from costguard.reports import Report, ReportQuery
 
-SCHEMA_VERSION = 1
+#: 2: report rollups (``sqlite_rollups``). An older costguard refuses the file rather than write
+#: rows without their rollups.
+SCHEMA_VERSION = 2
 #: Connections a ledger keeps open at most (threads beyond it wait for one, up to the busy
 #: timeout). SQLite runs one writer at a time anyway; a few let WAL readers run beside it.
 DEFAULT_MAX_CONNECTIONS = 8
@@ -319,6 +330,10 @@ def _read_or_create_key(path: Path) -> bytes:
     return key
 
 
+def _log_rollup_progress(step: str, done: int, steps: int) -> None:
+    logger.info("building the report rollups from the ledger's rows: %s (%d/%d)", step, done, steps)
+
+
 def _close_quietly(conn: sqlite3.Connection) -> None:
     try:
         conn.close()
@@ -348,8 +363,12 @@ class SQLiteLedger(Ledger):
         busy_timeout_s: float = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         read_only: bool = False,
+        rollup_progress: Progress | None = None,
     ) -> None:
+        """``rollup_progress(step, done, steps)``: told about the one-time build of the rollups
+        when a writable open finds a ledger written before them (else the build is logged)."""
         self.path = Path(path).expanduser()
+        self._rollup_progress = rollup_progress
         self.url = f"sqlite:///{self.path}"
         self.read_only = read_only
         self._busy_timeout_s = busy_timeout_s
@@ -555,12 +574,18 @@ class SQLiteLedger(Ledger):
     def _init_schema(self) -> None:
         with self._errors("creating the schema"), self._write() as conn:
             self._check_schema(conn, required=False)
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + ";" + _ROLLUP_SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             _add_missing_columns(conn)
+            if not rollups_ready(conn):
+                # A ledger from before rollups (or a new one): built once from its rows, in
+                # this transaction, so no writer ever sees rows without their rollups.
+                has_rows = conn.execute("SELECT 1 FROM requests UNION ALL SELECT 1 FROM violations LIMIT 1").fetchone()
+                build_rollups(conn, (self._rollup_progress or _log_rollup_progress) if has_rows else None)
             conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE "
+                "SET value = excluded.value WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -792,6 +817,7 @@ class SQLiteLedger(Ledger):
 
     def _record_segment(self, conn: sqlite3.Connection, segment: RequestSegment) -> None:
         t, d = segment.totals, segment.delta
+        record_rollups(conn, (segment,))  # before the rows: it reads what came before them
         is_new = (
             conn.execute(
                 "SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)
@@ -966,6 +992,7 @@ class SQLiteLedger(Ledger):
     def record_violation(self, violation: ViolationRecord) -> None:
         with self._errors("recording a violation"), self._write() as conn:
             self._insert_violations(conn, [violation])
+            record_violation_rollups(conn, [violation])
 
     def request_totals(self, request_id: str) -> Totals | None:
         with self._reading("reading a request") as conn:
@@ -1122,6 +1149,8 @@ class SQLiteLedger(Ledger):
         since_ms = _day_start_ms(since_day)
         until_ms = _day_start_ms(until_day)
         with self._reading("reading daily usage") as conn:
+            if rollups_ready(conn):
+                return [DailyUsage(*row[:-1]) for row in daily_rows(conn, "model", since_ms, until_ms)]
             rows = conn.execute(
                 "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, "
                 "base_model_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
@@ -1130,6 +1159,22 @@ class SQLiteLedger(Ledger):
                 "GROUP BY day, workflow, base_model_id ORDER BY day, workflow, base_model_id",
                 (since_ms, until_ms),
             ).fetchall()
+        return [DailyUsage(*row) for row in rows]
+
+    def daily_usage_by_price_key(self, since_day: str, until_day: str) -> list[DailyUsage]:
+        since_ms, until_ms = _day_start_ms(since_day), _day_start_ms(until_day)
+        with self._reading("reading daily usage by price key") as conn:
+            if rollups_ready(conn):
+                rows = daily_rows(conn, "price", since_ms, until_ms)
+            else:  # a read-only open of a ledger from before rollups
+                rows = conn.execute(
+                    "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, workflow, base_model_id, COUNT(*), "
+                    "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), "
+                    "SUM(cost_nanos), SUM(1 - priced), COALESCE(price_key, '') AS variant FROM model_calls "
+                    "WHERE ts_ms >= ? AND ts_ms < ? GROUP BY day, workflow, base_model_id, variant "
+                    "ORDER BY day, workflow, base_model_id, variant",
+                    (since_ms, until_ms),
+                ).fetchall()
         return [DailyUsage(*row) for row in rows]
 
     # -- reconciler: alert dedupe ------------------------------------------------------------------

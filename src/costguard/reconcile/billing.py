@@ -58,6 +58,7 @@ __all__ = [
     "parse_cost_pages",
     "page_error",
     "parse_tag_key",
+    "price_dimensions",
 ]
 
 #: Token kinds as the meter can compare them: the ledger does not split cache writes by TTL, so
@@ -219,6 +220,12 @@ def parse_cost_pages(
 # -- classified spend ----------------------------------------------------------------------------
 
 
+def price_dimensions(cls: UsageClass) -> tuple[str, str, str, bool]:
+    """The price key dimensions a token usage type is billed under: (scope, context band, tier,
+    latency-optimized). Region and cache-write TTL are left out (see docs/pricing.md)."""
+    return cls.scope, "long" if cls.long_context else "standard", cls.tier, cls.latency_optimized
+
+
 @dataclass
 class BilledCell:
     """Classified spend of one (workflow or model, day)."""
@@ -226,12 +233,16 @@ class BilledCell:
     token_usd: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     tokens: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     other_usd: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    #: token spend by the price dimensions the usage type names: (scope, context band, tier,
+    #: latency-optimized), as a price key spells them
+    dimension_usd: dict[tuple[str, str, str, bool], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
     def add(self, cls: UsageClass, cost: Decimal, quantity: Decimal) -> None:
         if cls.category == TOKEN and cls.kind is not None:
             kind = compared_kind(cls.kind)
             self.token_usd[kind] += cost
             self.tokens[kind] += usage_tokens(cls, quantity)
+            self.dimension_usd[price_dimensions(cls)] += cost
         else:
             self.other_usd[cls.category] += cost
 

@@ -84,6 +84,7 @@ __all__ = [
     "BEDROCK_SERVICE",
     "DEFAULT_TAG_KEY",
     "FRAME_COLUMNS",
+    "DIMENSION_COLUMNS",
     "KIND_COLUMNS",
     "MAX_QUERIES_PER_REQUEST",
     "METER_ATTRIBUTION",
@@ -94,6 +95,7 @@ __all__ = [
     "Reconciler",
     "build_agents",
     "build_frame",
+    "build_dimensions",
     "build_kinds",
     "build_models",
     "collect_metric_results",
@@ -170,6 +172,15 @@ MODEL_COLUMNS: Final[tuple[str, ...]] = (
 KIND_COLUMNS: Final[tuple[str, ...]] = (
     "level", "key", "day", "kind", "billed_usd", "metered_usd", "drift_usd", "billed_tokens", "metered_tokens",
 )
+#: Token spend per (day, model) split by the price dimensions both sides name: scope (in_region,
+#: geo, global), context band (standard, long), tier (standard, priority, flex) and
+#: latency-optimized. The metered side sums the calls' exact costs by the price key they were
+#: priced with (``unrecorded`` for calls written before price keys were kept); the billed side
+#: the usage types the classifier reads these qualifiers from.
+DIMENSION_COLUMNS: Final[tuple[str, ...]] = (
+    "day", "model_id", "scope", "context", "tier", "latency_optimized", "metered_cost_usd", "billed_cost_usd", "drift_usd",
+)
+UNRECORDED: Final = "unrecorded"
 AGENT_COLUMNS: Final[tuple[str, ...]] = ("day", "agent_alias_arn", "input_tokens", "output_tokens", "throttles")
 
 _NANO: Final = Decimal("0.000000001")
@@ -263,6 +274,8 @@ class ReconcileResult:
     unclassified_usage: dict[str, Decimal] = field(default_factory=dict)
     #: Action group Lambda spend per (workflow, day), when asked for (``include_lambda``).
     lambda_spend: pd.DataFrame | None = None
+    #: Token spend per (day, model) and price dimensions, metered against billed (``DIMENSION_COLUMNS``).
+    dimensions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DIMENSION_COLUMNS)))
 
     def unattributed_workflows(self) -> list[str]:
         """Workflows with metered spend that no tag key attributes in the bill, on days Cost
@@ -604,6 +617,46 @@ def build_models(
     return _frame(rows, MODEL_COLUMNS)
 
 
+def _dimensions_of(price_key: str | None) -> tuple[str, str, str, bool]:
+    """(scope, context band, tier, latency-optimized) of a price key label."""
+    from costguard.pricing.key import PriceKey
+
+    try:
+        key = PriceKey.parse(price_key or "")
+    except ValueError:
+        return UNRECORDED, UNRECORDED, UNRECORDED, False
+    return key.scope, key.context, key.tier, key.latency_optimized
+
+
+def build_dimensions(
+    window: Window, usage: Sequence[DailyUsage], billed: Billed, normalise: Callable[[str], str] | None = None
+) -> pd.DataFrame:
+    """Like against like: per (day, model, scope, context band, tier, latency-optimized), the
+    metered cost (``usage`` from ``Ledger.daily_usage_by_price_key``) beside what Cost Explorer
+    billed for usage types with the same qualifiers. Days Cost Explorer has no figure for carry
+    no billed figure and no drift."""
+    norm = normalise or (lambda m: m)
+    first, last = window.start.isoformat(), (window.end - timedelta(days=1)).isoformat()
+    metered: dict[tuple[str, str, str, str, str, bool], int] = defaultdict(int)
+    for row in usage:
+        if first <= row.day <= last:
+            metered[(row.day, norm(row.base_model_id), *_dimensions_of(row.price_key))] += row.cost_nanos
+    billed_usd: dict[tuple[str, str, str, str, str, bool], Decimal] = defaultdict(Decimal)
+    for (model, day), cell in billed.cells.items():
+        if first <= day <= last:
+            for dims, cost in cell.dimension_usd.items():
+                billed_usd[(day, model, *dims)] += cost
+    rows: list[dict[str, Any]] = []
+    for key in sorted(set(metered) | set(billed_usd)):
+        day = key[0]
+        metered_usd = nanos_to_usd(metered.get(key, 0))
+        billed_value = billed_usd.get(key, Decimal(0)) if day in billed.days else None
+        rows.append(dict(zip(DIMENSION_COLUMNS[:6], key, strict=True)) | {
+            "metered_cost_usd": metered_usd, "billed_cost_usd": billed_value, "drift_usd": _drift(billed_value, metered_usd)[0],
+        })
+    return pd.DataFrame(rows, columns=list(DIMENSION_COLUMNS))
+
+
 def build_kinds(
     window: Window,
     usage: Sequence[DailyUsage],
@@ -885,6 +938,9 @@ class Reconciler:
         frame = build_frame(window, usage, by_workflow, metrics, self.policies, counters, now)
         models = build_models(window, in_window, metrics, normalise, by_model)
         kinds = build_kinds(window, in_window, by_workflow, by_model, lambda m: catalog.quote(m).price, normalise)
+        dimensions = build_dimensions(
+            window, self.ledger.daily_usage_by_price_key(first, window.end.isoformat()), by_model, normalise
+        )
         unpriced = sorted({normalise(u.base_model_id) for u in in_window if u.unpriced_calls > 0})
         lambda_spend = self._lambda_spend(window) if self.include_lambda else None
         return ReconcileResult(
@@ -904,6 +960,7 @@ class Reconciler:
             drift_suppressed_days=suppressed,
             unclassified_usage=dict(sorted(by_model.unclassified.items())),
             lambda_spend=lambda_spend,
+            dimensions=dimensions,
         )
 
     def _lambda_spend(self, window: Window) -> pd.DataFrame:
