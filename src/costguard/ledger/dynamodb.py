@@ -29,6 +29,7 @@ request totals          ``R#{request}``              ``#R``                     
                                                                                       while paused by a
                                                                                       returnControl)
 model/tool call chunk   ``R#{request}``              ``C#{ended}#{uniq}#{n}``         -                      yes
+batched call rows      ``C#{YYYY-MM-DD}#{shard}``   ``{ts}#{uniq}#{n}``              -                      yes
 daily usage aggregate   ``D#{YYYY-MM-DD}``           ``{wf}#{base model}``            -                      yes
 daily agent aggregate   ``D#{YYYY-MM-DD}``           ``#A#{wf}#{agent}``              -                      yes
 daily price aggregate   ``D#{YYYY-MM-DD}``           ``#P#{wf}#{model}#{price key}``  -                      yes
@@ -81,6 +82,12 @@ Requests per operation:
   read; with ``reserve`` that is 2 write requests per request, at most 2 per model call.
   When a segment is too big for one transaction (100 items / 4 MB), its call chunks and
   violations are written first and the counters last, still in one transaction.
+* ``record_many`` (the background writer's batches): the segments of each request merged, the
+  counters of a session, day aggregate, budget period and lease summed over the batch, the call
+  rows of the batch packed in shared chunk items (``C#{day}#{shard}``, a random one of 8 shards),
+  whole requests per TransactWriteItems of at most 100 items; only requests paused by or resumed
+  from a returnControl write ``R#``. A transaction that fails after earlier ones of the batch
+  succeeded raises ``BatchPartlyWritten`` naming what was written, so nothing is written twice.
 * ``session_totals``: one consistent Query of the session partition below ``N`` (the counters
   and one ~60-byte mark per request that saw a tool response; a session of a thousand requests
   is still a single page). ``request_totals``: one consistent GetItem. ``session_usage``: one
