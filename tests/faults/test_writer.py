@@ -152,3 +152,33 @@ def test_budget_status_lists_live_and_expired_leases(fake: FakeBedrock, tmp_path
     assert "expired" in table and guard.lease_owner in table
     SQLiteLedger(tmp_path / "l.db").reclaim_expired_leases(int(time.time() * 1000))
     assert json.loads(CliRunner().invoke(app, ["budget", "status", "--ledger", url, "--format", "json"]).stdout)["leases"] == []
+
+
+def test_a_forked_child_spends_from_slices_of_its_own(fake: FakeBedrock, tmp_path: Path) -> None:
+    """One lease must never have two spenders: a child forked from a process holding a slice
+    takes its own (with its own owner), and both settle exactly."""
+    import os
+
+    url = f"sqlite:///{tmp_path}/l.db"
+    guard = costguard.Guard(policy("allow"), ledger=url)
+    converse(guard, fake)
+    guard.flush()
+    parent_owner = guard.lease_owner
+    fake.queue_converse(1_000, 100)
+    pid = os.fork()
+    if pid == 0:  # the child: one call, then out, flushing its writer and returning its slice
+        code = 0
+        try:
+            guard.wrap(fake.client("bedrock-runtime"), workflow="wf", session_id="s-child").converse(
+                modelId=NOVA_MICRO, messages=MESSAGES)
+            code = 0 if guard.lease_owner != parent_owner else 3
+            guard.close()
+        except BaseException:  # noqa: BLE001 - the child reports through its exit code
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    guard.close()
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    (day,) = [c for c in ledger.budget_counters("wf") if c.period.startswith("day:")]
+    assert (day.spent_nanos, day.reserved_nanos) == (2 * CALL_NANOS, 0) and ledger.leases() == []

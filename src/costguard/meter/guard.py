@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-import itertools
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -176,6 +177,9 @@ class Guard:
         self.slices: BudgetSlices | None = None
         if write_interval_s > 0:
             self.slices = BudgetSlices(self.lease_owner, self.lease_ttl_ms)
+            # A forked child must not spend from its parent's slices (one lease, two spenders)
+            # nor trust its parent's cached session totals: it starts with none of either.
+            _forget_at_fork(self)
             self.writer = UsageWriter(
                 self.ledger,
                 interval_s=write_interval_s,
@@ -583,6 +587,20 @@ class Guard:
             None,
         )
         return request_id, None
+
+
+def _forget_at_fork(guard: Guard) -> None:
+    ref = weakref.ref(guard)
+
+    def after_in_child() -> None:
+        child = ref()
+        if child is not None and child.slices is not None:
+            child.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+            child.slices = BudgetSlices(child.lease_owner, child.lease_ttl_ms)
+            child._sessions.clear()
+            child._repeat_counts.clear()
+
+    os.register_at_fork(after_in_child=after_in_child)
 
 
 def _service_name(client: Any) -> str:
