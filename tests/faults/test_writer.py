@@ -182,3 +182,31 @@ def test_a_forked_child_spends_from_slices_of_its_own(fake: FakeBedrock, tmp_pat
     ledger = SQLiteLedger(tmp_path / "l.db")
     (day,) = [c for c in ledger.budget_counters("wf") if c.period.startswith("day:")]
     assert (day.spent_nanos, day.reserved_nanos) == (2 * CALL_NANOS, 0) and ledger.leases() == []
+
+
+def test_a_living_process_keeps_its_slice_past_the_lease_ttl_and_an_idle_one_gives_it_back(
+    fake: FakeBedrock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costguard.meter import slices
+
+    url = f"sqlite:///{tmp_path}/l.db"
+    guard = costguard.Guard(policy("allow"), ledger=url, lease_ttl_s=0.6, write_interval_s=0.05)
+    converse(guard, fake)
+    guard.flush()
+    time.sleep(1.5)  # 2.5 TTLs: the writer renews the slice's lease while the process lives
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    assert ledger.reclaim_expired_leases(int(time.time() * 1000)) == 0
+    (lease,) = ledger.leases("wf")
+    assert lease.owner == guard.lease_owner and lease.expires_at_ms > time.time() * 1000
+    # idle for longer than SLICE_IDLE_S: the slice goes back by itself, spend stays counted
+    monkeypatch.setattr(slices, "SLICE_IDLE_S", 0.2)
+    deadline = time.monotonic() + 5
+    while ledger.leases("wf") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ledger.leases("wf") == []
+    (day,) = [c for c in ledger.budget_counters("wf") if c.period.startswith("day:")]
+    assert (day.spent_nanos, day.reserved_nanos) == (CALL_NANOS, 0)
+    converse(guard, fake)  # and a new slice is taken when spend resumes
+    guard.close()
+    (day,) = [c for c in ledger.budget_counters("wf") if c.period.startswith("day:")]
+    assert (day.spent_nanos, day.reserved_nanos) == (2 * CALL_NANOS, 0)

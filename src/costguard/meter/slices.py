@@ -180,8 +180,10 @@ class BudgetSlices:
         with self._lock:
             return [s for s in self._slices.values() if not s.retired]
 
-    def retire_idle(self, now: float, idle_s: float = SLICE_IDLE_S, *, everything: bool = False) -> list[Reservation]:
-        """Slices idle for ``idle_s`` (or all) with nothing in flight: retired; their leases to release."""
+    def retire_idle(self, now: float, idle_s: float | None = None, *, everything: bool = False) -> list[Reservation]:
+        """Slices idle for ``idle_s`` (default :data:`SLICE_IDLE_S`), or all, with nothing in
+        flight: retired; their leases, to release."""
+        idle_s = SLICE_IDLE_S if idle_s is None else idle_s
         leases = []
         with self._lock:
             for key, s in list(self._slices.items()):
