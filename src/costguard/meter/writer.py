@@ -79,6 +79,7 @@ class UsageWriter:
         self._pid = os.getpid()
         self._retry_at = 0.0
         self._backoff = 0.0
+        self._attempted_since_flush = False  # a write was tried since the last flush() began
         #: The last error the ledger gave the writer, while it keeps failing (None once it writes).
         self.last_error: LedgerError | None = None
         #: Whether the failing batch holds entries of a ``deny`` workflow.
@@ -179,8 +180,6 @@ class UsageWriter:
         return lost
 
     # -- the thread -------------------------------------------------------------------------------
-
-    _attempted_since_flush = False
 
     def _ensure_thread(self) -> None:
         if os.getpid() != self._pid:
@@ -316,6 +315,20 @@ class UsageWriter:
 
 _WRITERS: weakref.WeakSet[UsageWriter] = weakref.WeakSet()
 
+
+def _after_fork_in_child() -> None:
+    # The parent's writer thread may have held a writer's lock at the fork: the child gets fresh
+    # locks, no thread, and none of the parent's pending entries (those are the parent's to write).
+    for writer in list(_WRITERS):
+        writer._cond = threading.Condition()
+        writer._thread = None
+        writer._pid = os.getpid()
+        writer._pending.clear()
+        writer._pending_rows = 0
+        writer._done = writer._submitted
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: How long interpreter exit waits, in all, for writers to flush.
 EXIT_FLUSH_S = 5.0
