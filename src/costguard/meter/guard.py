@@ -597,6 +597,7 @@ def _forget_at_fork(guard: Guard) -> None:
         if child is not None and child.slices is not None:
             child.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
             child.slices = BudgetSlices(child.lease_owner, child.lease_ttl_ms)
+            child._lock = threading.Lock()  # another thread of the parent may have held it
             child._sessions.clear()
             child._repeat_counts.clear()
 
