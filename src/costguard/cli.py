@@ -118,11 +118,16 @@ def _open(ledger_url: str | None, ctx: typer.Context | None = None, *, read_only
     if ledger_url is None and ctx is not None:
         ledger_url = _state(ctx).ledger
     try:
-        return open_ledger(ledger_url, read_only=read_only)
+        return open_ledger(ledger_url, read_only=read_only, rollup_progress=None if read_only else _rollup_progress)
     except LedgerUrlError as exc:
         raise _fail(str(exc), 2) from exc
     except CostguardError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _rollup_progress(step: str, done: int, steps: int) -> None:
+    """The one-time build of an older ledger's report rollups can take a while: say so."""
+    typer.echo(f"building report rollups from the ledger's rows (once): {step} ({done}/{steps})", err=True)
 
 
 def _known_workflow(name: str, known: Any, option: str) -> None:

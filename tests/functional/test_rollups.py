@@ -207,3 +207,17 @@ def test_cli_report_by_price_key(tmp_path: Path) -> None:
     assert by_key[""][-1] == "0.000000666"
     assert set(by_key) == {"", "m0|us-east-1|global|standard|5m|standard|-", "m0|us-east-1|geo|standard|5m|standard|-",
                            "m1|us-east-1|global|standard|5m|standard|-", "m1|us-east-1|geo|standard|5m|standard|-"}
+
+
+def test_a_command_that_writes_to_an_old_ledger_shows_the_rollup_build(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    make_old_ledger(path)
+    result = CliRunner().invoke(app, ["budget", "block", "wf", "--reason", "test", "--force",
+                                      "--ledger", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("building report rollups")]
+    assert lines and lines[-1].endswith(")") and "done" in lines[-1]
+    assert_sqlite_rollups_match_rows(path)
+    # once only: a second write open builds nothing
+    again = CliRunner().invoke(app, ["budget", "unblock", "wf", "--force", "--ledger", f"sqlite:///{path}"])
+    assert again.exit_code == 0 and "building report rollups" not in again.stderr

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from costguard.errors import LedgerUrlError
 from costguard.ledger.base import Ledger
 from costguard.ledger.sqlite import SQLiteLedger
+from costguard.ledger.sqlite_rollups import Progress
 from costguard.paths import user_data_dir
 
 if TYPE_CHECKING:
@@ -61,11 +62,14 @@ def sqlite_path_from_url(url: str) -> Path:
     return Path(path)
 
 
-def open_ledger(url: str | Ledger | None = None, *, read_only: bool = False) -> Ledger:
+def open_ledger(
+    url: str | Ledger | None = None, *, read_only: bool = False, rollup_progress: Progress | None = None
+) -> Ledger:
     """A ledger from a URL (or the default); a Ledger instance is returned as it is.
 
     ``read_only``: open an existing ledger for reading only, creating nothing; a missing one
-    raises ``LedgerNotFound``.
+    raises ``LedgerNotFound``. ``rollup_progress(step, done, steps)``: told about the one-time
+    build of an older SQLite ledger's report rollups, if this open triggers it.
     """
     if isinstance(url, Ledger):
         return url
@@ -75,12 +79,12 @@ def open_ledger(url: str | Ledger | None = None, *, read_only: bool = False) -> 
         raise LedgerUrlError(f"a ledger is a URL string or a Ledger instance, not {type(url).__name__}")
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        return SQLiteLedger(sqlite_path_from_url(url), read_only=read_only)
+        return SQLiteLedger(sqlite_path_from_url(url), read_only=read_only, rollup_progress=rollup_progress)
     if scheme == "dynamodb":
         return _open_dynamodb(url, read_only)
     if not scheme and url.strip():
         # A bare path is what people type most: treat it as a SQLite file.
-        return SQLiteLedger(Path(url), read_only=read_only)
+        return SQLiteLedger(Path(url), read_only=read_only, rollup_progress=rollup_progress)
     raise LedgerUrlError(f"unknown ledger URL scheme {scheme!r} in {url!r}: use sqlite:///PATH or dynamodb://TABLE")
 
 
