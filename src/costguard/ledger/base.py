@@ -103,7 +103,6 @@ class Ledger(ABC):
     def session_totals(self, session_id: str) -> Totals:
         """The session's counters so far (zeros for a new session)."""
 
-    @abstractmethod
     def reserve(
         self,
         workflow: str,
@@ -120,11 +119,17 @@ class Ledger(ABC):
         The hold is a lease owned by ``owner`` that expires ``ttl_ms`` after ``now_ms`` unless
         renewed; leases of ``workflow`` that have expired are reclaimed first, atomically.
         """
+        reservation = Reservation(workflow, tuple(periods), 0, None, owner, 0, ttl_ms)
+        return self._hold(reservation, amount_nanos, now_or(now_ms))
 
-    @abstractmethod
     def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
         """Grow an existing reservation by ``amount_nanos`` under the same rule as ``reserve``
-        (renewing its lease)."""
+        (renewing its lease); a reservation without a lease yet gets one."""
+        return self._hold(reservation, amount_nanos, now_or(now_ms))
+
+    @abstractmethod
+    def _hold(self, reservation: Reservation, amount_nanos: int, now_ms: int) -> ReserveResult:
+        """The backend's atomic hold behind ``reserve`` and ``extend_reservation``."""
 
     @abstractmethod
     def renew_lease(self, reservation: Reservation, now_ms: int) -> bool:

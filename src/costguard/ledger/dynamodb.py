@@ -133,16 +133,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from costguard.errors import BatchPartlyWritten, LedgerError, LedgerNotFound
-from costguard.ledger.dynamodb_rollups import SORT_PREFIX, aggregate_updates
-from costguard.ledger.rollups import PRICE_KEY_SEPARATOR, agent_label, deltas_of
 from costguard.ledger.base import (
     ALERT_CLAIM_LEASE_MS,
-    DEFAULT_LEASE_TTL_MS,
     USER_ID_KEY_BYTES,
     Ledger,
     new_lease_id,
-    now_or,
 )
+from costguard.ledger.dynamodb_rollups import SORT_PREFIX, aggregate_updates
+from costguard.ledger.rollups import PRICE_KEY_SEPARATOR, agent_label, deltas_of
 from costguard.usage import (
     ActionRecord,
     AlertKey,
@@ -596,22 +594,6 @@ class DynamoDBLedger(Ledger):
             else:
                 totals.max_tool_response_bytes = max(totals.max_tool_response_bytes, _int(item, "max_tool_response_bytes"))
         return totals
-
-    def reserve(
-        self,
-        workflow: str,
-        periods: Sequence[PeriodLimit],
-        amount_nanos: int,
-        *,
-        owner: str = "",
-        ttl_ms: int = DEFAULT_LEASE_TTL_MS,
-        now_ms: int | None = None,
-    ) -> ReserveResult:
-        reservation = Reservation(workflow, tuple(periods), 0, None, owner, 0, ttl_ms)
-        return self._hold(reservation, amount_nanos, now_or(now_ms))
-
-    def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
-        return self._hold(reservation, amount_nanos, now_or(now_ms))
 
     def _budget_key(self, workflow: str, period: str) -> Item:
         return {"pk": _s(f"B#{_q(workflow)}"), "sk": _s(period)}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costguard.errors import LedgerError, LedgerNotFound
-from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, DEFAULT_LEASE_TTL_MS, USER_ID_KEY_BYTES, Ledger, new_lease_id
+from costguard.ledger.base import ALERT_CLAIM_LEASE_MS, USER_ID_KEY_BYTES, Ledger, new_lease_id
 from costguard.ledger.base import now_or as _now
 from costguard.ledger.sqlite_rollups import SCHEMA as _ROLLUP_SCHEMA
 from costguard.ledger.sqlite_rollups import (
@@ -45,7 +45,6 @@ from costguard.usage import (
     KillSwitch,
     Lease,
     LeaseSettle,
-    PeriodLimit,
     RequestSegment,
     Reservation,
     ReserveResult,
@@ -623,22 +622,6 @@ class SQLiteLedger(Ledger):
                 (session_id,),
             ).fetchone()
         return Totals(*row) if row else Totals()
-
-    def reserve(
-        self,
-        workflow: str,
-        periods: Sequence[PeriodLimit],
-        amount_nanos: int,
-        *,
-        owner: str = "",
-        ttl_ms: int = DEFAULT_LEASE_TTL_MS,
-        now_ms: int | None = None,
-    ) -> ReserveResult:
-        reservation = Reservation(workflow, tuple(periods), 0, None, owner, 0, ttl_ms)
-        return self._hold(reservation, amount_nanos, _now(now_ms))
-
-    def extend_reservation(self, reservation: Reservation, amount_nanos: int, *, now_ms: int | None = None) -> ReserveResult:
-        return self._hold(reservation, amount_nanos, _now(now_ms))
 
     def _hold(self, reservation: Reservation, amount_nanos: int, now_ms: int) -> ReserveResult:
         with self._errors("reserving budget"), self._write() as conn:
