@@ -307,6 +307,13 @@ class Ledger(ABC):
         configured: generated once, kept beside the ledger and the same for every caller sharing
         it, so the same user maps to the same reference everywhere. At least 32 bytes."""
 
+    _closed: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing can be read or written any more."""
+        return self._closed
+
     @abstractmethod
     def close(self) -> None:
         """Release connections; the ledger must not be used afterwards."""

@@ -262,7 +262,7 @@ class UsageWriter:
                 start = end
         except LedgerError as exc:
             error = exc
-            if getattr(self.ledger, "_closed", False):
+            if self.ledger.closed:
                 # Closed under the writer (ledger.close() without guard.close()): nothing can
                 # be written any more; count what is lost instead of retrying for ever.
                 lost = [e.seq for e in batch if e.seq not in done]
