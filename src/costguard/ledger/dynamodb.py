@@ -1071,16 +1071,22 @@ class DynamoDBLedger(Ledger):
             for segment in segments:  # per-request holds (synchronous mode) settle one by one
                 self.record(segment)
             return
-        merged = _merge_by_request(segments)
         written: set[int] = set()
+        pending = [_merge_by_request(segments)]
         try:
-            for part in self._transaction_parts(merged):
-                if len(part) == 1 and len(part[0][1]) >= 1 and self._oversize(part):
+            while pending:
+                part = pending.pop(0)
+                items = self._batch_items(part, {}, set())
+                if len(items) <= _TXN_MAX_ITEMS and sum(_approx_size(i) for i in items) <= _TXN_MAX_BYTES:
+                    self._record_part(part, items)
+                elif len(part) > 1:
+                    half = len(part) // 2
+                    pending[0:0] = [part[:half], part[half:]]
+                    continue
+                else:
                     # One request too big for one transaction: the per-segment path splits its rows.
                     for original in part[0][1]:
                         self.record(original)
-                else:
-                    self._record_part(part)
                 for _, originals in part:
                     written.update(id(o) for o in originals)
         except LedgerError as exc:
@@ -1088,26 +1094,15 @@ class DynamoDBLedger(Ledger):
                 raise BatchPartlyWritten(str(exc), written) from exc
             raise
 
-    def _transaction_parts(self, merged: list[tuple[RequestSegment, list[RequestSegment]]]) -> Iterator[list[tuple[RequestSegment, list[RequestSegment]]]]:
-        pending = [merged]
-        while pending:
-            part = pending.pop(0)
-            if len(part) == 1 or not self._oversize(part):
-                yield part
-            else:
-                half = len(part) // 2
-                pending[0:0] = [part[:half], part[half:]]
-
-    def _oversize(self, part: list[tuple[RequestSegment, list[RequestSegment]]]) -> bool:
-        items = self._batch_items(part, {}, set())
-        return len(items) > _TXN_MAX_ITEMS or sum(_approx_size(i) for i in items) > _TXN_MAX_BYTES
-
-    def _record_part(self, part: list[tuple[RequestSegment, list[RequestSegment]]]) -> None:
+    def _record_part(self, part: list[tuple[RequestSegment, list[RequestSegment]]], items: list[dict[str, Any]]) -> None:
+        """One transaction for ``part`` (its ``items`` already built); a condition that failed
+        (a reclaimed lease, a wrong guess about a request's ``R#``) is corrected and retried."""
         requests = [m for m, _ in part]
         flipped: dict[str, bool] = {}
         gone: set[str] = set()
-        for _ in range(4):
-            items = self._batch_items(part, flipped, gone)
+        for attempt in range(4):
+            if attempt:
+                items = self._batch_items(part, flipped, gone)
             cancelled = self._transact("recording usage", items)
             if cancelled is None:
                 return
