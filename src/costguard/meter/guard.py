@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +23,7 @@ from costguard.identity import UserIdHasher
 from costguard.ledger import Ledger, open_ledger
 from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, check_storable_id
 from costguard.meter.request import Binding, RequestMeter
+from costguard.meter.session_cache import SessionCache
 from costguard.meter.slices import BudgetSlices
 from costguard.meter.writer import UsageWriter
 from costguard.meter.tools import ToolUseMemory
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from costguard.pricing.catalog import RateCard
 
 logger = logging.getLogger("costguard")
-
-#: Sessions whose totals a Guard keeps in memory at most (least recently used go first).
-SESSION_CACHE_ENTRIES = 10_000
 
 
 class AgentModelResolver:
@@ -171,8 +168,8 @@ class Guard:
         if write_interval_s < 0 or write_batch_rows < 1 or session_cache_s < 0:
             raise PolicyError("write_interval_s and session_cache_s must be >= 0, write_batch_rows >= 1")
         self.session_cache_s = session_cache_s
-        self._sessions: OrderedDict[str, tuple[float, Totals]] = OrderedDict()
-        self._repeat_counts: OrderedDict[str, tuple[float, dict[str, int]]] = OrderedDict()
+        self._session_totals: SessionCache[Totals] = SessionCache(session_cache_s, Totals.copy)
+        self._session_repeats: SessionCache[dict[str, int]] = SessionCache(session_cache_s, dict)
         self.writer: UsageWriter | None = None
         self.slices: BudgetSlices | None = None
         if write_interval_s > 0:
@@ -324,58 +321,35 @@ class Guard:
         ``session_cache_s`` is read again. So a session served by several processes at once sees
         the others' usage as of its last read here (docs/ledgers.md states the bound).
         """
-        if self.writer is None:
-            return self.ledger_call(policy, "session counters", lambda: self.ledger.session_totals(session_id), Totals())
-        now = time.monotonic()
-        with self._lock:
-            entry = self._sessions.get(session_id)
-            if entry is not None and now - entry[0] < self.session_cache_s:
-                self._sessions.move_to_end(session_id)
-                return entry[1].copy()
-        failed = Totals()
-        totals = self.ledger_call(policy, "session counters", lambda: self.ledger.session_totals(session_id), failed)
-        if totals is failed:
-            return Totals()  # not kept: the next request asks the ledger again
-        with self._lock:
-            self._sessions[session_id] = (now, totals)
-            self._sessions.move_to_end(session_id)
-            while len(self._sessions) > SESSION_CACHE_ENTRIES:
-                self._sessions.popitem(last=False)
-        return totals.copy()
+        def read() -> Totals | None:
+            return self._ledger_read(policy, "session counters", lambda: self.ledger.session_totals(session_id))
+
+        totals = read() if self.writer is None else self._session_totals.get(session_id, read)
+        return totals if totals is not None else Totals()
 
     def session_repeats(self, policy: WorkflowPolicy, session_id: str) -> dict[str, int]:
         """The session's tool-call repeat counters, kept here like :meth:`session_base`."""
-        if self.writer is None:
-            return self.ledger_call(policy, "tool repeat counters", lambda: self.ledger.tool_repeats(session_id), {})  # type: ignore[no-any-return]
-        now = time.monotonic()
-        with self._lock:
-            entry = self._repeat_counts.get(session_id)
-            if entry is not None and now - entry[0] < self.session_cache_s:
-                return dict(entry[1])
-        failed: dict[str, int] = {}
-        counts = self.ledger_call(policy, "tool repeat counters", lambda: self.ledger.tool_repeats(session_id), failed)
-        if counts is failed:
-            return {}
-        with self._lock:
-            self._repeat_counts[session_id] = (now, dict(counts))
-            while len(self._repeat_counts) > SESSION_CACHE_ENTRIES:
-                self._repeat_counts.popitem(last=False)
-        return dict(counts)
+        def read() -> dict[str, int] | None:
+            return self._ledger_read(policy, "tool repeat counters", lambda: self.ledger.tool_repeats(session_id))
+
+        counts = read() if self.writer is None else self._session_repeats.get(session_id, read)
+        return counts if counts is not None else {}
 
     def note_repeats(self, session_id: str, added: Mapping[str, int]) -> None:
-        with self._lock:
-            entry = self._repeat_counts.get(session_id)
-            if entry is not None:
-                for key, n in added.items():
-                    entry[1][key] = entry[1].get(key, 0) + n
-                self._repeat_counts[session_id] = (time.monotonic(), entry[1])
+        def apply(counts: dict[str, int]) -> None:
+            for key, n in added.items():
+                counts[key] = counts.get(key, 0) + n
+
+        self._session_repeats.update(session_id, apply)
 
     def note_session_usage(self, session_id: str, delta: Totals) -> None:
-        with self._lock:
-            entry = self._sessions.get(session_id)
-            if entry is not None:
-                entry[1].add(delta)
-                self._sessions[session_id] = (time.monotonic(), entry[1])
+        self._session_totals.update(session_id, lambda totals: totals.add(delta))
+
+    def _ledger_read(self, policy: WorkflowPolicy, what: str, read: Callable[[], Any]) -> Any:
+        """``read()`` under ``on_ledger_error``; None when the ledger failed open."""
+        failed = object()
+        value = self.ledger_call(policy, what, read, failed)
+        return None if value is failed else value
 
     def publish_metrics(self, publish: Callable[[MetricsSink], None]) -> None:
         """Hand ``publish`` the metrics sink; whatever the sink does, the agent call goes on."""
@@ -598,8 +572,8 @@ def _forget_at_fork(guard: Guard) -> None:
             child.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
             child.slices = BudgetSlices(child.lease_owner, child.lease_ttl_ms)
             child._lock = threading.Lock()  # another thread of the parent may have held it
-            child._sessions.clear()
-            child._repeat_counts.clear()
+            child._session_totals = SessionCache(child.session_cache_s, Totals.copy)
+            child._session_repeats = SessionCache(child.session_cache_s, dict)
 
     os.register_at_fork(after_in_child=after_in_child)
 
