@@ -188,37 +188,33 @@ class RequestMeter:
 
     def _reserve(self) -> None:
         self.periods = self.guard.period_limits(self.policy, self.started_ms)
-        if self.guard.slices is not None:
-            self._hold_from_slice()
-            return
+        slices = self.guard.slices
         if all(p.limit_nanos is None for p in self.periods):
-            # Nothing limits spend: count it at settle time without a reservation round trip.
-            self.reservation = Reservation(self.binding.workflow, self.periods, 0)
+            # Nothing limits spend: it is counted when settled, without holding anything.
+            if slices is None:
+                self.reservation = Reservation(self.binding.workflow, self.periods, 0)
             return
         amount = self.guard.reservation_estimate(self.binding.workflow)
-        cap = self.per_request.max_cost_usd
-        if cap is not None:
-            amount = min(amount, usd_to_nanos(cap))
+        if self._req_cost_cap is not None:
+            amount = min(amount, self._req_cost_cap)
+        if slices is not None:
+            self._hold_from_slice(amount)
+            return
         self.reservation = self._hold(None, amount)
         if self.reservation is None:
             # No room: the budget violation was recorded (shadow / alert) or raised; in the
             # non-enforcing case count spend without holding money.
             self.reservation = Reservation(self.binding.workflow, self.periods, 0)
 
-    def _hold_from_slice(self) -> None:
-        if all(p.limit_nanos is None for p in self.periods):
-            return  # spend is counted when settled; nothing to hold
+    def _hold_from_slice(self, amount: int) -> None:
         guard = self.guard
         assert guard.slices is not None
-        amount = guard.reservation_estimate(self.binding.workflow)
-        cap = self.per_request.max_cost_usd
-        if cap is not None:
-            amount = min(amount, usd_to_nanos(cap))
+        useful = guard.smallest_useful_hold(self.binding.workflow)
         # A first guess (nothing learned yet) never holds more than a slice may: a request that
         # costs more grows its hold as it spends.
-        amount = max(guard.smallest_useful_hold(self.binding.workflow), min(amount, slice_cap(self.periods)))
+        amount = max(useful, min(amount, slice_cap(self.periods)))
         self.slice = guard.slices.slice_for(self.binding.workflow, self.periods)
-        grant = guard.slices.hold(self.slice, amount, guard.smallest_useful_hold(self.binding.workflow), self._grow_lease)
+        grant = guard.slices.hold(self.slice, amount, useful, self._grow_lease)
         self.held = grant.amount
         if grant.refusal is not None and not grant.amount:
             r = grant.refusal
@@ -250,29 +246,12 @@ class RequestMeter:
 
     def _hold(self, existing: Reservation | None, amount: int) -> Reservation | None:
         """Reserve ``amount``, or what room is left when less than that; None when none is."""
-        ledger = self.guard.ledger
+        guard = self.guard
+        target = existing if existing is not None else Reservation(
+            self.binding.workflow, self.periods, 0, None, guard.lease_owner, 0, guard.lease_ttl_ms
+        )
         for _ in range(3):
-            if existing is None:
-                result = self.guard.ledger_call(
-                    self.policy,
-                    "budget reservation",
-                    lambda: ledger.reserve(
-                        self.binding.workflow,
-                        self.periods,
-                        amount,
-                        owner=self.guard.lease_owner,
-                        ttl_ms=self.guard.lease_ttl_ms,
-                        now_ms=self.guard.now_ms(),
-                    ),
-                    None,
-                )
-            else:
-                result = self.guard.ledger_call(
-                    self.policy,
-                    "budget reservation",
-                    lambda: ledger.extend_reservation(existing, amount, now_ms=self.guard.now_ms()),
-                    None,
-                )
+            result = self._grow_lease(target, amount)
             if result is None:
                 return existing  # ledger down and failing open: go on unreserved
             if result.ok:
