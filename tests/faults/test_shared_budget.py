@@ -13,17 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
-import pytest
-
 from costguard.ledger import open_ledger
-from costguard.ledger.dynamodb import create_table
 from tests.faults.budget_child import CALLS_PER_SESSION, SESSIONS
-from tests.support.ledger_data import moto_dynamodb_endpoint
+from tests.faults.test_kill import ledger_url  # noqa: F401 - the SQLite / DynamoDB (moto server) fixture
 from tests.support.wire import FakeBedrock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,18 +26,7 @@ CALL_NANOS = 1_000 * 35 + 100 * 140
 LIMIT_NANOS = 50_000_000
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
-    with moto_dynamodb_endpoint() as endpoint:
-        table = f"budget-{uuid.uuid4().hex[:12]}"
-        create_table(table, client=boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"))
-        yield f"dynamodb://{table}?region=us-east-1&endpoint_url={endpoint}"
-
-
-def test_eight_processes_share_a_budget_within_the_bound(ledger_url: str) -> None:
+def test_eight_processes_share_a_budget_within_the_bound(ledger_url: str) -> None:  # noqa: F811
     assert CALL_NANOS == 49_000
     wanted = PROCESSES * SESSIONS * CALLS_PER_SESSION
     with FakeBedrock(pace_seconds=0) as fake:

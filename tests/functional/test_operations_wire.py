@@ -7,8 +7,6 @@ ledger holds afterwards (tokens, price key, flags, cost to the nano-dollar from 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 
 import costguard
 from costguard.errors import ModelNotAllowed, UnmeteredCallBlocked
-from costguard.policy import PolicySet
+from tests.support.converse_loop import guard_for, ledger_rows, nanos
 from tests.support.traces import SONNET, part
 from tests.support.wire import FakeBedrock
 
@@ -25,29 +23,8 @@ NOVA_MICRO = "amazon.nova-micro-v1:0"  # 0.035 in / 0.14 out
 HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"  # 0.80 in / 4.00 out
 
 
-def nanos(tokens: int, usd_per_million: str) -> int:
-    """Nano-dollars for ``tokens`` at a per-1M-token price: USD/1M x 1000 = nano-dollars per token."""
-    value = Decimal(usd_per_million) * 1000 * tokens
-    assert value == value.to_integral_value()
-    return int(value)
-
-
-def guard_for(tmp_path: Path, workflow_yaml: str = "mode: enforce", defaults_yaml: str = "") -> costguard.Guard:
-    text = "version: 1\n"
-    if defaults_yaml:
-        text += "defaults:\n" + "".join(f"  {line}\n" for line in defaults_yaml.strip().splitlines())
-    text += "workflows:\n  wf:\n" + "".join(f"    {line}\n" for line in workflow_yaml.strip().splitlines())
-    return costguard.Guard(PolicySet.from_yaml(text), ledger=f"sqlite:///{tmp_path}/ledger.db")
-
-
 def rows(guard: costguard.Guard) -> list[dict[str, Any]]:
-    guard.flush()
-    conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM model_calls ORDER BY id")]
-    finally:
-        conn.close()
+    return ledger_rows(guard, "model_calls")
 
 
 MESSAGES = [{"role": "user", "content": [{"text": "hello"}]}]

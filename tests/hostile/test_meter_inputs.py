@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 import costguard
-from costguard.policy import PolicySet
+from tests.support.converse_loop import guard_for, ledger_rows
 from tests.support.traces import SONNET, part
 from tests.support.wire import FakeBedrock
 
@@ -25,19 +25,8 @@ NOVA_MICRO = "amazon.nova-micro-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hello"}]}]
 
 
-def guard_for(tmp_path: Path, workflow_yaml: str = "mode: enforce") -> costguard.Guard:
-    text = "version: 1\nworkflows:\n  wf:\n" + "".join(f"    {line}\n" for line in workflow_yaml.strip().splitlines())
-    return costguard.Guard(PolicySet.from_yaml(text), ledger=f"sqlite:///{tmp_path}/ledger.db")
-
-
 def model_rows(guard: costguard.Guard) -> list[dict[str, Any]]:
-    guard.flush()
-    conn = sqlite3.connect(guard.ledger.path)  # type: ignore[attr-defined]
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM model_calls ORDER BY id")]
-    finally:
-        conn.close()
+    return ledger_rows(guard, "model_calls")
 
 
 def malformed_agent_events() -> list[dict[str, Any]]:

@@ -30,6 +30,15 @@ def nova_micro_nanos(input_tokens: int, output_tokens: int) -> int:
     return nanos(input_tokens, NOVA_MICRO_IN) + nanos(output_tokens, NOVA_MICRO_OUT)
 
 
+def guard_for(tmp_path: Path, workflow_yaml: str = "mode: enforce", defaults_yaml: str = "") -> costguard.Guard:
+    """A guard for workflow ``wf`` with these policy YAML lines (and ``defaults``), SQLite ledger."""
+    text = "version: 1\n"
+    if defaults_yaml:
+        text += "defaults:\n" + "".join(f"  {line}\n" for line in defaults_yaml.strip().splitlines())
+    text += "workflows:\n  wf:\n" + "".join(f"    {line}\n" for line in workflow_yaml.strip().splitlines())
+    return costguard.Guard(PolicySet.from_yaml(text), ledger=f"sqlite:///{tmp_path}/ledger.db")
+
+
 def guard_with(tmp_path: Path, limits: str, workflow: str = "wf") -> costguard.Guard:
     """A guard enforcing ``limits`` (policy YAML lines under the workflow) on a SQLite ledger."""
     text = f"version: 1\nworkflows:\n  {workflow}:\n    mode: enforce\n"
