@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from botocore.stub import Stubber
 from typer.testing import CliRunner
 
@@ -27,8 +26,8 @@ from costguard import budgets, cli
 from costguard.cli import app
 from costguard.ledger.sqlite import SQLiteLedger
 from costguard.pricing.listing import describe_set
-from costguard.usage import ActionRecord, PeriodLimit, Reservation
-from tests.functional.test_cli_reconcile import TAG, aws, day_ms  # noqa: F401  (aws: the moto fixture)
+from costguard.usage import ActionRecord
+from tests.functional.test_cli_reconcile import aws, yesterday_over_budget  # noqa: F401  (aws: the moto fixture)
 from tests.functional.test_pricing_refresh import _StubSession, bedrock_client, pricing_client, stub_models, stub_pages
 from tests.support.cli_output import (
     RichTable,
@@ -40,7 +39,6 @@ from tests.support.cli_output import (
     shown_usd,
     value,
 )
-from tests.support.ledger_data import segment
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = str(ROOT / "policies")
@@ -427,26 +425,8 @@ def test_markdown_shows_the_estimated_saving_as_money(filled: tuple[str, dict[st
 
 
 def test_reconcile_table_and_csv_show_the_json_frame(tmp_path: Path, aws: Any) -> None:
-    # GIVEN yesterday's metered $12.345678901 against a $10 daily budget, and $15.00 billed
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    path = tmp_path / "l.db"
-    ledger = SQLiteLedger(path)
-    periods = (PeriodLimit(f"day:{yesterday}", None), PeriodLimit(f"month:{yesterday[:7]}", None))
-    ledger.record(segment("r-1", 12_345_678_901, workflow="claims", ts_ms=day_ms(yesterday),
-                          reservation=Reservation("claims", periods, 0)))
-    ledger.close()
-    policies = tmp_path / "p.yaml"
-    policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
-
-    def page(group: str) -> dict[str, Any]:
-        return {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
-                                   "Groups": [{"Keys": [group, "USE1-Claude3Haiku-input-tokens"],
-                                               "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
-                                                           "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
-
-    # each run asks Cost Explorer per model (grouped by SERVICE), then per workflow tag
-    assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
-                         json={"results": [page("Amazon Bedrock"), page(f"{TAG}$claims")] * 3}, timeout=5).status_code == 201
+    # GIVEN yesterday's metered $12.345678901 against a $10 daily budget, and $15.00 billed (3 runs)
+    yesterday, path, policies = yesterday_over_budget(tmp_path, 12_345_678_901, runs=3)
     args = ("reconcile", "--since", yesterday, "--until", yesterday, "--dry-run", "--policies", str(policies),
             "--ledger", f"sqlite:///{path}")
     doc = json.loads(ok(*args, "--format", "json"))

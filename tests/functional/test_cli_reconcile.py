@@ -53,27 +53,35 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
         yield
 
 
-def test_reconcile_prints_frame_and_alerts_and_dry_run_changes_nothing(tmp_path: Path, aws: Any) -> None:
-    # GIVEN yesterday's metered spend of $12 against a $10 daily hard budget, and a billed figure
+def yesterday_over_budget(tmp_path: Path, metered_nanos: int, runs: int = 1) -> tuple[str, Path, Path]:
+    """A ledger holding ``metered_nanos`` of workflow ``claims`` yesterday, against a $10 daily
+    hard budget, and Cost Explorer (moto) primed to bill $15.00 for it ``runs`` times; the day,
+    the ledger file and the policy file."""
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    month = yesterday[:7]
     path = tmp_path / "l.db"
     ledger = SQLiteLedger(path)
-    periods = (PeriodLimit(f"day:{yesterday}", None), PeriodLimit(f"month:{month}", None))
-    ledger.record(segment("r-1", 12_000_000_000, workflow="claims", ts_ms=day_ms(yesterday),
+    periods = (PeriodLimit(f"day:{yesterday}", None), PeriodLimit(f"month:{yesterday[:7]}", None))
+    ledger.record(segment("r-1", metered_nanos, workflow="claims", ts_ms=day_ms(yesterday),
                           reservation=Reservation("claims", periods, 0)))
     ledger.close()
     policies = tmp_path / "p.yaml"
     policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
+
     def page(group: str) -> dict[str, Any]:
         return {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
                                    "Groups": [{"Keys": [group, "USE1-Claude3Haiku-input-tokens"],
                                                "Metrics": {"UnblendedCost": {"Amount": "15.00", "Unit": "USD"},
                                                            "UsageQuantity": {"Amount": "1", "Unit": "N/A"}}}]}]}
 
-    # the query per model (grouped by SERVICE) comes first, then the one per workflow tag
+    # each run asks Cost Explorer per model (grouped by SERVICE) first, then per workflow tag
     assert requests.post("http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
-                         json={"results": [page("Amazon Bedrock"), page(f"{TAG}$claims")]}, timeout=5).status_code == 201
+                         json={"results": [page("Amazon Bedrock"), page(f"{TAG}$claims")] * runs}, timeout=5).status_code == 201
+    return yesterday, path, policies
+
+
+def test_reconcile_prints_frame_and_alerts_and_dry_run_changes_nothing(tmp_path: Path, aws: Any) -> None:
+    # GIVEN yesterday's metered spend of $12 against a $10 daily hard budget, and a billed figure
+    yesterday, path, policies = yesterday_over_budget(tmp_path, 12_000_000_000)
     # WHEN reconcile runs as a dry run
     result = CliRunner().invoke(app, ["reconcile", "--since", yesterday, "--until", yesterday, "--dry-run",
                                       "--format", "json", "--policies", str(policies), "--ledger", f"sqlite:///{path}"])
