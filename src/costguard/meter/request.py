@@ -25,7 +25,7 @@ from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
 from costguard.meter.slices import slice_cap
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing import is_prompt_router
-from costguard.pricing.key import CallUsage
+from costguard.pricing.key import CallUsage, PricedCall
 from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
 from costguard.usage import (
     ModelCallRecord,
@@ -429,27 +429,10 @@ class RequestMeter:
             self.unpriced_calls += 1
         if step.latency_ms:
             self.model_latency_ms += step.latency_ms
-        self.model_rows.append(
-            ModelCallRecord(
-                self.request_id,
-                self.binding.workflow,
-                self.session_id,
-                self.guard.now_ms(),
-                model_id,
-                card.base_model_id,
-                step.step_type,
-                step.input_tokens,
-                step.output_tokens,
-                step.cache_read_tokens,
-                step.cache_write_tokens,
-                cost_nanos,
-                card.priced,
-                step.latency_ms,
-                step.agent,
-                self.binding.user_id,
-                priced.key.label(),
-                ",".join(sorted(priced.flags)),
-            )
+        self._new_model_row(
+            model_id, card.base_model_id, step.step_type, step.input_tokens, step.output_tokens,
+            step.cache_read_tokens, step.cache_write_tokens, priced, card.priced, step.latency_ms, step.agent,
+            priced.flags,
         )
         if step.model_id is None or step.routed:
             # The call has happened (and is recorded above): a model nobody chose before it was
@@ -465,30 +448,35 @@ class RequestMeter:
         if not priced.cost_nanos:
             return
         self.totals.cost_nanos += priced.cost_nanos
-        self.model_rows.append(
-            ModelCallRecord(
-                self.request_id,
-                self.binding.workflow,
-                self.session_id,
-                self.guard.now_ms(),
-                "guardrail",
-                "guardrail",
-                "GUARDRAIL",
-                0,
-                0,
-                0,
-                0,
-                priced.cost_nanos,
-                priced.priced,
-                None,
-                None,
-                self.binding.user_id,
-                priced.key.label(),
-                ",".join(sorted(priced.flags | step.flags)),
-            )
+        self._new_model_row(
+            "guardrail", "guardrail", "GUARDRAIL", 0, 0, 0, 0, priced, priced.priced, None, None, priced.flags | step.flags
         )
         self._check_tokens_and_cost()
         self._check_budget()
+
+    def _new_model_row(
+        self,
+        model_id: str,
+        base_model_id: str,
+        step_type: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        priced: PricedCall,
+        is_priced: bool,
+        latency_ms: int | None,
+        agent: str | None,
+        flags: frozenset[str],
+    ) -> None:
+        self.model_rows.append(
+            ModelCallRecord(
+                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id, base_model_id,
+                step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, priced.cost_nanos,
+                is_priced, latency_ms, agent, self.binding.user_id, priced.key.label(),
+                ",".join(sorted(flags)) if flags else "",
+            )
+        )
 
     def _check_tokens_and_cost(self) -> None:
         if not self._token_or_cost_caps:
