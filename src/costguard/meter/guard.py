@@ -137,7 +137,7 @@ class Guard:
         #: Budget holds are leases: they expire this long after their last renewal.
         self.lease_ttl_ms = int(lease_ttl_s * 1000)
         #: Who holds this process's leases (shown by ``costguard budget status``).
-        self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lease_owner = _new_lease_owner()
         #: A long stream writes its usage every this many model calls or seconds.
         self.checkpoint_calls = checkpoint_every_calls
         self.checkpoint_s = checkpoint_every_s
@@ -148,7 +148,7 @@ class Guard:
         self.duration_clock: Callable[[], float] = time.monotonic if clock is time.time else clock
         self._cards: dict[tuple[str, str, str, bool], RateCard] = {}
         self._typical_cost: dict[str, float] = {}
-        self._id_prefix, self._id_pid = secrets.token_hex(10), os.getpid()
+        self._id_prefix = secrets.token_hex(10)
         self._id_counter = itertools.count()
         self._periods: dict[tuple[str, int], tuple[WorkflowPolicy, tuple[PeriodLimit, ...]]] = {}
         self._kill_cache: dict[str, tuple[float, KillSwitch | None]] = {}
@@ -174,9 +174,6 @@ class Guard:
         self.slices: BudgetSlices | None = None
         if write_interval_s > 0:
             self.slices = BudgetSlices(self.lease_owner, self.lease_ttl_ms)
-            # A forked child must not spend from its parent's slices (one lease, two spenders)
-            # nor trust its parent's cached session totals: it starts with none of either.
-            _forget_at_fork(self)
             self.writer = UsageWriter(
                 self.ledger,
                 interval_s=write_interval_s,
@@ -185,6 +182,7 @@ class Guard:
                 on_dropped=self._count_dropped,
                 on_failure=self._writer_failed,
             )
+        _forget_at_fork(self)
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -527,10 +525,9 @@ class Guard:
         return meter
 
     def _new_request_id(self) -> str:
-        """32 hex digits, unique across processes: a random per-guard prefix and a counter
-        (``uuid4`` reads the OS's random source on every call: a syscall per request)."""
-        if self._id_pid != os.getpid():  # a forked child must not repeat its parent's ids
-            self._id_prefix, self._id_pid = secrets.token_hex(10), os.getpid()
+        """32 hex digits, unique across processes: a random per-guard prefix (new in a forked
+        child) and a counter (``uuid4`` reads the OS's random source on every call: a syscall
+        per request)."""
         return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def remember_return_control(self, session_id: str, invocation_id: str, meter: RequestMeter) -> None:
@@ -563,17 +560,26 @@ class Guard:
         return request_id, None
 
 
+def _new_lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 def _forget_at_fork(guard: Guard) -> None:
+    """A forked child must not repeat its parent's request ids, spend from its parent's slices
+    (one lease, two spenders) nor trust its parent's cached session state."""
     ref = weakref.ref(guard)
 
     def after_in_child() -> None:
         child = ref()
-        if child is not None and child.slices is not None:
-            child.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        if child is None:
+            return
+        child._id_prefix = secrets.token_hex(10)
+        child._lock = threading.Lock()  # another thread of the parent may have held it
+        child.lease_owner = _new_lease_owner()
+        if child.slices is not None:
             child.slices = BudgetSlices(child.lease_owner, child.lease_ttl_ms)
-            child._lock = threading.Lock()  # another thread of the parent may have held it
-            child._session_totals = SessionCache(child.session_cache_s, Totals.copy)
-            child._session_repeats = SessionCache(child.session_cache_s, dict)
+        child._session_totals = SessionCache(child.session_cache_s, Totals.copy)
+        child._session_repeats = SessionCache(child.session_cache_s, dict)
 
     os.register_at_fork(after_in_child=after_in_child)
 

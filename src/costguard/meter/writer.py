@@ -76,7 +76,6 @@ class UsageWriter:
         self._flush_to = 0
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._retry_at = 0.0
         self._backoff = 0.0
         self._attempted_since_flush = False  # a write was tried since the last flush() began
@@ -182,14 +181,6 @@ class UsageWriter:
     # -- the thread -------------------------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
-        if os.getpid() != self._pid:
-            # A forked child inherits the queue but not the thread: what is pending is the
-            # parent's to write, not the child's.
-            self._pid = os.getpid()
-            self._pending.clear()
-            self._pending_rows = 0
-            self._done = self._submitted
-            self._thread = None
         if self._thread is None or not self._thread.is_alive():
             self._closing = False
             self._thread = threading.Thread(target=self._run, name="costguard-ledger-writer", daemon=True)
@@ -322,7 +313,6 @@ def _after_fork_in_child() -> None:
     for writer in list(_WRITERS):
         writer._cond = threading.Condition()
         writer._thread = None
-        writer._pid = os.getpid()
         writer._pending.clear()
         writer._pending_rows = 0
         writer._done = writer._submitted
