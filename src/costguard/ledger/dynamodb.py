@@ -158,6 +158,7 @@ from costguard.usage import (
     Totals,
     ViolationRecord,
     day_key,
+    merge_by_request,
     nanos_to_usd,
 )
 
@@ -1072,7 +1073,7 @@ class DynamoDBLedger(Ledger):
                 self.record(segment)
             return
         written: set[int] = set()
-        pending = [_merge_by_request(segments)]
+        pending = [merge_by_request(segments)]
         try:
             while pending:
                 part = pending.pop(0)
@@ -2050,47 +2051,3 @@ def _enable_ttl_and_pitr(table_name: str, client: Any, call: Callable[..., dict[
             return
         time.sleep(min(10.0, 0.5 * 2**attempt))
     raise LedgerError(f"DynamoDB table {table_name!r}: point-in-time recovery could not be enabled; try again later")
-
-
-def _merge_segments(segments: Sequence[RequestSegment]) -> RequestSegment:
-    """Consecutive segments of one request as one (deltas and timings summed, rows joined)."""
-    first, last = segments[0], segments[-1]
-    if len(segments) == 1:
-        return first
-    delta = Totals()
-    for segment in segments:
-        delta.add(segment.delta)
-    return RequestSegment(
-        request_id=first.request_id,
-        workflow=first.workflow,
-        session_id=first.session_id,
-        user_id=first.user_id,
-        operation=first.operation,
-        agent_id=first.agent_id,
-        agent_alias_id=first.agent_alias_id,
-        started_ms=first.started_ms,
-        ended_ms=last.ended_ms,
-        status=last.status,
-        totals=last.totals,
-        delta=delta,
-        latency_ms=sum(s.latency_ms for s in segments),
-        model_latency_ms=sum(s.model_latency_ms for s in segments),
-        tool_latency_ms=sum(s.tool_latency_ms for s in segments),
-        unknown_events=sum(s.unknown_events for s in segments),
-        unpriced_calls=sum(s.unpriced_calls for s in segments),
-        return_control_id=last.return_control_id,
-        model_calls=[m for s in segments for m in s.model_calls],
-        tool_calls=[c for s in segments for c in s.tool_calls],
-        violations=[v for s in segments for v in s.violations],
-        ttft_ms=next((s.ttft_ms for s in segments if s.ttft_ms is not None), None),
-        resumed=first.resumed,
-    )
-
-
-def _merge_by_request(segments: Sequence[RequestSegment]) -> list[tuple[RequestSegment, list[RequestSegment]]]:
-    """Segments grouped by request (in order of first appearance), each group merged; the
-    originals are kept for their settlements (a request's segments may settle different leases)."""
-    groups: dict[str, list[RequestSegment]] = {}
-    for segment in segments:
-        groups.setdefault(segment.request_id, []).append(segment)
-    return [(_merge_segments(members), members) for members in groups.values()]

@@ -144,27 +144,36 @@ def _add_segment(out: RollupDeltas, segment: RequestSegment, state: Prior) -> No
     ):
         row[i] += value
     add_violations(out, segment.violations, lambda _request_id: state.user_id)
+    # Sum the calls per distinct (day, workflow, model, agent, price key) first: a request's
+    # calls share a handful of those, and each is then added to its three dimensions once.
+    combos: dict[tuple[int, str, str, str | None, str | None], list[int]] = {}
     for m in segment.model_calls:
-        day = day_number(m.ts_ms)
+        combo = (m.ts_ms // DAY_MS, m.workflow, m.base_model_id, m.agent, m.price_key)
+        sums = combos.get(combo)
+        if sums is None:
+            sums = combos[combo] = [0] * (len(CALL_COUNTERS) - 1)
+        sums[0] += 1
+        sums[1] += m.input_tokens
+        sums[2] += m.output_tokens
+        sums[3] += m.cache_read_tokens
+        sums[4] += m.cache_write_tokens
+        sums[5] += m.cost_nanos
+        sums[6] += 0 if m.priced else 1
+    for (day, workflow, model, agent, price_key), sums in combos.items():
         for dimension, key, variant in (
-            ("model", m.base_model_id, ""),
-            ("agent", agent_label(m.agent, segment.agent_id), ""),
-            ("price", m.base_model_id, m.price_key or ""),
+            ("model", model, ""),
+            ("agent", agent_label(agent, segment.agent_id), ""),
+            ("price", model, price_key or ""),
         ):
-            sums = out.calls.get((dimension, day, m.workflow, key, variant))
-            if sums is None:
-                sums = out.calls[(dimension, day, m.workflow, key, variant)] = [0] * len(CALL_COUNTERS)
+            totals = out.calls.get((dimension, day, workflow, key, variant))
+            if totals is None:
+                totals = out.calls[(dimension, day, workflow, key, variant)] = [0] * len(CALL_COUNTERS)
             seen = (dimension, key, variant)
             if seen not in state.seen:
                 state.seen.add(seen)
-                sums[0] += 1
-            sums[1] += 1
-            sums[2] += m.input_tokens
-            sums[3] += m.output_tokens
-            sums[4] += m.cache_read_tokens
-            sums[5] += m.cache_write_tokens
-            sums[6] += m.cost_nanos
-            sums[7] += 0 if m.priced else 1
+                totals[0] += 1  # the request, once per key
+            for i, value in enumerate(sums, 1):
+                totals[i] += value
 
 
 def _request_row(out: RollupDeltas, day: int, workflow: str, user: str | None, session: str | None) -> list[int]:

@@ -18,9 +18,10 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ from costguard.usage import (
     SessionUsage,
     Totals,
     ViolationRecord,
+    merge_by_request,
     nanos_to_usd,
 )
 
@@ -775,16 +777,39 @@ class SQLiteLedger(Ledger):
         self.record_many((segment,))
 
     def record_many(self, segments: Sequence[RequestSegment]) -> None:
-        """Every segment, in order, in ONE transaction: a batch is written whole or not at all."""
+        """Every segment, in ONE transaction: a batch is written whole or not at all.
+
+        The segments of one request (its checkpoints, its continuation) are merged first, so a
+        request costs one row update however many segments the batch holds, and the call rows of
+        the whole batch go in with one statement per table.
+        """
         if not segments:
             return
+        groups = merge_by_request(segments)
+        requests = [merged for merged, _ in groups]
         with self._errors("recording usage"), self._write() as conn:
-            for segment in segments:
-                self._record_segment(conn, segment)
+            record_rollups(conn, requests)  # before the rows: it reads what came before them
+            for merged, originals in groups:
+                self._record_request(conn, merged)
+                for original in originals:
+                    if original.reservation is not None:
+                        self._settle(
+                            conn, original.reservation, original.delta.cost_nanos,
+                            keep=original.keep_reservation, now_ms=original.ended_ms,
+                        )
+            for settle in _summed_settles(s.lease_settle for s in segments if s.lease_settle is not None):
+                self._settle_lease(conn, settle)
+            model_rows = [row for merged in requests for row in merged.model_calls]
+            if model_rows:
+                conn.executemany(_MODEL_CALL_INSERT, map(_model_call_values, model_rows))
+            tool_rows = [row for merged in requests for row in merged.tool_calls]
+            if tool_rows:
+                conn.executemany(_TOOL_CALL_INSERT, map(_tool_call_values, tool_rows))
+            self._insert_violations(conn, [v for merged in requests for v in merged.violations])
 
     @classmethod
     def _settle_lease(cls, conn: sqlite3.Connection, settle: LeaseSettle) -> None:
-        held = cls._lease_amount(conn, settle.lease_id)
+        held = cls._lease_amount(conn, settle.lease_id) if settle.lease_id is not None else None
         released = min(held or 0, settle.release_nanos)
         conn.executemany(
             "INSERT INTO budget_counters (workflow, period, spent_nanos, reserved_nanos) "
@@ -798,14 +823,13 @@ class SQLiteLedger(Ledger):
                 (released, settle.lease_id),
             )
 
-    def _record_segment(self, conn: sqlite3.Connection, segment: RequestSegment) -> None:
+    @staticmethod
+    def _record_request(conn: sqlite3.Connection, segment: RequestSegment) -> None:
+        """The request's row and its session's: totals from the request, the session adds the delta."""
         t, d = segment.totals, segment.delta
-        record_rollups(conn, (segment,))  # before the rows: it reads what came before them
-        is_new = (
-            conn.execute(
-                "SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)
-            ).fetchone()
-            is None
+        # A request's first segment has no row yet (a batch is all-or-nothing): no need to look.
+        is_new = segment.is_first or (
+            conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)).fetchone() is None
         )
         conn.execute(
             "INSERT INTO requests (request_id, workflow, session_id, user_id, operation, "
@@ -860,55 +884,6 @@ class SQLiteLedger(Ledger):
                 segment.ttft_ms,
             ),
         )
-        if segment.model_calls:
-            conn.executemany(
-                "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
-                "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
-                "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        m.request_id,
-                        m.workflow,
-                        m.session_id,
-                        m.user_id,
-                        m.ts_ms,
-                        m.model_id,
-                        m.base_model_id,
-                        m.step_type,
-                        m.agent,
-                        m.input_tokens,
-                        m.output_tokens,
-                        m.cache_read_tokens,
-                        m.cache_write_tokens,
-                        m.cost_nanos,
-                        1 if m.priced else 0,
-                        m.latency_ms,
-                        m.price_key,
-                        m.flags,
-                    )
-                    for m in segment.model_calls
-                ],
-            )
-        if segment.tool_calls:
-            conn.executemany(
-                "INSERT INTO tool_calls (request_id, workflow, session_id, ts_ms, kind, name, "
-                "agent, response_bytes, latency_ms) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        c.request_id,
-                        c.workflow,
-                        c.session_id,
-                        c.ts_ms,
-                        c.kind,
-                        c.name,
-                        c.agent,
-                        c.response_bytes,
-                        c.latency_ms,
-                    )
-                    for c in segment.tool_calls
-                ],
-            )
         conn.execute(
             "INSERT INTO sessions (session_id, workflow, user_id, first_ms, last_ms, requests, "
             "model_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
@@ -943,11 +918,6 @@ class SQLiteLedger(Ledger):
                 d.max_tool_response_bytes,
             ),
         )
-        self._insert_violations(conn, segment.violations)
-        if segment.reservation is not None:
-            self._settle(conn, segment.reservation, d.cost_nanos, keep=segment.keep_reservation, now_ms=segment.ended_ms)
-        if segment.lease_settle is not None:
-            self._settle_lease(conn, segment.lease_settle)
 
     @staticmethod
     def _insert_violations(conn: sqlite3.Connection, violations: Sequence[ViolationRecord]) -> None:
@@ -1323,3 +1293,42 @@ class SQLiteLedger(Ledger):
             if self._report_conn is None:
                 self._report_conn = self._connect()
             return self._report_conn
+
+
+_MODEL_CALL_INSERT = (
+    "INSERT INTO model_calls (request_id, workflow, session_id, user_id, ts_ms, "
+    "model_id, base_model_id, step_type, agent, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+#: A row's values in the column order above, read in C (``priced`` is a bool: SQLite stores 1/0).
+_model_call_values = attrgetter(
+    "request_id", "workflow", "session_id", "user_id", "ts_ms", "model_id", "base_model_id", "step_type",
+    "agent", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos",
+    "priced", "latency_ms", "price_key", "flags",
+)
+_TOOL_CALL_INSERT = (
+    "INSERT INTO tool_calls (request_id, workflow, session_id, ts_ms, kind, name, "
+    "agent, response_bytes, latency_ms) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_tool_call_values = attrgetter(
+    "request_id", "workflow", "session_id", "ts_ms", "kind", "name", "agent", "response_bytes", "latency_ms"
+)
+
+
+def _summed_settles(settles: Iterable[LeaseSettle]) -> list[LeaseSettle]:
+    """A batch's settlements, one per lease: what each spent and gives back, summed.
+
+    Equal to settling them one by one: what a lease releases is capped by what it holds, and
+    min(held, a) then min(held - that, b) releases min(held, a + b).
+    """
+    summed: dict[tuple[str, tuple[str, ...], str | None], LeaseSettle] = {}
+    for settle in settles:
+        key = (settle.workflow, settle.periods, settle.lease_id)
+        total = summed.get(key)
+        if total is None:
+            summed[key] = LeaseSettle(settle.workflow, settle.periods, settle.lease_id, settle.spent_nanos, settle.release_nanos)
+        else:
+            total.spent_nanos += settle.spent_nanos
+            total.release_nanos += settle.release_nanos
+    return list(summed.values())
