@@ -23,6 +23,9 @@ MAX_TOKENS_PER_CALL = 10_000_000
 #: ledger hashes what does not fit a key).
 MAX_ID_CHARS = 512
 
+#: Longest latency taken as reported (a day); anything else is not a latency.
+MAX_LATENCY_MS = 86_400_000
+
 
 def token_count(value: Any) -> tuple[int, bool]:
     """``(count, suspect)``: a well-formed count as it is, anything else coerced and flagged."""
@@ -60,7 +63,7 @@ def usage_counts(
 
 def optional_ms(value: Any) -> int | None:
     """A latency in milliseconds, or None when it is not a sane non-negative integer."""
-    if type(value) is int and 0 <= value <= 86_400_000:
+    if type(value) is int and 0 <= value <= MAX_LATENCY_MS:
         return value
     return None
 

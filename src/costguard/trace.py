@@ -19,7 +19,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from costguard.coerce import canonical_hash, optional_ms, text_id, usage_counts, utf8_len
+from costguard.coerce import (
+    MAX_ID_CHARS,
+    MAX_LATENCY_MS,
+    MAX_TOKENS_PER_CALL,
+    canonical_hash,
+    optional_ms,
+    text_id,
+    usage_counts,
+    utf8_len,
+)
 
 #: invocationType values that are tool calls (DESIGN.md section 5).
 TOOL_KINDS = frozenset(
@@ -150,6 +159,120 @@ Step = (
     | UnknownEvent
 )
 
+class TraceSink:
+    """What a normaliser reports as it reads a stream, one call per step (every method a no-op here).
+
+    The meter is a sink itself, so an agent stream is metered without building a step object per
+    event; :class:`StepBuilder` turns the calls back into :data:`Step` objects.
+    """
+
+    __slots__ = ()
+
+    def model_started(self, model_id: str | None, step_type: str, trace_id: str | None, agent: str | None) -> None:
+        pass
+
+    def model_call(
+        self,
+        model_id: str | None,
+        step_type: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        latency_ms: int | None,
+        trace_id: str | None,
+        agent: str | None,
+        flags: frozenset[str],
+        usage_missing: bool,
+    ) -> None:
+        pass
+
+    def tool_call(self, kind: str, name: str | None, trace_id: str | None, agent: str | None, call_hash: str | None) -> None:
+        pass
+
+    def tool_result(
+        self, kind: str, name: str | None, response_bytes: int, latency_ms: int | None, trace_id: str | None,
+        agent: str | None,
+    ) -> None:
+        pass
+
+    def guardrail_intervention(self, action: str, trace_id: str | None, agent: str | None) -> None:
+        pass
+
+    def failure(self, code: int | None, trace_id: str | None, agent: str | None) -> None:
+        pass
+
+    def final_answer(self, response_bytes: int, trace_id: str | None, agent: str | None) -> None:
+        pass
+
+    def answer_chunk(self, response_bytes: int) -> None:
+        pass
+
+    def return_control(self, invocation_id: str | None, inputs: int) -> None:
+        pass
+
+    def unknown(self, what: str) -> None:
+        pass
+
+
+class StepBuilder(TraceSink):
+    """A sink that keeps the step it was told of last, as a :data:`Step` object."""
+
+    __slots__ = ("step",)
+
+    def __init__(self) -> None:
+        self.step: Step | None = None
+
+    def model_started(self, model_id: str | None, step_type: str, trace_id: str | None, agent: str | None) -> None:
+        self.step = ModelCallStarted(model_id, step_type, trace_id, agent)
+
+    def model_call(
+        self,
+        model_id: str | None,
+        step_type: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        latency_ms: int | None,
+        trace_id: str | None,
+        agent: str | None,
+        flags: frozenset[str],
+        usage_missing: bool,
+    ) -> None:
+        self.step = ModelCall(
+            model_id, step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, latency_ms,
+            trace_id, agent, usage_missing, flags=flags,
+        )
+
+    def tool_call(self, kind: str, name: str | None, trace_id: str | None, agent: str | None, call_hash: str | None) -> None:
+        self.step = ToolCall(kind, name, trace_id, agent, call_hash)
+
+    def tool_result(
+        self, kind: str, name: str | None, response_bytes: int, latency_ms: int | None, trace_id: str | None,
+        agent: str | None,
+    ) -> None:
+        self.step = ToolResult(kind, name, response_bytes, latency_ms, trace_id, agent)
+
+    def guardrail_intervention(self, action: str, trace_id: str | None, agent: str | None) -> None:
+        self.step = GuardrailIntervention(action, trace_id, agent)
+
+    def failure(self, code: int | None, trace_id: str | None, agent: str | None) -> None:
+        self.step = Failure(code, trace_id, agent)
+
+    def final_answer(self, response_bytes: int, trace_id: str | None, agent: str | None) -> None:
+        self.step = FinalAnswer(response_bytes, trace_id, agent)
+
+    def answer_chunk(self, response_bytes: int) -> None:
+        self.step = AnswerChunk(response_bytes)
+
+    def return_control(self, invocation_id: str | None, inputs: int) -> None:
+        self.step = ReturnControl(invocation_id, inputs)
+
+    def unknown(self, what: str) -> None:
+        self.step = UnknownEvent(what)
+
+
 _AGENT_USAGE_FIELDS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
 _SUSPECT = frozenset({"usage_suspect"})
 _NO_FLAGS: frozenset[str] = frozenset()
@@ -163,7 +286,11 @@ def _opt_int(value: Any) -> int | None:
 
 
 class AgentTraceNormalizer:
-    """Stateful per request: feed it every event of one InvokeAgent stream, in order."""
+    """Stateful per request: feed it every event of one InvokeAgent stream, in order.
+
+    :meth:`read` tells ``sink`` of each step; :meth:`feed` (no sink given) returns it as a
+    :data:`Step` object.
+    """
 
     __slots__ = (
         "default_model",
@@ -173,6 +300,9 @@ class AgentTraceNormalizer:
         "_last_model_by_agent",
         "_tools_by_trace",
         "hash_tool_calls",
+        "sink",
+        "_builder",
+        "_in_sink",
     )
 
     def __init__(
@@ -181,6 +311,7 @@ class AgentTraceNormalizer:
         agent_model_lookup: AgentModelLookup | None = None,
         *,
         hash_tool_calls: bool = True,
+        sink: TraceSink | None = None,
     ) -> None:
         #: Only repeat caps need a call's hash: without them hashing is skipped (it is the
         #: costliest thing done per tool call).
@@ -191,96 +322,133 @@ class AgentTraceNormalizer:
         self._model_by_trace: dict[str | None, str | None] = {}
         self._last_model_by_agent: dict[str | None, str] = {}
         self._tools_by_trace: dict[str | None, list[tuple[str, str | None]]] = {}
+        self._builder = StepBuilder() if sink is None else None
+        self.sink: TraceSink = sink if sink is not None else self._builder  # type: ignore[assignment]
+        #: Set while the sink runs: an error raised there is the sink's, not a malformed event.
+        self._in_sink = False
 
     def feed(self, event: Mapping[str, Any]) -> Step | None:
         """The step this event is, or None for events that carry nothing to meter."""
+        builder = self._builder
+        if builder is None:
+            raise TypeError("feed() returns steps only without a sink: call read()")
+        builder.step = None
+        self.read(event)
+        return builder.step
+
+    def read(self, event: Mapping[str, Any]) -> None:
+        """Tell the sink what this event is (nothing for events that carry nothing to meter).
+
+        The model invocations, which are most of an agent stream, are read inline here: this
+        runs for every event the caller reads, between botocore's parsing of one and the next.
+        """
+        self._in_sink = False
         try:
             if "trace" in event:
-                return self._trace_part(event["trace"])
-            if "chunk" in event:
+                part = event["trace"]
+                trace = part.get("trace")
+                if not isinstance(trace, dict) or not trace:
+                    self._unknown("trace: missing trace")
+                    return
+                for key, body in trace.items():
+                    break
+                if key == "orchestrationTrace":
+                    if "rationale" in body:
+                        return
+                    step_type: str | None = "ORCHESTRATION"
+                else:
+                    step_type = _MODEL_TRACE_KINDS.get(key)
+                name = part.get("collaboratorName")
+                agent = name if name else (_chain_agent(part) if "callerChain" in part else None)
+                if step_type is None:
+                    self._other_trace(key, body, agent)
+                elif "modelInvocationOutput" in body:
+                    self._model_output(body["modelInvocationOutput"], step_type, agent, part)
+                elif "modelInvocationInput" in body:
+                    mii = body["modelInvocationInput"]
+                    trace_id = mii.get("traceId")
+                    raw = mii.get("foundationModel")
+                    model = raw if type(raw) is str and raw.isascii() and len(raw) <= MAX_ID_CHARS else text_id(raw)
+                    if not model:
+                        model = text_id(self._fallback_model(agent, part))
+                    if model:
+                        self._last_model_by_agent[agent] = model
+                    self._model_by_trace[trace_id] = model
+                    kind = mii.get("type") or step_type
+                    self._in_sink = True
+                    self.sink.model_started(model, kind, trace_id, agent)
+                elif "invocationInput" in body:
+                    self._invocation_input(body["invocationInput"], agent)
+                elif "observation" in body:
+                    self._observation(body["observation"], agent)
+                elif "rationale" not in body:
+                    self._unknown(f"{step_type.lower()}: " + ",".join(body))
+            elif "chunk" in event:
                 chunk = event["chunk"]
-                return AnswerChunk(utf8_len(chunk.get("bytes")) if isinstance(chunk, dict) else 0)
-            if "returnControl" in event:
+                size = utf8_len(chunk.get("bytes")) if isinstance(chunk, dict) else 0
+                self._in_sink = True
+                self.sink.answer_chunk(size)
+            elif "returnControl" in event:
                 payload = event["returnControl"]
                 if not isinstance(payload, dict):
-                    return self._unknown("returnControl: not an object")
+                    self._unknown("returnControl: not an object")
+                    return
                 inputs = payload.get("invocationInputs")
-                return ReturnControl(
-                    payload.get("invocationId"), len(inputs) if isinstance(inputs, list) else 0
-                )
-            if "files" in event:
-                return None
-            return self._unknown("event: " + ",".join(str(k) for k in event) if event else "event: empty")
+                invocation_id = payload.get("invocationId")
+                self._in_sink = True
+                self.sink.return_control(invocation_id, len(inputs) if isinstance(inputs, list) else 0)
+            elif "files" not in event:
+                self._unknown("event: " + ",".join(str(k) for k in event) if event else "event: empty")
         except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            if self._in_sink:
+                raise  # the sink's own error: its caller contains it
             # A malformed event must never break the caller's stream: count it and go on.
-            return self._unknown(f"malformed event: {type(exc).__name__}")
+            self._unknown(f"malformed event: {type(exc).__name__}")
 
-    def _unknown(self, what: str) -> UnknownEvent:
+    def _unknown(self, what: str) -> None:
         self.unknown_events += 1
-        return UnknownEvent(what)
+        self._in_sink = True
+        self.sink.unknown(what)
 
-    def _trace_part(self, part: Mapping[str, Any]) -> Step | None:
-        trace = part.get("trace")
-        if not isinstance(trace, dict) or not trace:
-            return self._unknown("trace: missing trace")
-        for key, body in trace.items():
-            if key == "orchestrationTrace" and "rationale" in body:
-                return None
-            agent = _agent_of(part)
-            step_type = _MODEL_TRACE_KINDS.get(key)
-            if step_type is not None:
-                return self._model_trace(body, step_type, agent, part)
-            if key == "guardrailTrace":
-                action = body.get("action")
-                if action == "INTERVENED":
-                    return GuardrailIntervention(action, body.get("traceId"), agent)
-                return None
-            if key == "failureTrace":
-                return Failure(_opt_int(body.get("failureCode")), body.get("traceId"), agent)
-            if key == "customOrchestrationTrace":
-                return None
-            return self._unknown(f"trace: {key}")
-        return None  # pragma: no cover - a non-empty mapping always has a first item
+    def _other_trace(self, key: str, body: Mapping[str, Any], agent: str | None) -> None:
+        if key == "guardrailTrace":
+            action = body.get("action")
+            if action == "INTERVENED":
+                trace_id = body.get("traceId")
+                self._in_sink = True
+                self.sink.guardrail_intervention(action, trace_id, agent)
+        elif key == "failureTrace":
+            code, trace_id = _opt_int(body.get("failureCode")), body.get("traceId")
+            self._in_sink = True
+            self.sink.failure(code, trace_id, agent)
+        elif key != "customOrchestrationTrace":
+            self._unknown(f"trace: {key}")
 
-    def _model_trace(
-        self, body: Mapping[str, Any], step_type: str, agent: str | None, part: Mapping[str, Any]
-    ) -> Step | None:
-        if "modelInvocationInput" in body:
-            mii = body["modelInvocationInput"]
-            trace_id = mii.get("traceId")
-            model = text_id(mii.get("foundationModel")) or self._fallback_model(agent, part)
-            if model:
-                self._last_model_by_agent[agent] = model
-            self._model_by_trace[trace_id] = model
-            return ModelCallStarted(model, mii.get("type") or step_type, trace_id, agent)
-        if "modelInvocationOutput" in body:
-            mio = body["modelInvocationOutput"]
-            trace_id = mio.get("traceId")
-            model = self._model_by_trace.pop(trace_id, None) or self._fallback_model(agent, part)
-            metadata = mio.get("metadata")
-            usage = metadata.get("usage") if isinstance(metadata, dict) else None
-            if isinstance(usage, dict):
-                i, o, cr, cw, suspect = usage_counts(usage, _AGENT_USAGE_FIELDS)
-                return ModelCall(
-                    text_id(model),
-                    step_type,
-                    i,
-                    o,
-                    cr,
-                    cw,
-                    optional_ms(metadata.get("totalTimeMs")),
-                    trace_id,
-                    agent,
-                    flags=_SUSPECT if suspect else _NO_FLAGS,
-                )
-            return ModelCall(text_id(model), step_type, trace_id=trace_id, agent=agent, usage_missing=True)
-        if "invocationInput" in body:
-            return self._invocation_input(body["invocationInput"], agent)
-        if "observation" in body:
-            return self._observation(body["observation"], agent)
-        if "rationale" in body:
-            return None
-        return self._unknown(f"{step_type.lower()}: " + ",".join(body))
+    def _model_output(self, mio: Mapping[str, Any], step_type: str, agent: str | None, part: Mapping[str, Any]) -> None:
+        trace_id = mio.get("traceId")
+        model = self._model_by_trace.pop(trace_id, None) or text_id(self._fallback_model(agent, part))
+        metadata = mio.get("metadata")
+        usage = metadata.get("usage") if isinstance(metadata, dict) else None
+        if not isinstance(usage, dict):
+            self._in_sink = True
+            self.sink.model_call(model, step_type, 0, 0, 0, 0, None, trace_id, agent, _NO_FLAGS, True)
+            return
+        i = usage.get("inputTokens")
+        o = usage.get("outputTokens")
+        if (
+            type(i) is int and type(o) is int and 0 <= i <= MAX_TOKENS_PER_CALL and 0 <= o <= MAX_TOKENS_PER_CALL
+            and "cacheReadInputTokens" not in usage and "cacheWriteInputTokens" not in usage
+        ):
+            cr = cw = 0
+            flags = _NO_FLAGS
+        else:
+            i, o, cr, cw, suspect = usage_counts(usage, _AGENT_USAGE_FIELDS)
+            flags = _SUSPECT if suspect else _NO_FLAGS
+        latency = metadata.get("totalTimeMs")  # type: ignore[union-attr]
+        if not (type(latency) is int and 0 <= latency <= MAX_LATENCY_MS):
+            latency = None
+        self._in_sink = True
+        self.sink.model_call(model, step_type, i, o, cr, cw, latency, trace_id, agent, flags, False)
 
     def _fallback_model(self, agent: str | None, part: Mapping[str, Any]) -> str | None:
         model = self._last_model_by_agent.get(agent)
@@ -293,10 +461,10 @@ class AgentTraceNormalizer:
                 return model
         return self.default_model
 
-    def _invocation_input(self, ii: Mapping[str, Any], agent: str | None) -> Step | None:
+    def _invocation_input(self, ii: Mapping[str, Any], agent: str | None) -> None:
         kind = ii.get("invocationType")
         if kind not in TOOL_KINDS:
-            return None
+            return
         name: str | None
         # What makes two calls of one tool the same call (hashed, never kept).
         parameters: Any
@@ -306,7 +474,7 @@ class AgentTraceNormalizer:
             op = ag.get("function") or ag.get("apiPath")
             if name and op:
                 name = f"{name}::{op}"
-            parameters = {k: ag.get(k) for k in ("verb", "parameters", "requestBody")}
+            parameters = ag
         elif kind == "KNOWLEDGE_BASE":
             kb = ii.get("knowledgeBaseLookupInput") or {}
             name = kb.get("knowledgeBaseId")
@@ -320,18 +488,31 @@ class AgentTraceNormalizer:
             parameters = ii.get("codeInterpreterInvocationInput")
         name = text_id(name)
         trace_id = ii.get("traceId")
-        self._tools_by_trace.setdefault(trace_id, []).append((kind, name))
-        return ToolCall(kind, name, trace_id, agent, tool_call_hash(name, parameters) if self.hash_tool_calls else None)
+        pending = self._tools_by_trace.get(trace_id)
+        if pending is None:
+            self._tools_by_trace[trace_id] = [(kind, name)]
+        else:
+            pending.append((kind, name))
+        call_hash = None
+        if self.hash_tool_calls:
+            if kind == "ACTION_GROUP":
+                parameters = {k: parameters.get(k) for k in ("verb", "parameters", "requestBody")}
+            call_hash = tool_call_hash(name, parameters)
+        self._in_sink = True
+        self.sink.tool_call(kind, name, trace_id, agent, call_hash)
 
-    def _observation(self, obs: Mapping[str, Any], agent: str | None) -> Step | None:
+    def _observation(self, obs: Mapping[str, Any], agent: str | None) -> None:
         trace_id = obs.get("traceId")
-        if "finalResponse" in obs:
-            final = obs["finalResponse"] or {}
-            return FinalAnswer(utf8_len(final.get("text")), trace_id, agent)
         if "actionGroupInvocationOutput" in obs:
             out = obs["actionGroupInvocationOutput"] or {}
             size = utf8_len(out.get("text"))
             kind = "ACTION_GROUP"
+        elif "finalResponse" in obs:
+            final = obs["finalResponse"] or {}
+            size = utf8_len(final.get("text"))
+            self._in_sink = True
+            self.sink.final_answer(size, trace_id, agent)
+            return
         elif "knowledgeBaseLookupOutput" in obs:
             out = obs["knowledgeBaseLookupOutput"] or {}
             refs = out.get("retrievedReferences") or []
@@ -347,11 +528,12 @@ class AgentTraceNormalizer:
             kind = "ACTION_GROUP_CODE_INTERPRETER"
         else:
             # REPROMPT and ASK_USER observations feed nothing back from a tool.
-            return None
+            return
         metadata = out.get("metadata")
         latency = optional_ms(metadata.get("totalTimeMs")) if isinstance(metadata, dict) else None
         name = self._match_tool(trace_id, kind)
-        return ToolResult(kind, name, size, latency, trace_id, agent)
+        self._in_sink = True
+        self.sink.tool_result(kind, name, size, latency, trace_id, agent)
 
     def _match_tool(self, trace_id: str | None, kind: str) -> str | None:
         pending = self._tools_by_trace.get(trace_id)
@@ -364,15 +546,13 @@ class AgentTraceNormalizer:
         return None
 
 
-def _agent_of(part: Mapping[str, Any]) -> str | None:
-    """The collaborator a step belongs to; None for the agent the caller invoked.
+def _chain_agent(part: Mapping[str, Any]) -> str | None:
+    """The collaborator a step belongs to when the part names none: None for the agent the caller
+    invoked.
 
     ``callerChain`` lists the agents from the one invoked down to the one that made the step, so
     a chain longer than one means a collaborator.
     """
-    name = part.get("collaboratorName")
-    if name:
-        return name
     chain = part.get("callerChain")
     if isinstance(chain, list) and len(chain) > 1:
         last = chain[-1]

@@ -220,6 +220,8 @@ class RequestSegment:
     #: The request was taken over from an earlier segment (a return-control continuation), so
     #: the ledger already holds it, or may: it is never counted as a new request of its session.
     resumed: bool = False
+    #: How many segments this one stands for (a batch merges a request's segments into one).
+    parts: int = 1
 
     @property
     def is_first(self) -> bool:
@@ -259,6 +261,7 @@ def merge_segments(segments: Sequence[RequestSegment]) -> RequestSegment:
         violations=[v for s in segments for v in s.violations],
         ttft_ms=next((s.ttft_ms for s in segments if s.ttft_ms is not None), None),
         resumed=first.resumed,
+        parts=sum(s.parts for s in segments),
     )
 
 

@@ -821,7 +821,7 @@ class DynamoDBLedger(Ledger):
         update.set("ended_ms", _n(segment.ended_ms)).set("status", _s(segment.status))
         for attr in _TOTAL_ATTRS:  # the request takes the running totals, as SQLite does
             update.set(attr, _n(getattr(t, attr)))
-        update.add("segments", 1)
+        update.add("segments", segment.parts)
         update.add("latency_ms", segment.latency_ms)
         update.add("model_latency_ms", segment.model_latency_ms)
         update.add("tool_latency_ms", segment.tool_latency_ms)

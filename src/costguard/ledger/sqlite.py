@@ -827,19 +827,16 @@ class SQLiteLedger(Ledger):
     def _record_request(conn: sqlite3.Connection, segment: RequestSegment) -> None:
         """The request's row and its session's: totals from the request, the session adds the delta."""
         t, d = segment.totals, segment.delta
-        # A request's first segment has no row yet (a batch is all-or-nothing): no need to look.
-        is_new = segment.is_first or (
-            conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)).fetchone() is None
-        )
+        is_new = conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (segment.request_id,)).fetchone() is None
         conn.execute(
             "INSERT INTO requests (request_id, workflow, session_id, user_id, operation, "
             "agent_id, agent_alias_id, started_ms, ended_ms, status, segments, model_calls, "
             "tool_calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
             "cost_nanos, tool_response_bytes, max_tool_response_bytes, latency_ms, "
             "model_latency_ms, tool_latency_ms, unknown_events, unpriced_calls, "
-            "return_control_id, ttft_ms) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "return_control_id, ttft_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (request_id) DO UPDATE SET ended_ms = excluded.ended_ms, "
-            "status = excluded.status, segments = segments + 1, "
+            "status = excluded.status, segments = segments + excluded.segments, "
             "model_calls = excluded.model_calls, tool_calls = excluded.tool_calls, "
             "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
             "cache_read_tokens = excluded.cache_read_tokens, "
@@ -866,6 +863,7 @@ class SQLiteLedger(Ledger):
                 segment.started_ms,
                 segment.ended_ms,
                 segment.status,
+                segment.parts,
                 t.model_calls,
                 t.tool_calls,
                 t.input_tokens,

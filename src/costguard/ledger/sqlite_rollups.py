@@ -106,8 +106,6 @@ def prior_of(conn: sqlite3.Connection) -> Callable[[RequestSegment], Prior]:
     its row (start, user) and, for a continuation, the call keys its earlier calls counted."""
 
     def prior(segment: RequestSegment) -> Prior:
-        if segment.is_first:
-            return Prior(known=False)  # a request's first segment: nothing of it is written yet
         row = conn.execute(
             "SELECT started_ms, user_id, agent_id FROM requests WHERE request_id = ?", (segment.request_id,)
         ).fetchone()

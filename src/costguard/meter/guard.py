@@ -111,7 +111,7 @@ class Guard:
         checkpoint_every_calls: int = 20,
         checkpoint_every_s: float = 5.0,
         write_interval_s: float = 1.0,
-        write_batch_rows: int = 200,
+        write_batch_rows: int = 5000,
         session_cache_s: float = 300.0,
     ) -> None:
         if policies is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
 from costguard.meter.slices import slice_cap
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing import is_prompt_router
-from costguard.pricing.key import CallUsage, PricedCall
-from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult
+from costguard.pricing.key import PricedCall
+from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult, TraceSink
 from costguard.usage import (
     ModelCallRecord,
     PeriodLimit,
@@ -69,8 +70,13 @@ class GuardrailUsage:
     flags: frozenset[str] = frozenset()
 
 
-class RequestMeter:
-    """One request's running counters and the checks made on every step."""
+class RequestMeter(TraceSink):
+    """One request's running counters and the checks made on every step.
+
+    It is the trace normaliser's sink: an agent stream's steps arrive as method calls, with no
+    step object built per event; single-response operations hand it :data:`Step` objects
+    (:meth:`on_step`).
+    """
 
     def __init__(
         self,
@@ -117,6 +123,14 @@ class RequestMeter:
         # Caps in nano-dollars, converted once: the checks run on every model call.
         self._req_cost_cap = _nanos_or_none(self.per_request.max_cost_usd)
         self._ses_cost_cap = _nanos_or_none(self.per_session.max_cost_usd)
+        self._req_calls_cap = self.per_request.max_model_calls
+        self._ses_calls_cap = self.per_session.max_model_calls
+        self._calls_capped = self._req_calls_cap is not None or self._ses_calls_cap is not None
+        self._checkpoint_calls = guard.checkpoint_calls
+        self._checkpoint_s = guard.checkpoint_s
+        self._now_ms = guard.now_ms
+        self._workflow = binding.workflow
+        self._user_id = binding.user_id
         self._token_or_cost_caps = (
             self.per_request.max_tokens is not None or self.per_session.max_tokens is not None
             or self._req_cost_cap is not None or self._ses_cost_cap is not None
@@ -354,20 +368,35 @@ class RequestMeter:
     def on_step(self, step: object) -> None:
         kind = type(step)
         if kind is ModelCall:
-            self._model_call(step)  # type: ignore[arg-type]
-            self._keep_alive()
+            c: ModelCall = step  # type: ignore[assignment]
+            self.model_call(
+                c.model_id, c.step_type, c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
+                c.latency_ms, c.trace_id, c.agent, c.flags, c.usage_missing,
+                cache_write_1h_tokens=c.cache_write_1h_tokens, tier=c.tier, latency_optimized=c.latency_optimized,
+                routed=c.routed,
+            )
         elif kind is ModelCallStarted:
-            self._model_started(step)  # type: ignore[arg-type]
+            self.model_started(step.model_id, step.step_type, step.trace_id, step.agent)  # type: ignore[attr-defined]
         elif kind is ToolCall:
-            self._tool_call(step)  # type: ignore[arg-type]
+            t: ToolCall = step  # type: ignore[assignment]
+            self.tool_call(t.kind, t.name, t.trace_id, t.agent, t.call_hash)
         elif kind is ToolResult:
-            self._tool_result(step)  # type: ignore[arg-type]
+            r: ToolResult = step  # type: ignore[assignment]
+            self.tool_result(r.kind, r.name, r.response_bytes, r.latency_ms, r.trace_id, r.agent, call_counted=r.call_counted)
         elif kind is ReturnControl:
             self.return_control_id = step.invocation_id  # type: ignore[attr-defined]
         elif kind is GuardrailUsage:
             self._guardrail(step)  # type: ignore[arg-type]
         elif kind is AnswerChunk:
             self.mark_output()
+
+    # -- the trace normaliser's sink ------------------------------------------------------------
+
+    def answer_chunk(self, response_bytes: int) -> None:
+        self.mark_output()
+
+    def return_control(self, invocation_id: str | None, inputs: int) -> None:
+        self.return_control_id = invocation_id
 
     def mark_output(self) -> None:
         """The request's first model output (a chunk, a streamed delta, a model's answer)."""
@@ -385,62 +414,98 @@ class RequestMeter:
         finally:
             self.finish(status)
 
-    def _model_started(self, step: ModelCallStarted) -> None:
+    def model_started(self, model_id: str | None, step_type: str, trace_id: str | None, agent: str | None) -> None:
         self.calls_started += 1
-        if step.model_id:
-            self.check_model(step.model_id)
+        if model_id:
+            self.check_model(model_id)
         started = max(self.calls_started, self.totals.model_calls - self.origin.model_calls + 1)
         self._check_calls(self.origin.model_calls + started)
 
     def _check_calls(self, request_calls: int) -> None:
-        cap = self.per_request.max_model_calls
+        cap = self._req_calls_cap
         if cap is not None and request_calls > cap:
             self.violate(LoopCapExceeded, "per_request.max_model_calls", cap, request_calls)
-        cap = self.per_session.max_model_calls
+        cap = self._ses_calls_cap
         if cap is not None:
             session_calls = self.session_base.model_calls + request_calls - self.origin.model_calls
             if session_calls > cap:
                 self.violate(LoopCapExceeded, "per_session.max_model_calls", cap, session_calls)
 
-    def _model_call(self, step: ModelCall) -> None:
-        self.mark_output()
-        model_id = step.model_id or self.policy.default_model or UNKNOWN_MODEL
-        card = self.guard.rate_card(model_id, self.region, step.tier, step.latency_optimized)
-        cw_1h = min(step.cache_write_1h_tokens, step.cache_write_tokens)
-        priced = card.price(
-            CallUsage(
-                step.input_tokens,
-                step.output_tokens,
-                step.cache_read_tokens,
-                step.cache_write_tokens - cw_1h,
-                cw_1h,
-            ),
-            step.flags,
+    def model_call(
+        self,
+        model_id: str | None,
+        step_type: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        latency_ms: int | None,
+        trace_id: str | None,
+        agent: str | None,
+        flags: frozenset[str],
+        usage_missing: bool,
+        *,
+        cache_write_1h_tokens: int = 0,
+        tier: str = "standard",
+        latency_optimized: bool = False,
+        routed: bool = False,
+    ) -> None:
+        """A model call's usage: priced, counted, recorded, and every cap it may cross checked."""
+        if self.first_output_monotonic is None:
+            self.first_output_monotonic = self._elapsed()
+        chosen = model_id
+        if not model_id:
+            model_id = self.policy.default_model or UNKNOWN_MODEL
+        card = self.guard.rate_card(model_id, self.region, tier, latency_optimized)
+        cw_1h = min(cache_write_1h_tokens, cache_write_tokens)
+        cost_nanos, price_key, card_flags = card.cost_of(
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens - cw_1h, cw_1h
         )
-        cost_nanos = priced.cost_nanos
         t = self.totals
         t.model_calls += 1
-        t.input_tokens += step.input_tokens
-        t.output_tokens += step.output_tokens
-        t.cache_read_tokens += step.cache_read_tokens
-        t.cache_write_tokens += step.cache_write_tokens
+        t.input_tokens += input_tokens
+        t.output_tokens += output_tokens
+        t.cache_read_tokens += cache_read_tokens
+        t.cache_write_tokens += cache_write_tokens
         t.cost_nanos += cost_nanos
-        if not card.priced:
+        priced = card.priced
+        if not priced:
             self.unpriced_calls += 1
-        if step.latency_ms:
-            self.model_latency_ms += step.latency_ms
-        self._new_model_row(
-            model_id, card.base_model_id, step.step_type, step.input_tokens, step.output_tokens,
-            step.cache_read_tokens, step.cache_write_tokens, priced, card.priced, step.latency_ms, step.agent,
-            priced.flags,
+        if latency_ms:
+            self.model_latency_ms += latency_ms
+        if flags:
+            card_flags = card_flags | flags
+        self.model_rows.append(
+            ModelCallRecord(
+                self.request_id, self._workflow, self.session_id, self._now_ms(), model_id,
+                card.base_model_id, step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                cost_nanos, priced, latency_ms, agent, self._user_id, price_key,
+                _flags_text(card_flags) if card_flags else "",
+            )
         )
-        if step.model_id is None or step.routed:
+        if not chosen or routed:
             # The call has happened (and is recorded above): a model nobody chose before it was
             # sent (a default, or a prompt router's pick) is checked now, to stop what follows.
             self.check_model(model_id)
-        self._check_calls(t.model_calls)
-        self._check_tokens_and_cost()
-        self._check_budget()
+        # Each check is called only when it has something to check: this runs for every model
+        # call of every request, between botocore's parsing of one event and the next.
+        if self._calls_capped:
+            self._check_calls(t.model_calls)
+        if self._token_or_cost_caps:
+            self._check_tokens_and_cost()
+        if self.slice is not None:
+            if t.cost_nanos - self.segment_start.cost_nanos > self.held:
+                self._check_slice_budget()
+        elif self.reservation is not None:
+            self._check_budget()
+        if self.reservation is not None or (
+            not self.settling
+            and (
+                t.model_calls - self.segment_start.model_calls >= self._checkpoint_calls
+                or self._elapsed() - self.last_checkpoint >= self._checkpoint_s
+            )
+        ):
+            self._keep_alive()
 
     def _guardrail(self, step: GuardrailUsage) -> None:
         """Guardrail text units cost money of their own: counted in cost, not as a model call."""
@@ -448,33 +513,17 @@ class RequestMeter:
         if not priced.cost_nanos:
             return
         self.totals.cost_nanos += priced.cost_nanos
-        self._new_model_row(
-            "guardrail", "guardrail", "GUARDRAIL", 0, 0, 0, 0, priced, priced.priced, None, None, priced.flags | step.flags
-        )
+        self._new_model_row("guardrail", "GUARDRAIL", priced, priced.flags | step.flags)
         self._check_tokens_and_cost()
         self._check_budget()
 
-    def _new_model_row(
-        self,
-        model_id: str,
-        base_model_id: str,
-        step_type: str,
-        input_tokens: int,
-        output_tokens: int,
-        cache_read_tokens: int,
-        cache_write_tokens: int,
-        priced: PricedCall,
-        is_priced: bool,
-        latency_ms: int | None,
-        agent: str | None,
-        flags: frozenset[str],
-    ) -> None:
+    def _new_model_row(self, model_id: str, step_type: str, priced: PricedCall, flags: frozenset[str]) -> None:
+        """A row for a cost that is not a model's tokens (guardrail units)."""
         self.model_rows.append(
             ModelCallRecord(
-                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id, base_model_id,
-                step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, priced.cost_nanos,
-                is_priced, latency_ms, agent, self.binding.user_id, priced.key.label(),
-                ",".join(sorted(flags)) if flags else "",
+                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id, model_id,
+                step_type, 0, 0, 0, 0, priced.cost_nanos, priced.priced, None, None, self.binding.user_id,
+                priced.key.label(), _flags_text(flags) if flags else "",
             )
         )
 
@@ -520,20 +569,20 @@ class RequestMeter:
             self.violated.add("budget")
             self._budget_violation(period, limit, committed + spent - held.amount_nanos)
 
-    def _tool_call(self, step: ToolCall) -> None:
+    def tool_call(self, kind: str, name: str | None, trace_id: str | None, agent: str | None, call_hash: str | None) -> None:
         t = self.totals
         t.tool_calls += 1
-        self._new_tool_row(step)
+        self._new_tool_row(kind, name, agent)
         cap = self.per_request.max_tool_calls
         if cap is not None and t.tool_calls > cap:
-            self.violate(ToolCapExceeded, "per_request.max_tool_calls", cap, t.tool_calls, tool=step.name)
+            self.violate(ToolCapExceeded, "per_request.max_tool_calls", cap, t.tool_calls, tool=name)
         cap = self.per_session.max_tool_calls
         if cap is not None:
             calls = self.session_base.tool_calls + t.tool_calls - self.origin.tool_calls
             if calls > cap:
-                self.violate(ToolCapExceeded, "per_session.max_tool_calls", cap, calls, tool=step.name)
-        if step.call_hash is not None:
-            self._count_repeat(step.name, step.call_hash)
+                self.violate(ToolCapExceeded, "per_session.max_tool_calls", cap, calls, tool=name)
+        if call_hash is not None:
+            self._count_repeat(name, call_hash)
 
     def _count_repeat(self, name: str | None, key: str, *, new_to_session: bool = True) -> None:
         req = self.per_request.max_repeated_tool_calls
@@ -551,22 +600,31 @@ class RequestMeter:
         if ses is not None and new_to_session and in_session > ses:
             self.violate(LoopCapExceeded, "per_session.max_repeated_tool_calls", ses, in_session, tool=name)
 
-    def _tool_result(self, step: ToolResult) -> None:
-        size = step.response_bytes
+    def tool_result(
+        self,
+        kind: str,
+        name: str | None,
+        response_bytes: int,
+        latency_ms: int | None,
+        trace_id: str | None,
+        agent: str | None,
+        call_counted: bool = False,
+    ) -> None:
+        size = response_bytes
         t = self.totals
         t.tool_response_bytes += size
         if size > t.max_tool_response_bytes:
             t.max_tool_response_bytes = size
-        if step.latency_ms:
-            self.tool_latency_ms += step.latency_ms
-        row = self._pending_tool_row(step)
+        if latency_ms:
+            self.tool_latency_ms += latency_ms
+        row = self._pending_tool_row(kind, name)
         if row is None:
             # An observation whose invocationInput never came: still a tool response to count.
-            if not step.call_counted:
+            if not call_counted:
                 t.tool_calls += 1
-            row = self._new_tool_row(step)
+            row = self._new_tool_row(kind, name, agent)
         row.response_bytes = size
-        row.latency_ms = step.latency_ms
+        row.latency_ms = latency_ms
         for scope, limits in (("per_request", self.per_request), ("per_session", self.per_session)):
             cap = limits.max_tool_response_bytes
             if cap is not None and size > cap:
@@ -575,23 +633,20 @@ class RequestMeter:
                     f"{scope}.max_tool_response_bytes",
                     cap,
                     size,
-                    tool=step.name,
-                    tool_kind=step.kind,
+                    tool=name,
+                    tool_kind=kind,
                 )
 
-    def _new_tool_row(self, step: ToolCall | ToolResult) -> ToolCallRecord:
+    def _new_tool_row(self, kind: str, name: str | None, agent: str | None) -> ToolCallRecord:
         row = ToolCallRecord(
-            self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), step.kind, step.name,
-            None, None, step.agent,
+            self.request_id, self._workflow, self.session_id, self._now_ms(), kind, name, None, None, agent,
         )
         self.tool_rows.append(row)
         return row
 
-    def _pending_tool_row(self, step: ToolResult) -> ToolCallRecord | None:
+    def _pending_tool_row(self, kind: str, name: str | None) -> ToolCallRecord | None:
         for row in reversed(self.tool_rows):
-            if row.response_bytes is None and row.kind == step.kind and (
-                step.name is None or row.name == step.name
-            ):
+            if row.response_bytes is None and row.kind == kind and (name is None or row.name == name):
                 return row
         return None
 
@@ -830,3 +885,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=256)
+def _flags_text(flags: frozenset[str]) -> str:
+    """A row's flags column: sorted, comma-separated (a process sees a handful of flag sets)."""
+    return ",".join(sorted(flags))

@@ -54,7 +54,7 @@ class UsageWriter:
         ledger: Ledger,
         *,
         interval_s: float = 1.0,
-        max_rows: int = 200,
+        max_rows: int = 5000,
         max_pending: int = 20_000,
         on_tick: Callable[[], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,

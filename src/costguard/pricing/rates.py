@@ -160,6 +160,8 @@ class RateCard:
     _long_units: tuple[int, int, int, int, int]
     _keys: tuple[PriceKey, PriceKey, PriceKey]
     _long_keys: tuple[PriceKey, PriceKey, PriceKey]
+    _labels: tuple[str, str, str]
+    _long_labels: tuple[str, str, str]
 
     @classmethod
     def build(
@@ -206,24 +208,38 @@ class RateCard:
             _long_units=long.units() if long is not None else units,
             _keys=keys("standard"),
             _long_keys=keys("long"),
+            _labels=tuple(key.label() for key in keys("standard")),  # type: ignore[arg-type]
+            _long_labels=tuple(key.label() for key in keys("long")),  # type: ignore[arg-type]
         )
 
     def price(self, usage: CallUsage, flags: frozenset[str] = frozenset()) -> PricedCall:
         """What ``usage`` costs, in integer nano-dollars, with the key and flags it was priced on."""
-        i = usage.input_tokens
-        read = usage.cache_read_tokens
-        write_5m = usage.cache_write_5m_tokens
-        write_1h = usage.cache_write_1h_tokens
-        threshold = self.long_context_threshold
-        if threshold is not None and i + read + write_5m + write_1h > threshold:
-            rates, keys, card_flags = self._long_units, self._long_keys, self.long_flags
-        else:
-            rates, keys, card_flags = self._units, self._keys, self.flags
-        total = (
-            i * rates[0] + usage.output_tokens * rates[1] + read * rates[2] + write_5m * rates[3] + write_1h * rates[4]
+        cost, ttl, long = self._cost(
+            usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
         )
-        key = keys[2] if write_1h else keys[1] if write_5m else keys[0]
-        return PricedCall(_round_div(total, _PER_MILLION), key, card_flags | flags if flags else card_flags)
+        key = (self._long_keys if long else self._keys)[ttl]
+        card_flags = self.long_flags if long else self.flags
+        return PricedCall(cost, key, card_flags | flags if flags else card_flags)
+
+    def cost_of(
+        self, input_tokens: int, output_tokens: int, cache_read: int, cache_write_5m: int, cache_write_1h: int
+    ) -> tuple[int, str, frozenset[str]]:
+        """:meth:`price` for the meter's hot path: the cost, the price key's label and the card's
+        flags, with no object built per call."""
+        cost, ttl, long = self._cost(input_tokens, output_tokens, cache_read, cache_write_5m, cache_write_1h)
+        if long:
+            return cost, self._long_labels[ttl], self.long_flags
+        return cost, self._labels[ttl], self.flags
+
+    def _cost(self, i: int, output: int, read: int, write_5m: int, write_1h: int) -> tuple[int, int, bool]:
+        """The cost in nano-dollars, the cache TTL's index in the keys, and whether the call is
+        past the long-context threshold (input + cache read + cache write tokens, as AWS counts)."""
+        threshold = self.long_context_threshold
+        long = threshold is not None and i + read + write_5m + write_1h > threshold
+        rates = self._long_units if long else self._units
+        total = i * rates[0] + output * rates[1] + read * rates[2] + write_5m * rates[3] + write_1h * rates[4]
+        return _round_div(total, _PER_MILLION), 2 if write_1h else 1 if write_5m else 0, long
 
     def estimate_nanos(self, input_tokens: int, output_tokens: int) -> int:
         """What a call of that size would cost (no cache): for pre-call holds and estimates."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class AgentTraceConsumer:
-    """Feeds agent stream events through the trace normaliser into the request meter."""
+    """Feeds agent stream events through the trace normaliser, whose sink is the request meter."""
 
     __slots__ = ("meter", "normalizer", "hide_traces")
 
@@ -32,9 +32,7 @@ class AgentTraceConsumer:
         self.hide_traces = hide_traces
 
     def feed(self, event: dict[str, Any]) -> bool:
-        step = self.normalizer.feed(event)
-        if step is not None:
-            self.meter.on_step(step)
+        self.normalizer.read(event)
         return not (self.hide_traces and "trace" in event)
 
     def end(self, completed: bool) -> None:
@@ -75,7 +73,8 @@ class InvokeAgent(Operation):
     def meter_response(self, meter: RequestMeter, kwargs: dict[str, Any], state: Any, response: Any) -> Any:
         inline_model, hide_traces = state
         normalizer = AgentTraceNormalizer(
-            inline_model or meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats
+            inline_model or meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats,
+            sink=meter,
         )
         response["completion"] = MeteredStream(
             response["completion"], meter, AgentTraceConsumer(meter, normalizer, hide_traces)

@@ -44,9 +44,7 @@ class _FlowTraceConsumer(AgentTraceConsumer):
                 elements = dependency.get("traceElements")
                 parts = elements.get("agentTraces") if isinstance(elements, Mapping) else None
                 for part in parts if isinstance(parts, list) else ():
-                    step = self.normalizer.feed({"trace": part})
-                    if step is not None:
-                        self.meter.on_step(step)
+                    self.normalizer.read({"trace": part})
             action = trace.get("nodeActionTrace")
             if isinstance(action, Mapping):
                 self._node_action(action)
@@ -82,7 +80,9 @@ class InvokeFlow(Operation):
         return meter, kwargs, hide_traces
 
     def meter_response(self, meter: RequestMeter, kwargs: dict[str, Any], state: Any, response: Any) -> Any:
-        normalizer = AgentTraceNormalizer(meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats)
+        normalizer = AgentTraceNormalizer(
+            meter.policy.default_model, meter.guard.agent_models, hash_tool_calls=meter.counts_repeats, sink=meter
+        )
         response["responseStream"] = MeteredStream(
             response["responseStream"], meter, _FlowTraceConsumer(meter, normalizer, state)
         )
