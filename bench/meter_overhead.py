@@ -148,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="InvokeAgent loop steps (default 40: 42 model calls)")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up requests per side (default 10)")
+    parser.add_argument("--api", choices=("InvokeAgent", "Converse", "both"), default="both", help="which API to measure (default both)")
     parser.add_argument("--quick", action="store_true", help="a few requests, to check the bench runs")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.rounds, args.warmup, args.steps = 3, 2, 1, 3
 
-    results = [bench(api, args) for api in ("InvokeAgent", "Converse")]
+    apis = ("InvokeAgent", "Converse") if args.api == "both" else (args.api,)
+    results = [bench(api, args) for api in apis]
     print()
     met = True
     for r in results:

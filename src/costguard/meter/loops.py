@@ -55,17 +55,17 @@ def converse_tool_uses(messages: Any) -> Iterator[tuple[str | None, str, bool]]:
     if not isinstance(messages, list):
         return
     last_assistant = max(
-        (i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "assistant"),
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
         default=-1,
     )
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or message.get("role") != "assistant":
+        if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
         content = message.get("content")
         if not isinstance(content, list):
             continue
         for block in content:
-            use = block.get("toolUse") if isinstance(block, Mapping) else None
-            if isinstance(use, Mapping):
+            use = block.get("toolUse") if isinstance(block, dict) else None
+            if isinstance(use, dict):
                 name = use.get("name") if isinstance(use.get("name"), str) else None
                 yield name, tool_call_hash(name, use.get("input")), index == last_assistant

@@ -114,9 +114,9 @@ class RequestMeter(TraceSink):
         self.agent_alias_id = agent_alias_id
         self.totals = previous.copy()
         #: Where this meter took the request over (a continuation's earlier totals): caps count from it.
-        self.origin = previous.copy()
+        self.origin = previous  # (never changed in place, as segment_start: both shared)
         #: Where the segment being written started: moves at each checkpoint.
-        self.segment_start = previous.copy()
+        self.segment_start = previous
         self.session_base = session_base
         self.per_request: Limits = policy.per_request
         self.per_session: Limits = policy.per_session
@@ -625,17 +625,12 @@ class RequestMeter(TraceSink):
             row = self._new_tool_row(kind, name, agent)
         row.response_bytes = size
         row.latency_ms = latency_ms
-        for scope, limits in (("per_request", self.per_request), ("per_session", self.per_session)):
-            cap = limits.max_tool_response_bytes
-            if cap is not None and size > cap:
-                self.violate(
-                    ResponseTooLarge,
-                    f"{scope}.max_tool_response_bytes",
-                    cap,
-                    size,
-                    tool=name,
-                    tool_kind=kind,
-                )
+        cap = self.per_request.max_tool_response_bytes
+        if cap is not None and size > cap:
+            self.violate(ResponseTooLarge, "per_request.max_tool_response_bytes", cap, size, tool=name, tool_kind=kind)
+        cap = self.per_session.max_tool_response_bytes
+        if cap is not None and size > cap:
+            self.violate(ResponseTooLarge, "per_session.max_tool_response_bytes", cap, size, tool=name, tool_kind=kind)
 
     def _new_tool_row(self, kind: str, name: str | None, agent: str | None) -> ToolCallRecord:
         row = ToolCallRecord(

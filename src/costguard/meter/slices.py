@@ -61,6 +61,11 @@ class Slice:
     last_used: float = field(default_factory=time.monotonic)
     retired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The periods' counter keys, as settlements name them.
+    period_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.period_names = tuple(p.period for p in self.periods)
 
     @property
     def free(self) -> int:
@@ -149,9 +154,9 @@ class BudgetSlices:
         A final settlement gives the whole hold back to the slice; a checkpoint only what was
         spent.
         """
-        names = tuple(p.period for p in periods)
         if s is None:
-            return LeaseSettle(workflow, names, None, spent, 0), 0
+            return LeaseSettle(workflow, tuple(p.period for p in periods), None, spent, 0), 0
+        names = s.period_names
         with s.lock:
             used = min(held, spent)
             remaining = 0 if final else held - used

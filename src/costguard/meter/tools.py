@@ -159,19 +159,19 @@ class ToolTurn:
     def response_calls(self, response: Mapping[str, Any]) -> Iterator[ToolCall]:
         """The tool calls a Converse response asks for."""
         output = response.get("output")
-        message = output.get("message") if isinstance(output, Mapping) else None
-        content = message.get("content") if isinstance(message, Mapping) else None
+        message = output.get("message") if isinstance(output, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             return
         for block in content:
-            if isinstance(block, Mapping):
+            if isinstance(block, dict):
                 step = self.call_started(block.get("toolUse"))
                 if step is not None:
                     yield step
 
     def call_started(self, tool_use: Any) -> ToolCall | None:
         """A ``toolUse`` block (or a stream's ``toolUse`` block start) as a new tool call step."""
-        if not isinstance(tool_use, Mapping):
+        if not isinstance(tool_use, dict):
             return None
         tool_use_id = text_id(tool_use.get("toolUseId"))
         name = text_id(tool_use.get("name"))
@@ -187,16 +187,16 @@ def _trailing_tool_results(messages: Any) -> Iterator[Mapping[str, Any]]:
     start = len(messages)
     while start > 0:
         message = messages[start - 1]
-        if isinstance(message, Mapping) and message.get("role") == "assistant":
+        if isinstance(message, dict) and message.get("role") == "assistant":
             break
         start -= 1
     for message in messages[start:]:
-        content = message.get("content") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             continue
         for block in content:
-            result = block.get("toolResult") if isinstance(block, Mapping) else None
-            if isinstance(result, Mapping):
+            result = block.get("toolResult") if isinstance(block, dict) else None
+            if isinstance(result, dict):
                 yield result
 
 
@@ -208,7 +208,7 @@ def tool_result_bytes(content: Any) -> int:
         return 0
     total = 0
     for block in content:
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         if "text" in block:
             total += utf8_len(block["text"])
@@ -216,17 +216,17 @@ def tool_result_bytes(content: Any) -> int:
             total += _json_bytes(block["json"])
         for media in ("image", "document", "video"):
             item = block.get(media)
-            if isinstance(item, Mapping):
+            if isinstance(item, dict):
                 total += _source_bytes(item.get("source"))
         search = block.get("searchResult")
-        if isinstance(search, Mapping):
+        if isinstance(search, dict):
             total += utf8_len(search.get("source")) + utf8_len(search.get("title"))
             total += _text_blocks_bytes(search.get("content"))
     return total
 
 
 def _source_bytes(source: Any) -> int:
-    if not isinstance(source, Mapping):
+    if not isinstance(source, dict):
         return 0
     return utf8_len(source.get("bytes")) + utf8_len(source.get("text")) + _text_blocks_bytes(source.get("content"))
 
@@ -234,7 +234,7 @@ def _source_bytes(source: Any) -> int:
 def _text_blocks_bytes(blocks: Any) -> int:
     if not isinstance(blocks, list):
         return 0
-    return sum(utf8_len(b.get("text")) for b in blocks if isinstance(b, Mapping))
+    return sum(utf8_len(b.get("text")) for b in blocks if isinstance(b, dict))
 
 
 def _json_bytes(value: Any) -> int:

@@ -34,7 +34,7 @@ _TIERS = {"default": "standard", "priority": "priority", "flex": "flex"}
 
 
 def service_tier(value: Any) -> tuple[str, frozenset[str]]:
-    tier = value.get("type") if isinstance(value, Mapping) else value
+    tier = value.get("type") if isinstance(value, dict) else value
     if tier is None:
         return "standard", _NO_FLAGS
     known = _TIERS.get(tier) if isinstance(tier, str) else None
@@ -44,7 +44,7 @@ def service_tier(value: Any) -> tuple[str, frozenset[str]]:
 
 
 def latency_optimized(value: Any) -> bool:
-    latency = value.get("latency") if isinstance(value, Mapping) else value
+    latency = value.get("latency") if isinstance(value, dict) else value
     return latency == "optimized"
 
 
@@ -58,15 +58,15 @@ def converse_steps(model_id: str, request: Mapping[str, Any], body: Mapping[str,
     optimized = latency_optimized(body.get("performanceConfig") or request.get("performanceConfig"))
     trace = body.get("trace")
     routed = None
-    if isinstance(trace, Mapping):
+    if isinstance(trace, dict):
         router = trace.get("promptRouter")
-        if isinstance(router, Mapping):
+        if isinstance(router, dict):
             routed = text_id(router.get("invokedModelId"))
     metrics = body.get("metrics")
-    latency = optional_ms(metrics.get("latencyMs")) if isinstance(metrics, Mapping) else None
+    latency = optional_ms(metrics.get("latencyMs")) if isinstance(metrics, dict) else None
     usage = body.get("usage")
     model = routed or model_id
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict):
         # No usage reported: priced at an estimate of the request, never at $0.
         yield ModelCall(model, "CONVERSE", estimate_request_tokens(request), latency_ms=latency,
                         usage_missing=True, tier=tier, latency_optimized=optimized,
@@ -77,7 +77,7 @@ def converse_steps(model_id: str, request: Mapping[str, Any], body: Mapping[str,
         flags = tier_flags | (_SUSPECT if suspect or suspect_1h else _NO_FLAGS)
         yield ModelCall(model, "CONVERSE", i, o, cr, cw, latency, cache_write_1h_tokens=min(cw_1h, cw),
                         tier=tier, latency_optimized=optimized, flags=flags, routed=routed is not None)
-    if isinstance(trace, Mapping):
+    if isinstance(trace, dict):
         yield from guardrail_steps(trace.get("guardrail"))
 
 
@@ -91,7 +91,7 @@ def cache_write_1h(details: Any) -> tuple[int, bool]:
         return 0, details is not None
     total, suspect = 0, False
     for detail in details:
-        if not isinstance(detail, Mapping):
+        if not isinstance(detail, dict):
             suspect = True
             continue
         if detail.get("ttl") == "1h":
@@ -103,21 +103,21 @@ def cache_write_1h(details: Any) -> tuple[int, bool]:
 
 def guardrail_steps(assessment: Any) -> Iterator[GuardrailUsage]:
     """Guardrail units of a Converse guardrail trace: one step per assessment that reports usage."""
-    if not isinstance(assessment, Mapping):
+    if not isinstance(assessment, dict):
         return
     found: list[Any] = []
     inputs = assessment.get("inputAssessment")
-    if isinstance(inputs, Mapping):
+    if isinstance(inputs, dict):
         found.extend(inputs.values())
     outputs = assessment.get("outputAssessments")
-    if isinstance(outputs, Mapping):
+    if isinstance(outputs, dict):
         for items in outputs.values():
             if isinstance(items, list):
                 found.extend(items)
     for item in found:
-        metrics = item.get("invocationMetrics") if isinstance(item, Mapping) else None
-        usage = metrics.get("usage") if isinstance(metrics, Mapping) else None
-        if isinstance(usage, Mapping):
+        metrics = item.get("invocationMetrics") if isinstance(item, dict) else None
+        usage = metrics.get("usage") if isinstance(metrics, dict) else None
+        if isinstance(usage, dict):
             yield guardrail_usage(usage)
 
 
