@@ -13,7 +13,7 @@ import pytest
 from costguard.errors import LedgerError
 from costguard.ledger import SQLiteLedger, open_ledger
 from costguard.ledger.sqlite import SCHEMA_VERSION
-from costguard.usage import PeriodLimit
+from costguard.usage import LeaseSettle, PeriodLimit
 from tests.support.ledger_data import segment
 from tests.support.workers import run_processes, run_threads
 
@@ -92,3 +92,54 @@ def test_processes_sharing_one_budget_never_lose_an_increment(tmp_path: Path) ->
     run_processes(_spend, [(str(path), "wf", 30, 900)] * 4, timeout_s=60)
     # 55 * 900 = 49,500 <= 50,000 < 56 * 900
     _check_budget_invariants(path, "wf", calls=55, amount=900)
+
+
+def _tables(ledger: SQLiteLedger) -> dict[str, list[tuple[object, ...]]]:
+    """Every usage, budget and rollup table, rows sorted, without generated row ids or lease ids."""
+    conn = ledger.connection()
+    queries = {
+        "requests": "SELECT * FROM requests",
+        "sessions": "SELECT * FROM sessions",
+        "model_calls": "SELECT request_id, workflow, session_id, user_id, ts_ms, model_id, base_model_id, step_type, agent, "
+        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, priced, latency_ms, price_key, flags "
+        "FROM model_calls",
+        "tool_calls": "SELECT request_id, workflow, session_id, ts_ms, kind, name, agent, response_bytes, latency_ms FROM tool_calls",
+        "budget_counters": "SELECT * FROM budget_counters",
+        "budget_leases": "SELECT workflow, periods, amount_nanos FROM budget_leases",
+        "rollup_calls": "SELECT * FROM rollup_calls",
+        "rollup_requests": "SELECT * FROM rollup_requests",
+    }
+    return {name: sorted(conn.execute(sql).fetchall(), key=repr) for name, sql in queries.items()}
+
+
+def test_a_batch_writes_what_its_segments_write_one_by_one(tmp_path: Path) -> None:
+    # GIVEN a request in two segments (a checkpoint, then its end) around another request, each
+    # settling spend against the same budget lease, as the background writer hands them over
+    periods = (PeriodLimit("day:1970-01-01", 10_000), PeriodLimit("month:1970-01", None))
+    ledgers = [SQLiteLedger(tmp_path / f"{name}.db") for name in ("one-by-one", "batched")]
+    batches = []
+    for ledger in ledgers:
+        held = ledger.reserve("wf", periods, 5_000, owner="test", now_ms=1_000)
+        assert held.ok and held.reservation is not None
+        lease = held.reservation.lease_id
+        first = segment("r1", 300, model_calls=3)
+        first.status, first.keep_reservation = "running", True
+        other = segment("r2", 200, session="s-2", model="other")
+        last = segment("r1", 700, previous=first.totals, model_calls=2)
+        for seg, release in ((first, 300), (other, 200), (last, 4_000)):
+            seg.lease_settle = LeaseSettle("wf", tuple(p.period for p in periods), lease, seg.delta.cost_nanos, release)
+        batches.append([first, other, last])
+    # WHEN one ledger writes them one by one and the other as one batch
+    for seg in batches[0]:
+        ledgers[0].record(seg)
+    ledgers[1].record_many(batches[1])
+    # THEN every table holds the same: the request once with both segments counted, its
+    # running totals, the session's sums, every call row, the budget spent and the lease's
+    # release capped by what it held (4,500 asked for, 5,000 held), the rollups
+    one_by_one, batched = (_tables(ledger) for ledger in ledgers)
+    assert batched == one_by_one
+    conn = ledgers[1].connection()
+    assert conn.execute("SELECT segments, model_calls, cost_nanos FROM requests WHERE request_id = 'r1'").fetchone() == (2, 5, 1_000)
+    assert conn.execute("SELECT spent_nanos, reserved_nanos FROM budget_counters WHERE period = 'day:1970-01-01'").fetchone() == (1_200, 500)
+    assert conn.execute("SELECT amount_nanos FROM budget_leases").fetchone() == (500,)
+    assert len(batched["model_calls"]) == 6

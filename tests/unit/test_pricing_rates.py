@@ -166,6 +166,11 @@ def test_priced_exactly(
     assert key.latency_optimized is latency
     assert key.cache_ttl == usage.cache_ttl
     assert PriceKey.parse(key.label()) == key
+    # The meter's hot path prices the same call without building objects: the same cost, key, flags.
+    assert card.cost_of(
+        usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+    ) == (priced.cost_nanos, key.label(), priced.flags)
 
 
 def test_the_table_covers_what_the_issue_asks(shipped: PriceCatalog) -> None:

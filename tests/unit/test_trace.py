@@ -15,6 +15,7 @@ from costguard.trace import (
     ReturnControl,
     ToolCall,
     ToolResult,
+    TraceSink,
     UnknownEvent,
 )
 
@@ -207,3 +208,101 @@ def test_unknown_and_malformed_events_are_counted_never_raised() -> None:
     assert all(isinstance(s, UnknownEvent) for s in steps), steps
     assert n.unknown_events == len(bad)
 
+
+
+class _Recorder(TraceSink):
+    """A sink that writes down every call it gets, by method name."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("calls", "__dict__", "__class__") or name.startswith("_"):
+            return object.__getattribute__(self, name)
+        return lambda *args: self.calls.append((name, args))
+
+
+def _mixed_stream() -> list[dict[str, Any]]:
+    ag_in = {"invocationInput": {"traceId": "t-0", "invocationType": "ACTION_GROUP",
+                                 "actionGroupInvocationInput": {"actionGroupName": "claims", "function": "get", "parameters": [{"name": "id", "value": "7"}]}}}
+    ag_out = {"observation": {"traceId": "t-0", "actionGroupInvocationOutput": {"text": "é" * 10, "metadata": {"totalTimeMs": 12}}}}
+    return [
+        part({"preProcessingTrace": model_in("pre-0", kind="PRE_PROCESSING")}),
+        part({"preProcessingTrace": model_out("pre-0", 300, 20)}),
+        orch(model_in("t-0")), orch(model_out("t-0", 1000, 50)), orch(ag_in), orch(ag_out),
+        orch({"rationale": {"text": "thinking"}}),
+        orch(model_in("t-1")),
+        orch({"modelInvocationOutput": {"traceId": "t-1", "metadata": {"usage": {"inputTokens": -5, "outputTokens": "9", "cacheReadInputTokens": 40}}}}),
+        orch(model_in("t-2", model=None)), orch({"modelInvocationOutput": {"traceId": "t-2"}}),
+        part({"guardrailTrace": {"action": "INTERVENED", "traceId": "g"}}),
+        part({"failureTrace": {"failureCode": 500, "traceId": "f"}}),
+        orch(model_in("c-0"), collaboratorName="helper"), orch(model_out("c-0", 10, 1), collaboratorName="helper"),
+        orch({"observation": {"traceId": "t-3", "finalResponse": {"text": "done"}}}),
+        {"chunk": {"bytes": b"done"}},
+        {"returnControl": {"invocationId": "inv-1", "invocationInputs": [{}, {}]}},
+        {"trace": {"trace": {"brandNewTrace": {}}}},
+        {"files": {}},
+    ]
+
+
+def test_a_sink_is_told_every_step_feed_returns() -> None:
+    # GIVEN the same stream read through a sink and fed for steps
+    events = _mixed_stream()
+    stepper, recorder = AgentTraceNormalizer("default-model"), _Recorder()
+    reader = AgentTraceNormalizer("default-model", sink=recorder)
+    steps = [s for s in (stepper.feed(e) for e in events) if s is not None]
+    for e in events:
+        reader.read(e)
+    # THEN the sink got one call per step, in order, with the step's kind
+    kinds = {
+        "model_started": ModelCallStarted, "model_call": ModelCall, "tool_call": ToolCall, "tool_result": ToolResult,
+        "guardrail_intervention": GuardrailIntervention, "failure": Failure, "final_answer": FinalAnswer,
+        "answer_chunk": AnswerChunk, "return_control": ReturnControl, "unknown": UnknownEvent,
+    }
+    assert [kinds[name] for name, _ in recorder.calls] == [type(s) for s in steps]
+    # AND the model calls carry what the steps carry (suspect usage coerced and flagged the same way)
+    calls = [args for name, args in recorder.calls if name == "model_call"]
+    model_steps = [s for s in steps if isinstance(s, ModelCall)]
+    assert [(a[0], a[1], a[2], a[3], a[4], a[6], a[8], a[9], a[10]) for a in calls] == [
+        (s.model_id, s.step_type, s.input_tokens, s.output_tokens, s.cache_read_tokens, s.latency_ms, s.agent, s.flags, s.usage_missing)
+        for s in model_steps
+    ]
+    assert model_steps[2].flags == frozenset({"usage_suspect"}) and model_steps[3].usage_missing
+    assert model_steps[4].agent == "helper"
+    assert reader.unknown_events == stepper.unknown_events == 1
+    # AND the tool call and its result: the name joined with the function, the size in UTF-8 bytes
+    tool_call = next(args for name, args in recorder.calls if name == "tool_call")
+    tool_result = next(args for name, args in recorder.calls if name == "tool_result")
+    assert tool_call[:2] == ("ACTION_GROUP", "claims::get") and tool_call[4] is not None  # hashed by default
+    assert tool_result[:4] == ("ACTION_GROUP", "claims::get", 20, 12)
+
+
+def test_an_error_raised_by_the_sink_is_the_sinks_not_a_malformed_event() -> None:
+    # GIVEN a sink with a bug
+    class Broken(TraceSink):
+        def model_call(self, *args: Any) -> None:
+            raise TypeError("bug in the meter")
+
+    n = AgentTraceNormalizer(sink=Broken())
+    n.read(orch(model_in("t-0")))
+    # THEN the bug reaches the caller of read (the metered stream contains and counts it)...
+    try:
+        n.read(orch(model_out("t-0", 1, 1)))
+    except TypeError as exc:
+        assert "bug in the meter" in str(exc)
+    else:
+        raise AssertionError("the sink's error was swallowed")
+    assert n.unknown_events == 0
+    # ...while a malformed event after it is still counted, never raised
+    n.read({"trace": {"trace": {"orchestrationTrace": {"modelInvocationOutput": "not a dict"}}}})
+    assert n.unknown_events == 1
+
+
+def test_feed_needs_no_sink_and_read_needs_one() -> None:
+    n = AgentTraceNormalizer(sink=TraceSink())
+    try:
+        n.feed(orch(model_in("t-0")))
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("feed() with a sink must say to call read()")
