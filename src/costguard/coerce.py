@@ -53,7 +53,17 @@ def token_count(value: Any) -> tuple[int, bool]:
 def usage_counts(
     usage: Mapping[str, Any], names: tuple[str, str, str, str]
 ) -> tuple[int, int, int, int, bool]:
-    """Four token counts read from ``usage`` by ``names``, and whether any was suspect."""
+    """Four token counts read from ``usage`` by ``names``, and whether any was suspect.
+
+    The usual report (input and output counts that are sane ints, no cache counts) is read
+    without a call per count: this runs for every model call the meter sees.
+    """
+    i, o = usage.get(names[0]), usage.get(names[1])
+    if (
+        type(i) is int and type(o) is int and 0 <= i <= MAX_TOKENS_PER_CALL and 0 <= o <= MAX_TOKENS_PER_CALL
+        and names[2] not in usage and names[3] not in usage
+    ):
+        return i, o, 0, 0, False
     i, s1 = token_count(usage.get(names[0]))
     o, s2 = token_count(usage.get(names[1]))
     cr, s3 = token_count(usage.get(names[2]))

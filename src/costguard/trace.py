@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from costguard.coerce import (
-    MAX_ID_CHARS,
-    MAX_LATENCY_MS,
-    MAX_TOKENS_PER_CALL,
     canonical_hash,
     optional_ms,
     text_id,
@@ -367,10 +364,7 @@ class AgentTraceNormalizer:
                 elif "modelInvocationInput" in body:
                     mii = body["modelInvocationInput"]
                     trace_id = mii.get("traceId")
-                    raw = mii.get("foundationModel")
-                    model = raw if type(raw) is str and raw.isascii() and len(raw) <= MAX_ID_CHARS else text_id(raw)
-                    if not model:
-                        model = text_id(self._fallback_model(agent, part))
+                    model = text_id(mii.get("foundationModel")) or text_id(self._fallback_model(agent, part))
                     if model:
                         self._last_model_by_agent[agent] = model
                     self._model_by_trace[trace_id] = model
@@ -433,22 +427,10 @@ class AgentTraceNormalizer:
             self._in_sink = True
             self.sink.model_call(model, step_type, 0, 0, 0, 0, None, trace_id, agent, _NO_FLAGS, True)
             return
-        i = usage.get("inputTokens")
-        o = usage.get("outputTokens")
-        if (
-            type(i) is int and type(o) is int and 0 <= i <= MAX_TOKENS_PER_CALL and 0 <= o <= MAX_TOKENS_PER_CALL
-            and "cacheReadInputTokens" not in usage and "cacheWriteInputTokens" not in usage
-        ):
-            cr = cw = 0
-            flags = _NO_FLAGS
-        else:
-            i, o, cr, cw, suspect = usage_counts(usage, _AGENT_USAGE_FIELDS)
-            flags = _SUSPECT if suspect else _NO_FLAGS
-        latency = metadata.get("totalTimeMs")  # type: ignore[union-attr]
-        if not (type(latency) is int and 0 <= latency <= MAX_LATENCY_MS):
-            latency = None
+        i, o, cr, cw, suspect = usage_counts(usage, _AGENT_USAGE_FIELDS)
+        latency = optional_ms(metadata.get("totalTimeMs"))  # type: ignore[union-attr]
         self._in_sink = True
-        self.sink.model_call(model, step_type, i, o, cr, cw, latency, trace_id, agent, flags, False)
+        self.sink.model_call(model, step_type, i, o, cr, cw, latency, trace_id, agent, _SUSPECT if suspect else _NO_FLAGS, False)
 
     def _fallback_model(self, agent: str | None, part: Mapping[str, Any]) -> str | None:
         model = self._last_model_by_agent.get(agent)
