@@ -493,19 +493,8 @@ class RequestMeter(TraceSink):
             self._check_calls(t.model_calls)
         if self._token_or_cost_caps:
             self._check_tokens_and_cost()
-        if self.slice is not None:
-            if t.cost_nanos - self.segment_start.cost_nanos > self.held:
-                self._check_slice_budget()
-        elif self.reservation is not None:
-            self._check_budget()
-        if self.reservation is not None or (
-            not self.settling
-            and (
-                t.model_calls - self.segment_start.model_calls >= self._checkpoint_calls
-                or self._elapsed() - self.last_checkpoint >= self._checkpoint_s
-            )
-        ):
-            self._keep_alive()
+        self._check_budget()
+        self._keep_alive()
 
     def _guardrail(self, step: GuardrailUsage) -> None:
         """Guardrail text units cost money of their own: counted in cost, not as a model call."""
@@ -546,7 +535,7 @@ class RequestMeter(TraceSink):
                 self.violate(CostCapExceeded, "per_session.max_cost_usd", ses.max_cost_usd, _usd(cost))
 
     def _check_budget(self) -> None:
-        if self.guard.slices is not None:
+        if self.slice is not None:
             self._check_slice_budget()
             return
         reservation = self.reservation
@@ -664,7 +653,7 @@ class RequestMeter(TraceSink):
         if self.settling:
             return
         calls = self.totals.model_calls - self.segment_start.model_calls
-        if calls >= self.guard.checkpoint_calls or (calls and now - self.last_checkpoint >= self.guard.checkpoint_s):
+        if calls >= self._checkpoint_calls or (calls and now - self.last_checkpoint >= self._checkpoint_s):
             self.checkpoint()
 
     def checkpoint(self) -> None:
