@@ -25,7 +25,7 @@ from costguard.ledger.base import DEFAULT_LEASE_TTL_MS, check_storable_id
 from costguard.meter.request import Binding, RequestMeter
 from costguard.meter.session_cache import SessionCache
 from costguard.meter.slices import BudgetSlices
-from costguard.meter.writer import UsageWriter
+from costguard.meter.writer import DEFAULT_BATCH_ROWS, UsageWriter
 from costguard.meter.tools import ToolUseMemory
 from costguard.metrics import MetricsSink, NullMetricsSink, record_ledger_error
 from costguard.policy import PolicySet, WorkflowPolicy, load_policies
@@ -111,7 +111,7 @@ class Guard:
         checkpoint_every_calls: int = 20,
         checkpoint_every_s: float = 5.0,
         write_interval_s: float = 1.0,
-        write_batch_rows: int = 5000,
+        write_batch_rows: int = DEFAULT_BATCH_ROWS,
         session_cache_s: float = 300.0,
     ) -> None:
         if policies is None:

@@ -34,6 +34,9 @@ logger = logging.getLogger("costguard")
 
 #: Longest pause between retries of a batch the ledger refused.
 MAX_BACKOFF_S = 30.0
+#: Rows (model and tool calls) that make a batch due before its interval is up. A transaction
+#: rewrites the same counter, rollup and index pages however many rows it holds (docs/ledgers.md).
+DEFAULT_BATCH_ROWS = 5000
 
 
 @dataclass(slots=True)
@@ -54,7 +57,7 @@ class UsageWriter:
         ledger: Ledger,
         *,
         interval_s: float = 1.0,
-        max_rows: int = 5000,
+        max_rows: int = DEFAULT_BATCH_ROWS,
         max_pending: int = 20_000,
         on_tick: Callable[[], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
