@@ -126,11 +126,6 @@ class RequestMeter(TraceSink):
         self._req_calls_cap = self.per_request.max_model_calls
         self._ses_calls_cap = self.per_session.max_model_calls
         self._calls_capped = self._req_calls_cap is not None or self._ses_calls_cap is not None
-        self._checkpoint_calls = guard.checkpoint_calls
-        self._checkpoint_s = guard.checkpoint_s
-        self._now_ms = guard.now_ms
-        self._workflow = binding.workflow
-        self._user_id = binding.user_id
         self._token_or_cost_caps = (
             self.per_request.max_tokens is not None or self.per_session.max_tokens is not None
             or self._req_cost_cap is not None or self._ses_cost_cap is not None
@@ -451,8 +446,7 @@ class RequestMeter(TraceSink):
         routed: bool = False,
     ) -> None:
         """A model call's usage: priced, counted, recorded, and every cap it may cross checked."""
-        if self.first_output_monotonic is None:
-            self.first_output_monotonic = self._elapsed()
+        self.mark_output()
         chosen = model_id
         if not model_id:
             model_id = self.policy.default_model or UNKNOWN_MODEL
@@ -477,9 +471,9 @@ class RequestMeter(TraceSink):
             card_flags = card_flags | flags
         self.model_rows.append(
             ModelCallRecord(
-                self.request_id, self._workflow, self.session_id, self._now_ms(), model_id,
+                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id,
                 card.base_model_id, step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                cost_nanos, priced, latency_ms, agent, self._user_id, price_key,
+                cost_nanos, priced, latency_ms, agent, self.binding.user_id, price_key,
                 _flags_text(card_flags) if card_flags else "",
             )
         )
@@ -623,7 +617,7 @@ class RequestMeter(TraceSink):
 
     def _new_tool_row(self, kind: str, name: str | None, agent: str | None) -> ToolCallRecord:
         row = ToolCallRecord(
-            self.request_id, self._workflow, self.session_id, self._now_ms(), kind, name, None, None, agent,
+            self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), kind, name, None, None, agent,
         )
         self.tool_rows.append(row)
         return row
@@ -653,7 +647,7 @@ class RequestMeter(TraceSink):
         if self.settling:
             return
         calls = self.totals.model_calls - self.segment_start.model_calls
-        if calls >= self._checkpoint_calls or (calls and now - self.last_checkpoint >= self._checkpoint_s):
+        if calls >= self.guard.checkpoint_calls or (calls and now - self.last_checkpoint >= self.guard.checkpoint_s):
             self.checkpoint()
 
     def checkpoint(self) -> None:
