@@ -148,7 +148,7 @@ def _add_segment(out: RollupDeltas, segment: RequestSegment, state: Prior) -> No
     # calls share a handful of those, and each is then added to its three dimensions once.
     combos: dict[tuple[int, str, str, str | None, str | None], list[int]] = {}
     for m in segment.model_calls:
-        combo = (m.ts_ms // DAY_MS, m.workflow, m.base_model_id, m.agent, m.price_key)
+        combo = (day_number(m.ts_ms), m.workflow, m.base_model_id, m.agent, m.price_key)
         sums = combos.get(combo)
         if sums is None:
             sums = combos[combo] = [0] * (len(CALL_COUNTERS) - 1)
