@@ -81,35 +81,81 @@ def requester(api: str, client: Any) -> Callable[[int], None]:
     return converse
 
 
-def cpu_seconds(send: Callable[[int], None], requests: int) -> float:
+def floor_requester(api: str, client: Any) -> Callable[[int], None]:
+    """The bare client plus the least Python that reads what a meter must read, as a reference:
+    per event, find the trace kind; per model call, add its tokens, price them with two integer
+    multiplications and keep a tuple; per tool call and tool response, keep a tuple and a size.
+    No caps, budgets, ledger or error handling: no meter written in Python can cost less."""
+    rows: list[tuple[Any, ...]] = []
+    if api == "InvokeAgent":
+        def invoke(n: int) -> None:
+            response = client.invoke_agent(
+                agentId="AGENT1", agentAliasId="ALIAS1", sessionId=f"s-{n % 50}", inputText="x", enableTrace=True
+            )
+            tokens = 0
+            for event in response["completion"]:
+                part = event.get("trace")
+                if part is None:
+                    continue
+                for body in part["trace"].values():
+                    if "modelInvocationOutput" in body:
+                        out = body["modelInvocationOutput"]
+                        usage = out["metadata"]["usage"]
+                        i, o = usage["inputTokens"], usage["outputTokens"]
+                        tokens += i + o
+                        rows.append((out.get("traceId"), i, o, i * 3000 + o * 15000, time.time()))
+                    elif "invocationInput" in body:
+                        call = body["invocationInput"]
+                        rows.append((call.get("traceId"), call.get("invocationType"), time.time()))
+                    elif "observation" in body:
+                        output = body["observation"].get("actionGroupInvocationOutput")
+                        if output is not None:
+                            rows.append((len(output["text"].encode()),))
+            if len(rows) > 100_000:
+                rows.clear()
+        return invoke
+
+    def converse(n: int) -> None:
+        usage = client.converse(modelId=NOVA_MICRO, messages=MESSAGES)["usage"]
+        i, o = usage["inputTokens"], usage["outputTokens"]
+        rows.append((i, o, i * 35 + o * 140, time.time()))
+        if len(rows) > 100_000:
+            rows.clear()
+    return converse
+
+
+def cpu_seconds(send: Callable[[int], None], requests: int, settle: Callable[[], None] | None = None) -> float:
+    """CPU of ``requests`` requests, plus ``settle`` (the wrapped side's ledger flush) inside the window."""
     start = time.process_time()
     for n in range(requests):
         send(n)
+    if settle is not None:
+        settle()
     return time.process_time() - start
+
+
+SIDES = ("plain", "floor", "wrapped")
 
 
 @dataclass
 class Result:
     api: str
     model_calls_per_request: int
-    plain: list[float]
-    wrapped: list[float]
+    times: dict[str, list[float]]
     ledger_model_calls: int
 
-    @property
-    def ratio(self) -> float:
-        return sum(self.wrapped) / sum(self.plain)
+    def ratio(self, side: str = "wrapped") -> float:
+        return sum(self.times[side]) / sum(self.times["plain"])
 
-    @property
-    def round_ratios(self) -> list[float]:
-        return [w / p for w, p in zip(self.wrapped, self.plain, strict=True)]
+    def round_ratios(self, side: str = "wrapped") -> list[float]:
+        return [w / p for w, p in zip(self.times[side], self.times["plain"], strict=True)]
 
 
 def bench(api: str, args: argparse.Namespace) -> Result:
     per_side = args.warmup + args.requests * args.rounds
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(api, args.steps, 2 * per_side, child), daemon=True
+        target=serve, args=(api, args.steps, len(SIDES) * per_side, child), daemon=True
     )
     server.start()
     try:
@@ -120,16 +166,23 @@ def bench(api: str, args: argparse.Namespace) -> Result:
             # Converse names no session of its own: the caller gives one, as an application would
             binding = {"session_id": "bench-session"} if api == "Converse" else {}
             wrapped_client = guard.wrap(client_for(url, service), workflow="bench", **binding)
-            sides = {"plain": requester(api, client_for(url, service)), "wrapped": requester(api, wrapped_client)}
-            for send in sides.values():  # the same warm-up on both sides: connection pools, caches
-                cpu_seconds(send, args.warmup)
-            times: dict[str, list[float]] = {"plain": [], "wrapped": []}
+            sides = {
+                "plain": requester(api, client_for(url, service)),
+                "floor": floor_requester(api, client_for(url, service)),
+                "wrapped": requester(api, wrapped_client),
+            }
+            # The wrapped side's rows are written on the ledger writer's thread, up to a second
+            # later: flushed inside its own round, so none of that CPU lands in the next round.
+            settles = {"plain": None, "floor": None, "wrapped": guard.flush}
+            for side, send in sides.items():  # the same warm-up on every side: connection pools, caches
+                cpu_seconds(send, args.warmup, settles[side])
+            times: dict[str, list[float]] = {side: [] for side in SIDES}
             for round_no in range(args.rounds):
-                order = ("plain", "wrapped") if round_no % 2 == 0 else ("wrapped", "plain")
+                order = SIDES[round_no % len(SIDES):] + SIDES[:round_no % len(SIDES)]
                 for side in order:
-                    times[side].append(cpu_seconds(sides[side], args.requests))
-                print(f"{api} round {round_no + 1} ({order[0]} first): unwrapped {times['plain'][-1]:.3f} s CPU, "
-                      f"wrapped {times['wrapped'][-1]:.3f} s CPU", flush=True)
+                    times[side].append(cpu_seconds(sides[side], args.requests, settles[side]))
+                print(f"{api} round {round_no + 1} ({order[0]} first): "
+                      + ", ".join(f"{side} {times[side][-1]:.3f} s CPU" for side in SIDES), flush=True)
             guard.flush()
             model_calls = guard.ledger.connection().execute("SELECT COUNT(*) FROM model_calls").fetchone()[0]  # type: ignore[attr-defined]
             guard.close()
@@ -139,7 +192,7 @@ def bench(api: str, args: argparse.Namespace) -> Result:
     per_request = agent_loop(args.steps).model_calls if api == "InvokeAgent" else 1
     if model_calls != per_request * per_side:
         raise SystemExit(f"{api}: the ledger holds {model_calls} model calls, expected {per_request * per_side}")
-    return Result(api, per_request, times["plain"], times["wrapped"], model_calls)
+    return Result(api, per_request, times, model_calls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         per_req = lambda seconds: 1000 * statistics.median(seconds) / args.requests  # noqa: E731
         print(f"{r.api}: {r.model_calls_per_request} model calls per request, {args.rounds} alternating rounds of "
               f"{args.requests} requests per side; ledger rows checked: {r.ledger_model_calls} model calls")
-        print(f"  unwrapped {per_req(r.plain):.3f} ms CPU/request, wrapped {per_req(r.wrapped):.3f} ms CPU/request (median round)")
-        print(f"  per-round ratios: {', '.join(f'{x:.3f}' for x in r.round_ratios)}")
-        ok = r.ratio <= TARGETS[r.api]
+        print("  " + ", ".join(f"{side} {per_req(r.times[side]):.3f}" for side in SIDES) + " ms CPU/request (median round)")
+        for side in ("floor", "wrapped"):
+            print(f"  {side}/unwrapped per round: {', '.join(f'{x:.3f}' for x in r.round_ratios(side))}")
+        ok = r.ratio() <= TARGETS[r.api]
         met = met and ok
-        print(f"{r.api} ratio wrapped/unwrapped CPU: {r.ratio:.3f} (target <= {TARGETS[r.api]:.2f}: {'MET' if ok else 'NOT MET'})")
+        print(f"{r.api} floor/unwrapped CPU: {r.ratio('floor'):.3f} (the least any Python meter could add)")
+        print(f"{r.api} ratio wrapped/unwrapped CPU: {r.ratio():.3f} (target <= {TARGETS[r.api]:.2f}: {'MET' if ok else 'NOT MET'})")
     print()
     print(f"targets: {'MET' if met else 'NOT MET'}")
     return 0 if met else 1
