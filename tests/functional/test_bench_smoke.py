@@ -35,7 +35,18 @@ def test_meter_overhead_prints_both_cpu_ratios() -> None:
     code, out = run_bench("meter_overhead.py")
     for api in ("InvokeAgent", "Converse"):
         assert re.search(rf"^{api} ratio wrapped/unwrapped CPU: \d+\.\d{{3}} \(target <= 1\.\d\d: (MET|NOT MET)\)$", out, re.MULTILINE), out
+        assert re.search(rf"^{api} floor/unwrapped CPU: \d+\.\d{{3}} ", out, re.MULTILINE), out
     assert code == (0 if verdict(out, "targets") else 1)
+
+
+@pytest.mark.slow
+def test_meter_cache_effect_prints_hot_and_cold_for_meter_and_floor() -> None:
+    code, out = run_bench("meter_cache_effect.py")
+    for call in ("Converse", "InvokeAgent"):
+        for side in ("floor", "metered"):
+            # hot us, cold us, cold/hot
+            assert re.search(rf"^{call} .* {side} +\d+\.\d +\d+\.\d +\d+\.\d\dx$", out, re.MULTILINE), out
+    assert code == 0
 
 
 @pytest.mark.slow
