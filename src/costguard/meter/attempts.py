@@ -13,8 +13,6 @@ on the calling thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
@@ -43,15 +41,20 @@ def install(client: Any) -> None:
     events.register(f"response-received.{service}", _response_received, unique_id="costguard-response-received")
 
 
-@contextmanager
-def tracking() -> Iterator[Attempts]:
-    """Attempts of the call made inside the ``with`` on this thread."""
-    previous = getattr(_current, "attempts", None)
-    attempts = _current.attempts = Attempts()
-    try:
-        yield attempts
-    finally:
-        _current.attempts = previous
+class tracking:  # noqa: N801 - used as ``with attempts.tracking() as tried``, like a function
+    """Attempts of the call made inside the ``with`` on this thread.
+
+    A class, not a ``contextmanager`` generator: it runs on every metered call."""
+
+    __slots__ = ("attempts", "previous")
+
+    def __enter__(self) -> Attempts:
+        self.previous = getattr(_current, "attempts", None)
+        attempts = self.attempts = _current.attempts = Attempts()
+        return attempts
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.attempts = self.previous
 
 
 def _before_send(**kwargs: Any) -> None:
