@@ -3,11 +3,18 @@
 For each API, a local endpoint in its own process (so it does not share the client's GIL or CPU
 account) serves the same response over and over in the real wire format: InvokeAgent a loop of
 ``--steps`` action-group steps (40 steps: 42 model calls and ~165 event-stream events per
-request), Converse one JSON answer. The bare client and a client wrapped by a ``costguard.Guard``
-(SQLite ledger, budgets, per-request and per-session caps, all enforcing) each make the same
-warm-up requests, then ``--rounds`` rounds of ``--requests`` requests; the side that goes first
-alternates every round. The figure is CPU time of this process (``time.process_time``: the
-client's parsing plus everything the meter does, including its ledger writes), not wall time.
+request), Converse one JSON answer. Three sides make the same warm-up requests, then ``--rounds``
+rounds of ``--requests`` requests, the side that goes first rotating every round:
+
+- **plain**: the bare client;
+- **floor**: the bare client plus the least Python that reads what a meter must read (see
+  :func:`floor_requester`), a reference for what any Python meter costs at the least;
+- **wrapped**: the client wrapped by a ``costguard.Guard`` (SQLite ledger, budgets, per-request
+  and per-session caps, all enforcing). Each of its rounds ends with ``guard.flush()``, so the
+  rows its writer thread writes up to a second later are counted in that round.
+
+The figure is CPU time of this process (``time.process_time``: the client's parsing plus
+everything the meter does, including its ledger writes on the writer thread), not wall time.
 
 Targets: wrapped/unwrapped CPU <= 1.05 for InvokeAgent and <= 1.10 for Converse. Exits 1 when a
 target is missed, after printing every figure.
@@ -85,7 +92,8 @@ def floor_requester(api: str, client: Any) -> Callable[[int], None]:
     """The bare client plus the least Python that reads what a meter must read, as a reference:
     per event, find the trace kind; per model call, add its tokens, price them with two integer
     multiplications and keep a tuple; per tool call and tool response, keep a tuple and a size.
-    No caps, budgets, ledger or error handling: no meter written in Python can cost less."""
+    No caps, budgets, ledger or error handling: no meter written in Python can cost less. The
+    integer rates are stand-ins (nano-dollars per token): what is measured is the arithmetic."""
     rows: list[tuple[Any, ...]] = []
     if api == "InvokeAgent":
         def invoke(n: int) -> None:
