@@ -190,6 +190,7 @@ class RateCard:
                 for ttl in _TTL_ORDER
             )
 
+        standard_keys, long_keys = keys("standard"), keys("long")
         return cls(
             base_model_id=base_model_id,
             name=name,
@@ -206,10 +207,10 @@ class RateCard:
             long_flags=resolved.long_flags | extra_flags,
             _units=units,
             _long_units=long.units() if long is not None else units,
-            _keys=keys("standard"),
-            _long_keys=keys("long"),
-            _labels=tuple(key.label() for key in keys("standard")),  # type: ignore[arg-type]
-            _long_labels=tuple(key.label() for key in keys("long")),  # type: ignore[arg-type]
+            _keys=standard_keys,
+            _long_keys=long_keys,
+            _labels=tuple(key.label() for key in standard_keys),  # type: ignore[arg-type]
+            _long_labels=tuple(key.label() for key in long_keys),  # type: ignore[arg-type]
         )
 
     def price(self, usage: CallUsage, flags: frozenset[str] = frozenset()) -> PricedCall:
