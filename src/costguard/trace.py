@@ -19,13 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from costguard.coerce import (
-    canonical_hash,
-    optional_ms,
-    text_id,
-    usage_counts,
-    utf8_len,
-)
+from costguard.coerce import canonical_hash, optional_ms, text_id, usage_counts, utf8_len
 
 #: invocationType values that are tool calls (DESIGN.md section 5).
 TOOL_KINDS = frozenset(
@@ -456,7 +450,8 @@ class AgentTraceNormalizer:
             op = ag.get("function") or ag.get("apiPath")
             if name and op:
                 name = f"{name}::{op}"
-            parameters = ag
+            # Only a repeat cap reads the parameters: the subset is built only when hashing.
+            parameters = {k: ag.get(k) for k in ("verb", "parameters", "requestBody")} if self.hash_tool_calls else None
         elif kind == "KNOWLEDGE_BASE":
             kb = ii.get("knowledgeBaseLookupInput") or {}
             name = kb.get("knowledgeBaseId")
@@ -475,11 +470,7 @@ class AgentTraceNormalizer:
             self._tools_by_trace[trace_id] = [(kind, name)]
         else:
             pending.append((kind, name))
-        call_hash = None
-        if self.hash_tool_calls:
-            if kind == "ACTION_GROUP":
-                parameters = {k: parameters.get(k) for k in ("verb", "parameters", "requestBody")}
-            call_hash = tool_call_hash(name, parameters)
+        call_hash = tool_call_hash(name, parameters) if self.hash_tool_calls else None
         self._in_sink = True
         self.sink.tool_call(kind, name, trace_id, agent, call_hash)
 
