@@ -26,7 +26,6 @@ from costguard.meter.pinning import SessionPin, known_pins, pinned_identity
 from costguard.meter.slices import slice_cap
 from costguard.metrics import MetricsSink, record_segment, record_throttle, record_violation
 from costguard.pricing import is_prompt_router
-from costguard.pricing.key import PricedCall
 from costguard.trace import AnswerChunk, ModelCall, ModelCallStarted, ReturnControl, ToolCall, ToolResult, TraceSink
 from costguard.usage import (
     ModelCallRecord,
@@ -379,11 +378,11 @@ class RequestMeter(TraceSink):
             r: ToolResult = step  # type: ignore[assignment]
             self.tool_result(r.kind, r.name, r.response_bytes, r.latency_ms, r.trace_id, r.agent, call_counted=r.call_counted)
         elif kind is ReturnControl:
-            self.return_control_id = step.invocation_id  # type: ignore[attr-defined]
+            self.return_control(step.invocation_id, step.inputs)  # type: ignore[attr-defined]
         elif kind is GuardrailUsage:
             self._guardrail(step)  # type: ignore[arg-type]
         elif kind is AnswerChunk:
-            self.mark_output()
+            self.answer_chunk(step.response_bytes)  # type: ignore[attr-defined]
 
     # -- the trace normaliser's sink ------------------------------------------------------------
 
@@ -469,24 +468,19 @@ class RequestMeter(TraceSink):
             self.model_latency_ms += latency_ms
         if flags:
             card_flags = card_flags | flags
-        self.model_rows.append(
-            ModelCallRecord(
-                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id,
-                card.base_model_id, step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                cost_nanos, priced, latency_ms, agent, self.binding.user_id, price_key,
-                _flags_text(card_flags) if card_flags else "",
-            )
+        self._new_model_row(
+            model_id, card.base_model_id, step_type, input_tokens, output_tokens, cache_read_tokens,
+            cache_write_tokens, cost_nanos, priced, latency_ms, agent, price_key, card_flags,
         )
         if not chosen or routed:
             # The call has happened (and is recorded above): a model nobody chose before it was
             # sent (a default, or a prompt router's pick) is checked now, to stop what follows.
             self.check_model(model_id)
-        # Each check is called only when it has something to check: this runs for every model
-        # call of every request, between botocore's parsing of one event and the next.
+        # This runs for every model call of every request, between botocore's parsing of one
+        # event and the next: the call caps are looked at only when one is set.
         if self._calls_capped:
             self._check_calls(t.model_calls)
-        if self._token_or_cost_caps:
-            self._check_tokens_and_cost()
+        self._check_tokens_and_cost()
         self._check_budget()
         self._keep_alive()
 
@@ -496,17 +490,34 @@ class RequestMeter(TraceSink):
         if not priced.cost_nanos:
             return
         self.totals.cost_nanos += priced.cost_nanos
-        self._new_model_row("guardrail", "GUARDRAIL", priced, priced.flags | step.flags)
+        self._new_model_row(
+            "guardrail", "guardrail", "GUARDRAIL", 0, 0, 0, 0, priced.cost_nanos, priced.priced, None, None,
+            priced.key.label(), priced.flags | step.flags,
+        )
         self._check_tokens_and_cost()
         self._check_budget()
 
-    def _new_model_row(self, model_id: str, step_type: str, priced: PricedCall, flags: frozenset[str]) -> None:
-        """A row for a cost that is not a model's tokens (guardrail units)."""
+    def _new_model_row(
+        self,
+        model_id: str,
+        base_model_id: str,
+        step_type: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        cost_nanos: int,
+        priced: bool,
+        latency_ms: int | None,
+        agent: str | None,
+        price_key: str,
+        flags: frozenset[str],
+    ) -> None:
         self.model_rows.append(
             ModelCallRecord(
-                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id, model_id,
-                step_type, 0, 0, 0, 0, priced.cost_nanos, priced.priced, None, None, self.binding.user_id,
-                priced.key.label(), _flags_text(flags) if flags else "",
+                self.request_id, self.binding.workflow, self.session_id, self.guard.now_ms(), model_id, base_model_id,
+                step_type, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, priced,
+                latency_ms, agent, self.binding.user_id, price_key, _flags_text(flags) if flags else "",
             )
         )
 
