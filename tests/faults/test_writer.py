@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -35,9 +36,18 @@ CALL_NANOS = 1_000 * 35 + 100 * 140  # Nova Micro: $0.035 in / $0.14 out per 1M 
 class FlakyLedger(SQLiteLedger):
     down = False
     batches: list[int]
+    tries = 0  # calls to record_many, refused or not
+    #: When set, a refused write first signals ``entered`` and waits for ``gate``: the test
+    #: decides when an attempt that began while the ledger was down ends.
+    gate: threading.Event | None = None
+    entered: threading.Event | None = None
 
     def record_many(self, segments: Sequence[RequestSegment]) -> None:
+        self.tries += 1
         if self.down:
+            if self.gate is not None and self.entered is not None:
+                self.entered.set()
+                self.gate.wait(10)
             raise LedgerError("ledger unreachable")
         self.batches.append(len(segments))
         super().record_many(segments)
@@ -101,12 +111,56 @@ def test_a_deny_workflow_refuses_calls_while_the_ledger_refuses_writes(fake: Fak
     guard.close()
 
 
+def bare_segment() -> RequestSegment:
+    return RequestSegment("r", "wf", "s", None, "Converse", None, None, 0, 0, "ok", costguard.usage.Totals(), costguard.usage.Totals(), 0, 0, 0, 0, 0, None, [], [], [])
+
+
+def test_a_flush_that_fails_leaves_the_writer_backing_off_not_retrying_without_pause(tmp_path: Path) -> None:
+    ledger = flaky(tmp_path)
+    ledger.down = True
+    writer = UsageWriter(ledger, interval_s=0.05)
+    writer.submit(bare_segment())
+    assert writer.flush(timeout=0.3) is False
+    before, started = ledger.tries, time.monotonic()
+    time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    # backoff from 0.05 s, doubling: about log2(elapsed / 0.05) tries (three in half a second),
+    # where a writer retrying without pause makes thousands
+    assert 1 <= ledger.tries - before <= 2 + math.ceil(math.log2(1 + elapsed / 0.05))
+    ledger.down = False
+    assert writer.flush(timeout=5) is True
+    assert ledger.batches == [1] and writer.last_error is None
+    writer.close()
+
+
+def test_an_attempt_begun_while_the_ledger_was_down_does_not_fail_a_later_flush(tmp_path: Path) -> None:
+    ledger = flaky(tmp_path)
+    ledger.down = True
+    ledger.gate, ledger.entered = threading.Event(), threading.Event()
+    writer = UsageWriter(ledger, interval_s=0.05)
+    writer.submit(bare_segment(), deny=True)
+    assert ledger.entered.wait(5)  # an attempt is under way, and will be refused
+    ledger.down = False
+    release = threading.Timer(0.2, ledger.gate.set)
+    release.start()
+    try:
+        # the flush is answered by an attempt that begins after it, at once, not after a backoff
+        started = time.monotonic()
+        assert writer.flush(timeout=5) is True
+        assert time.monotonic() - started < 2
+    finally:
+        release.cancel()
+        ledger.gate.set()
+    assert ledger.batches == [1] and writer.last_error is None and not writer.failing_deny
+    writer.close()
+
+
 def test_beyond_max_pending_the_oldest_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     ledger = flaky(tmp_path)
     ledger.down = True
     dropped: list[int] = []
     writer = UsageWriter(ledger, interval_s=60, max_rows=10_000, max_pending=5, on_dropped=dropped.append)
-    segment = RequestSegment("r", "wf", "s", None, "Converse", None, None, 0, 0, "ok", costguard.usage.Totals(), costguard.usage.Totals(), 0, 0, 0, 0, 0, None, [], [], [])
+    segment = bare_segment()
     for _ in range(8):
         writer.submit(segment)
     assert writer.pending == 5 and writer.dropped == 3 and sum(dropped) == 3

@@ -81,7 +81,12 @@ class UsageWriter:
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self._backoff = 0.0
-        self._attempted_since_flush = False  # a write was tried since the last flush() began
+        # Write attempts are numbered so that a flush is answered only by an attempt that began
+        # after it: one already under way when the ledger came back may still fail, and must
+        # neither fail the flush nor put off its retry.
+        self._attempts = 0
+        self._failed_attempt = 0  # the number of the last attempt that failed
+        self._retry_asked_at = -1  # attempts begun when a flush last asked for a retry now
         #: The last error the ledger gave the writer, while it keeps failing (None once it writes).
         self.last_error: LedgerError | None = None
         #: Whether the failing batch holds entries of a ``deny`` workflow.
@@ -140,13 +145,12 @@ class UsageWriter:
             if self._done >= target and not self._pending:
                 return self.last_error is None
             self._ensure_thread()
-            self._attempted_since_flush = False
+            asked_at = self._retry_asked_at = self._attempts
             self._flush_to = max(self._flush_to, target)
-            self._retry_at = 0.0  # an explicit flush retries a failing batch now
             self._cond.notify_all()
             deadline = None if timeout is None else time.monotonic() + timeout
             while self._done < target:
-                if self.last_error is not None and self._attempted_since_flush:
+                if self.last_error is not None and self._failed_attempt > asked_at:
                     return False
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -192,7 +196,10 @@ class UsageWriter:
     def _due(self, now: float) -> bool:
         if not self._pending:
             return False
-        if now < self._retry_at and self._flush_to < self._pending[0].seq:
+        # A failing batch waits out its backoff, unless a flush asked for a retry after the
+        # last failed attempt began (once that retry fails too, the backoff holds again: a
+        # flush that timed out must not leave the thread hammering a ledger that is down).
+        if now < self._retry_at and self._failed_attempt > self._retry_asked_at:
             return False
         return (
             self._flush_to >= self._pending[0].seq
@@ -216,11 +223,14 @@ class UsageWriter:
                         waits.append(max(self._oldest_at + self.interval_s, self._retry_at) - now)
                     self._cond.wait(max(0.001, min(waits)))
                 batch = list(self._pending) if self._due(now) else []
+                if batch:
+                    self._attempts += 1
+                attempt = self._attempts
             if now >= next_tick:
                 next_tick = now + self.interval_s
                 self._tick()
             if batch:
-                self._write(batch)
+                self._write(batch, attempt)
 
     def _tick(self) -> None:
         if self._on_tick is None:
@@ -231,7 +241,7 @@ class UsageWriter:
             # stop the thread that writes everyone's usage.
             logger.exception("ledger writer: periodic task failed")
 
-    def _write(self, batch: list[_Entry]) -> None:
+    def _write(self, batch: list[_Entry], attempt: int) -> None:
         done: set[int] = set()  # seqs written
         error: LedgerError | None = None
         try:
@@ -282,7 +292,6 @@ class UsageWriter:
                 self.batches += 1
             # Everything up to the first entry still pending is settled one way or the other.
             self._done = (self._pending[0].seq - 1) if self._pending else self._submitted
-            self._attempted_since_flush = True
             if error is None:
                 self.last_error = None
                 self.failing_deny = False
@@ -291,6 +300,7 @@ class UsageWriter:
             else:
                 self.last_error = error
                 self.failing_deny = any(e.deny for e in self._pending)
+                self._failed_attempt = attempt
                 self._backoff = min(MAX_BACKOFF_S, max(self.interval_s, self._backoff * 2))
                 self._retry_at = time.monotonic() + self._backoff
             if self._pending and error is None:
