@@ -56,7 +56,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
 def yesterday_over_budget(tmp_path: Path, metered_nanos: int, runs: int = 1) -> tuple[str, Path, Path]:
     """A ledger holding ``metered_nanos`` of workflow ``claims`` yesterday, against a $10 daily
     hard budget, and Cost Explorer (moto) primed to bill $15.00 for it ``runs`` times; the day,
-    the ledger file and the policy file."""
+    the ledger file and the policy file.
+
+    The monthly budget ($1,000) is above any month-end forecast a single day of up to $32 can
+    make (the forecast is the month-to-date spend per elapsed day times the month's days): when
+    yesterday is the 1st of a month, $12 over one day forecasts $372, so a lower budget would
+    add a ``forecast_over_budget`` alert on those days only."""
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     path = tmp_path / "l.db"
     ledger = SQLiteLedger(path)
@@ -65,7 +70,7 @@ def yesterday_over_budget(tmp_path: Path, metered_nanos: int, runs: int = 1) -> 
                           reservation=Reservation("claims", periods, 0)))
     ledger.close()
     policies = tmp_path / "p.yaml"
-    policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 300, alert_at_pct: [50, 100], on_exhausted: block}\n")
+    policies.write_text("version: 1\nworkflows:\n  claims:\n    budget: {daily_usd: 10, monthly_usd: 1000, alert_at_pct: [50, 100], on_exhausted: block}\n")
 
     def page(group: str) -> dict[str, Any]:
         return {"ResultsByTime": [{"TimePeriod": {"Start": yesterday, "End": yesterday}, "Total": {}, "Estimated": False,
