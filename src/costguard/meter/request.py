@@ -124,7 +124,6 @@ class RequestMeter(TraceSink):
         self._ses_cost_cap = _nanos_or_none(self.per_session.max_cost_usd)
         self._req_calls_cap = self.per_request.max_model_calls
         self._ses_calls_cap = self.per_session.max_model_calls
-        self._calls_capped = self._req_calls_cap is not None or self._ses_calls_cap is not None
         self._token_or_cost_caps = (
             self.per_request.max_tokens is not None or self.per_session.max_tokens is not None
             or self._req_cost_cap is not None or self._ses_cost_cap is not None
@@ -476,10 +475,7 @@ class RequestMeter(TraceSink):
             # The call has happened (and is recorded above): a model nobody chose before it was
             # sent (a default, or a prompt router's pick) is checked now, to stop what follows.
             self.check_model(model_id)
-        # This runs for every model call of every request, between botocore's parsing of one
-        # event and the next: the call caps are looked at only when one is set.
-        if self._calls_capped:
-            self._check_calls(t.model_calls)
+        self._check_calls(t.model_calls)
         self._check_tokens_and_cost()
         self._check_budget()
         self._keep_alive()
