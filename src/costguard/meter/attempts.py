@@ -46,11 +46,11 @@ class tracking:  # noqa: N801 - used as ``with attempts.tracking() as tried``, l
 
     A class, not a ``contextmanager`` generator: it runs on every metered call."""
 
-    __slots__ = ("attempts", "previous")
+    __slots__ = ("previous",)
 
     def __enter__(self) -> Attempts:
         self.previous = getattr(_current, "attempts", None)
-        attempts = self.attempts = _current.attempts = Attempts()
+        attempts = _current.attempts = Attempts()
         return attempts
 
     def __exit__(self, *exc_info: object) -> None:
