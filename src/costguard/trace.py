@@ -450,8 +450,7 @@ class AgentTraceNormalizer:
             op = ag.get("function") or ag.get("apiPath")
             if name and op:
                 name = f"{name}::{op}"
-            # Only a repeat cap reads the parameters: the subset is built only when hashing.
-            parameters = {k: ag.get(k) for k in ("verb", "parameters", "requestBody")} if self.hash_tool_calls else None
+            parameters = {k: ag.get(k) for k in ("verb", "parameters", "requestBody")}
         elif kind == "KNOWLEDGE_BASE":
             kb = ii.get("knowledgeBaseLookupInput") or {}
             name = kb.get("knowledgeBaseId")
