@@ -54,7 +54,8 @@ CONVERSE_RESPONSE = {
 
 
 class PreparedStream:
-    """An event stream over fresh copies of prepared events (a real stream's are new each time)."""
+    """An event stream over prepared events (``PreparedClient.prepare`` makes them fresh for each
+    call, as a real stream's are)."""
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
@@ -141,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
                     hot_us = min(per_call_us(send, hot, args.calls) for _ in range(2))
                     cold_us = min(per_call_us(send, cold, args.calls) for _ in range(2))
                     print(f"{label:<26} {side:<8} {hot_us:>9.1f} {cold_us:>9.1f} {cold_us / hot_us:>8.2f}x", flush=True)
-            guard.flush()
         finally:
             guard.close()
     return 0
