@@ -4,6 +4,8 @@ import hashlib
 import json
 from typing import Any
 
+import pytest
+
 from costguard.trace import (
     AgentTraceNormalizer,
     AnswerChunk,
@@ -209,7 +211,6 @@ def test_unknown_and_malformed_events_are_counted_never_raised() -> None:
     assert n.unknown_events == len(bad)
 
 
-
 class _Recorder(TraceSink):
     """A sink that writes down every call it gets, by method name."""
 
@@ -286,12 +287,8 @@ def test_an_error_raised_by_the_sink_is_the_sinks_not_a_malformed_event() -> Non
     n = AgentTraceNormalizer(sink=Broken())
     n.read(orch(model_in("t-0")))
     # THEN the bug reaches the caller of read (the metered stream contains and counts it)...
-    try:
+    with pytest.raises(TypeError, match="bug in the meter"):
         n.read(orch(model_out("t-0", 1, 1)))
-    except TypeError as exc:
-        assert "bug in the meter" in str(exc)
-    else:
-        raise AssertionError("the sink's error was swallowed")
     assert n.unknown_events == 0
     # ...while a malformed event after it is still counted, never raised
     n.read({"trace": {"trace": {"orchestrationTrace": {"modelInvocationOutput": "not a dict"}}}})
@@ -300,9 +297,5 @@ def test_an_error_raised_by_the_sink_is_the_sinks_not_a_malformed_event() -> Non
 
 def test_feed_needs_no_sink_and_read_needs_one() -> None:
     n = AgentTraceNormalizer(sink=TraceSink())
-    try:
+    with pytest.raises(TypeError):  # feed() with a sink must say to call read()
         n.feed(orch(model_in("t-0")))
-    except TypeError:
-        pass
-    else:
-        raise AssertionError("feed() with a sink must say to call read()")
